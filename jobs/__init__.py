@@ -1,0 +1,1 @@
+"""Jobs: training, evaluation, nowcasting, submission, retraining and the `convlstm` CLI."""

@@ -1,0 +1,1 @@
+"""One module per `convlstm` subcommand; each has `register(subparsers)` and `run(args) -> int`."""

@@ -1,0 +1,53 @@
+"""Where the embedded defaults live: one project-local home for outputs, MLflow and Ray results.
+
+`CONVLSTM_HOME` wins; otherwise the source checkout holding this package (editable installs),
+otherwise `~/.convlstm`. Never the current working directory, so a job started from another
+folder still finds the same MLflow store.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def project_home() -> Path:
+    env = os.environ.get("CONVLSTM_HOME")
+    if env:
+        return Path(env).expanduser().resolve()
+    checkout = Path(__file__).resolve().parents[1]
+    if (checkout / "pyproject.toml").is_file() and (checkout / "jobs").is_dir():
+        return checkout
+    return Path.home() / ".convlstm"
+
+
+def outputs_dir() -> Path:
+    """`<home>/outputs`: data shards, MLflow store, Ray Train results, reports."""
+    return project_home() / "outputs"
+
+
+def default_tracking_uri() -> str:
+    """`sqlite:///<home>/outputs/mlflow/mlflow.db`, unless MLFLOW_TRACKING_URI is set."""
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return env
+    db = outputs_dir() / "mlflow" / "mlflow.db"
+    db.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{db}"
+
+
+def default_artifact_root() -> str:
+    """Artifact folder beside the sqlite store (used when an experiment is created locally)."""
+    root = outputs_dir() / "mlflow" / "artifacts"
+    root.mkdir(parents=True, exist_ok=True)
+    return root.as_uri()
+
+
+def shared_data_dir() -> Path | None:
+    """The `shared/data` folder beside the checkout (real radar/MNIST samples), if present."""
+    env = os.environ.get("CONVLSTM_SHARED_DATA")
+    if env:
+        return Path(env)
+    for cand in (project_home().parent / "shared" / "data", project_home() / "shared" / "data"):
+        if cand.is_dir():
+            return cand
+    return None
