@@ -47,3 +47,14 @@ def pixel_to_rainrate(pixel, a: float = HKO_ZR_A, b: float = HKO_ZR_B):
 def rainrate_to_pixel(rate, a: float = HKO_ZR_A, b: float = HKO_ZR_B) -> np.ndarray:
     """Rain rate in mm/h -> HKO-7 uint8 pixel."""
     return dbz_to_pixel(np.maximum(rainrate_to_dbz(rate, a, b), DBZ_MIN))
+
+
+def scaled_pixel_to_rainrate(scaled, a: float = HKO_ZR_A, b: float = HKO_ZR_B):
+    """HKO-7 pixel scaled to [0, 1] (p / 255, the models' range) -> rain rate in mm/h."""
+    return pixel_to_rainrate(np.asarray(scaled, dtype=np.float32) * 255.0, a, b)
+
+
+def rainrate_to_scaled_pixel(rate, a: float = HKO_ZR_A, b: float = HKO_ZR_B):
+    """Rain rate in mm/h -> HKO-7 pixel scaled to [0, 1], unrounded; rain below -10 dBZ (0 included) maps to 0."""
+    scaled = (rainrate_to_dbz(np.maximum(rate, 0.0), a, b) - DBZ_MIN) / DBZ_RANGE
+    return np.maximum(scaled, 0.0, dtype=np.float32)

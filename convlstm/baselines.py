@@ -1,0 +1,171 @@
+"""Forecast baselines that need no training: persistence and optical-flow extrapolation.
+
+Both take the models' input windows `[B, J, C, H, W]` (float, [0, 1], torch tensor or numpy array) and
+return `[B, K, C, H, W]` forecasts of the same type, dtype and device (K = `out_frames`). The optical-flow
+baseline works on the CPU in float32 (OpenCV), in the spirit of the ConvLSTM paper's ROVER baseline.
+"""
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import cv2
+import numpy as np
+import torch
+
+from convlstm.checks import positive_int
+
+FLOW_METHODS = ("dis", "farneback")
+
+
+class Baseline(Protocol):
+    """A forecaster of fixed lead time: `[B, J, C, H, W]` -> `[B, out_frames, C, H, W]`, same type as x."""
+
+    name: str
+
+    def __call__(self, x: Any) -> Any: ...
+
+
+def _describe(x: Any) -> str:
+    shape = getattr(x, "shape", None)
+    return f"{type(x).__name__} of shape {tuple(shape)}" if shape is not None else type(x).__name__
+
+
+def _check_window(x: Any) -> None:
+    if not isinstance(x, (torch.Tensor, np.ndarray)) or x.ndim != 5:
+        raise ValueError(f"x must be a [B, J, C, H, W] torch tensor or numpy array, got {_describe(x)}")
+    floating = x.is_floating_point() if isinstance(x, torch.Tensor) else np.issubdtype(x.dtype, np.floating)
+    if not floating:
+        raise ValueError(f"x must hold floats in [0, 1], got dtype {x.dtype}")
+
+
+def persistence(x: Any, out_frames: int) -> Any:
+    """Repeat the last input frame: `[B, J, C, H, W]` -> `[B, out_frames, C, H, W]`, same type as x."""
+    _check_window(x)
+    out_frames = positive_int(out_frames, "out_frames")
+    if isinstance(x, torch.Tensor):
+        return x[:, -1:].repeat(1, out_frames, 1, 1, 1)
+    return np.repeat(x[:, -1:], out_frames, axis=1)
+
+
+def _check_flow_options(method: str, pairs: int, smoothing: float) -> None:
+    if method not in FLOW_METHODS:
+        raise ValueError(f"method must be one of {FLOW_METHODS}, got {method!r}")
+    positive_int(pairs, "pairs")
+    if not smoothing > 0:
+        raise ValueError(f"smoothing must be > 0, got {smoothing!r}")
+
+
+def _to_uint8(frame: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(frame * 255.0), 0, 255).astype(np.uint8)
+
+
+def _backward_flow(later: np.ndarray, earlier: np.ndarray, method: str) -> np.ndarray:
+    """`[H, W, 2]` displacement (dx, dy) such that later(p) ≈ earlier(p + flow(p)); frames are uint8."""
+    if method == "dis":
+        return cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM).calc(later, earlier, None)
+    return cv2.calcOpticalFlowFarneback(later, earlier, None, pyr_scale=0.5, levels=3, winsize=15,
+                                        iterations=3, poly_n=5, poly_sigma=1.2, flags=0)
+
+
+def _motion_field(gray: np.ndarray, method: str, pairs: int, smoothing: float) -> np.ndarray:
+    """Backward displacement per frame step `[H, W, 2]` from the last `pairs` pairs of `[J, H, W]` frames.
+
+    Each pair's vectors are weighted by the later frame's intensity (echo carries the motion; the empty
+    background does not), smoothed with a Gaussian of `smoothing`·max(H, W) pixels (normalised
+    convolution), and blended into the weighted domain mean where no echo is near, so that tracing back
+    from anywhere in the domain finds the motion of the nearest echo.
+    """
+    frames = [_to_uint8(frame) for frame in gray]
+    weighted, weight = np.zeros(gray.shape[1:] + (2,), np.float32), np.zeros(gray.shape[1:], np.float32)
+    for later in range(len(frames) - 1, len(frames) - 1 - pairs, -1):
+        w = np.maximum(gray[later], 0.0).astype(np.float32)
+        weighted += w[..., None] * _backward_flow(frames[later], frames[later - 1], method)
+        weight += w
+    if weight.sum() <= 0:
+        return np.zeros_like(weighted)
+    sigma = smoothing * max(gray.shape[1:])
+    domain_mean = weighted.sum(axis=(0, 1)) / weight.sum()
+    local_weighted = cv2.GaussianBlur(weighted, (0, 0), sigma, borderType=cv2.BORDER_REPLICATE)
+    local_weight = cv2.GaussianBlur(weight, (0, 0), sigma, borderType=cv2.BORDER_REPLICATE)
+    floor = 1e-3 * local_weight.max()  # below ~0.1 % of the peak echo density the domain mean takes over
+    return (local_weighted + floor * domain_mean) / (local_weight + floor)[..., None]
+
+
+def _advect(last: np.ndarray, field: np.ndarray, out_frames: int) -> np.ndarray:
+    """Semi-Lagrangian backward advection of `last` `[C, H, W]` -> `[out_frames, C, H, W]`.
+
+    For lead t every target pixel is traced back t steps along `field` (sampled bilinearly where the trace
+    is), then `last` is sampled bilinearly there once; positions outside the domain read 0.
+    """
+    height, width = last.shape[-2:]
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    flow_x, flow_y = np.ascontiguousarray(field[..., 0]), np.ascontiguousarray(field[..., 1])
+    forecast = np.empty((out_frames,) + last.shape, np.float32)
+    for lead in range(out_frames):
+        step_x = cv2.remap(flow_x, xs, ys, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        step_y = cv2.remap(flow_y, xs, ys, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        xs, ys = xs + step_x, ys + step_y
+        for channel, image in enumerate(last):
+            forecast[lead, channel] = cv2.remap(image, xs, ys, cv2.INTER_LINEAR,
+                                                borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+    return forecast
+
+
+def optical_flow(x: Any, out_frames: int, method: str = "dis", pairs: int = 3, smoothing: float = 0.125) -> Any:
+    """Optical-flow extrapolation: `[B, J, C, H, W]` in [0, 1] -> `[B, out_frames, C, H, W]`, same type as x.
+
+    Dense flow (OpenCV DIS or Farnebäck, `method`) over the channel mean of the last `pairs` consecutive
+    frame pairs (at most J − 1), smoothed (see `_motion_field`) and assumed steady; the last frame is then
+    advected backward along it, each channel alike. The flow is in pixels per input frame step, so output
+    frames are assumed to be spaced like input frames.
+    """
+    _check_window(x)
+    out_frames = positive_int(out_frames, "out_frames")
+    _check_flow_options(method, pairs, smoothing)
+    if x.shape[1] < 2:
+        raise ValueError(f"x needs at least 2 input frames (axis 1) for optical flow, got {x.shape[1]}")
+    frames = x.detach().cpu().float().numpy() if isinstance(x, torch.Tensor) else x.astype(np.float32)
+    pairs = min(pairs, frames.shape[1] - 1)
+    forecast = np.stack([
+        _advect(window[-1], _motion_field(window.mean(axis=1), method, pairs, smoothing), out_frames)
+        for window in frames])
+    if isinstance(x, torch.Tensor):
+        return torch.from_numpy(forecast).to(device=x.device, dtype=x.dtype)
+    return forecast.astype(x.dtype, copy=False)
+
+
+class Persistence:
+    """`persistence` as a callable baseline with a fixed `out_frames`."""
+
+    name = "persistence"
+
+    def __init__(self, out_frames: int) -> None:
+        self.out_frames = positive_int(out_frames, "out_frames")
+
+    def __call__(self, x: Any) -> Any:
+        return persistence(x, self.out_frames)
+
+
+class OpticalFlow:
+    """`optical_flow` as a callable baseline with fixed `out_frames` and options."""
+
+    name = "optical-flow"
+
+    def __init__(self, out_frames: int, method: str = "dis", pairs: int = 3, smoothing: float = 0.125) -> None:
+        _check_flow_options(method, pairs, smoothing)
+        self.out_frames = positive_int(out_frames, "out_frames")
+        self.method, self.pairs, self.smoothing = method, pairs, smoothing
+
+    def __call__(self, x: Any) -> Any:
+        return optical_flow(x, self.out_frames, self.method, self.pairs, self.smoothing)
+
+
+BASELINES = {Persistence.name: Persistence, OpticalFlow.name: OpticalFlow}
+
+
+def get_baseline(name: str, out_frames: int, **options: Any) -> Baseline:
+    """Baseline by name ("persistence" or "optical-flow"); `options` go to its constructor, e.g.
+    `get_baseline("optical-flow", 15, method="farneback")`."""
+    if name not in BASELINES:
+        raise ValueError(f"name must be one of {sorted(BASELINES)}, got {name!r}")
+    return BASELINES[name](out_frames, **options)
