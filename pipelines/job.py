@@ -1,0 +1,272 @@
+"""The generic prepare driver: sources -> Ray Data decode tasks -> Parquet shards -> manifest, published atomically.
+
+Each `Source` is one unit of decoding work. `windows_fn(source)` runs inside a Ray Data task and
+yields one dict per window with the schema's columns. A source's windows are collected before they
+are written, so a source that fails halfway (truncated video) contributes nothing: any exception
+rejects just that source (listed in the manifest's `rejected` with its reason) and the job goes on.
+The driver holds source descriptions and per-source counts, never windows.
+"""
+from __future__ import annotations
+
+import json
+import pickle
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import numpy as np
+
+from pipelines import manifest as mf
+from pipelines import storage
+from pipelines.publish import staging
+from pipelines.ray_session import init_ray
+from pipelines.shards import SPLIT_COLUMN, SchemaError, split_dir, stack_windows, write_windows
+
+WindowsFn = Callable[["Source"], Iterator[dict]]
+
+
+@dataclass
+class Source:
+    """One unit of decoding work: a video file, a radar day or block, an MNIST chunk."""
+
+    name: str  # stable id, the key in manifest["sources"]
+    paths: list[str]  # input files, checksummed into the manifest
+    split: str
+    meta: dict = field(default_factory=dict)  # whatever windows_fn needs: person, label, timestamps...
+
+
+class Rejected(Exception):
+    """Raised by a windows function: the source is skipped and listed in `rejected` with str(exc)."""
+
+
+class RejectedSourcesError(RuntimeError):
+    """strict=True and at least one source was rejected; nothing was published."""
+
+
+class _Ledger:
+    """Ray actor collecting per-source outcomes from the decode tasks (keyed by name: retries are harmless)."""
+
+    def __init__(self):
+        self.done: dict[str, dict] = {}
+        self.rejected: dict[str, dict] = {}
+
+    def record(self, name: str, entry: dict) -> None:
+        self.done[name] = entry
+
+    def reject(self, name: str, entry: dict) -> None:
+        self.rejected[name] = entry
+
+    def count(self) -> int:
+        return len(self.done) + len(self.rejected)
+
+    def results(self) -> tuple[dict, dict]:
+        return self.done, self.rejected
+
+
+def run_prepare(*, task: str, sources: list[Source], windows_fn: WindowsFn, out: str, params: dict,
+                schema: dict, extra: dict | None = None, rejected: list[dict] | None = None,
+                members: dict[str, list] | None = None, overwrite: bool = False,
+                incremental: bool = False, strict: bool = False, address: str | None = None,
+                progress: bool = True) -> dict:
+    """Decode `sources` into window shards at `out` and publish them; returns the manifest.
+
+    `schema`: {column: {shape, dtype, ...}} (shape without the row axis; dtype numpy name or "str";
+    a `label` column may list `classes` names, used as `per_class` keys). `rejected`: inputs already
+    rejected by the caller ([{file, reason}]). `members`: the split definition recorded in
+    `splits[split]["members"]` (e.g. person ids); default: the names of each split's sources.
+    `incremental`: decode only sources not yet in the existing manifest and append their windows.
+    `strict`: any rejection raises RejectedSourcesError and nothing is published.
+    """
+    _check_args(task, sources, schema)
+    rejected = [dict(r) for r in rejected or []]
+    if strict and rejected:
+        raise _strict_error(rejected)
+    with staging(out, overwrite=overwrite, incremental=incremental) as stage:
+        previous = stage.previous
+        if previous is not None:
+            _check_compatible(previous, task=task, params=params, schema=schema, extra=extra, members=members)
+        todo = [s for s in sources if previous is None or s.name not in previous["sources"]]
+        done, failed = _decode(todo, windows_fn, schema, stage.path, address, progress) if todo else ({}, {})
+        rejected += [failed[name] for name in sorted(failed)]
+        if strict and rejected:
+            raise _strict_error(rejected)
+        splits = _splits(sources, done, members, previous, schema)
+        for split in splits:
+            storage.make_dirs(split_dir(stage.path, split))
+        manifest = mf.build_manifest(
+            task=task, params=params, schema=schema, splits=splits,
+            sources={**(previous or {}).get("sources", {}), **done},
+            rejected=_merge_rejections(previous, rejected, retried={s.name for s in todo}),
+            extra=extra)
+        stage.commit(manifest)
+    return manifest
+
+
+def _check_args(task: str, sources: list[Source], schema: dict) -> None:
+    if not task:
+        raise ValueError("task must be a non-empty name (kth, radar, mnist)")
+    if not schema or SPLIT_COLUMN in schema:
+        raise ValueError(f"schema must list the window columns and must not use {SPLIT_COLUMN!r}")
+    names = Counter(s.name for s in sources)
+    duplicates = [n for n, k in names.items() if k > 1]
+    if duplicates:
+        raise ValueError(f"sources: duplicate names {duplicates[:5]}")
+    if any(not s.split for s in sources):
+        raise ValueError("sources: every source needs a split")
+
+
+def _check_compatible(previous: dict, **current) -> None:
+    """An incremental run must build the same kind of dataset as the one it extends."""
+    for key, value in current.items():
+        if key == "members":
+            old = {s: v["members"] for s, v in previous["splits"].items()}
+            new = value
+            if new is None:
+                continue
+        elif key == "extra":
+            old = {k: previous.get(k) for k in (value or {})}
+            new = value or {}
+        else:
+            old, new = previous.get(key), value
+        if json.loads(json.dumps(new, default=str)) != old:
+            raise ValueError(f"--incremental: {key} differ from the existing dataset's "
+                             f"({old!r} vs {new!r}); use --overwrite to rebuild")
+
+
+def _decode(sources: list[Source], windows_fn: WindowsFn, schema: dict, path: str,
+            address: str | None, progress: bool) -> tuple[dict, dict]:
+    """Run the Ray Data decode + write; returns ({name: manifest entry}, {name: rejection})."""
+    ray = init_ray(address)
+    ledger = ray.remote(num_cpus=0)(_Ledger).remote()
+    items = [{"source": pickle.dumps(s)} for s in sources]
+    ds = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
+        _decode_batch, batch_size=1, batch_format="numpy",
+        fn_kwargs={"windows_fn": windows_fn, "schema": schema, "ledger": ledger})
+    with _progress(ledger, len(sources), enabled=progress):
+        write_windows(ds, path)
+    done, failed = ray.get(ledger.results.remote())
+    missing = {s.name for s in sources} - done.keys() - failed.keys()
+    if missing:
+        raise RuntimeError(f"decode tasks reported nothing for {len(missing)} sources, e.g. {sorted(missing)[:3]}")
+    ray.kill(ledger)
+    return done, failed
+
+
+def _decode_batch(batch: dict[str, np.ndarray], *, windows_fn: WindowsFn, schema: dict,
+                  ledger) -> Iterator[dict[str, np.ndarray]]:
+    """Ray Data UDF: one pickled Source per row -> that source's windows as one column batch."""
+    import ray
+
+    for blob in batch["source"]:
+        source: Source = pickle.loads(blob)
+        try:
+            checksum = mf.sources_checksum(source.paths)
+            columns = stack_windows(windows_fn(source), schema)
+        except SchemaError:
+            raise
+        except Exception as exc:  # unreadable, truncated, wrong size...: reject this source only
+            reason = str(exc) if isinstance(exc, Rejected) else f"{type(exc).__name__}: {exc}"
+            ray.get(ledger.reject.remote(source.name, _rejection(source, reason)))
+            continue
+        count = len(next(iter(columns.values())))
+        entry = {**checksum, "split": source.split, "windows": count,
+                 "per_class": _per_class(columns, schema)}
+        ray.get(ledger.record.remote(source.name, entry))
+        if count:
+            columns[SPLIT_COLUMN] = np.full(count, source.split, dtype=object)
+            yield columns
+
+
+def _rejection(source: Source, reason: str) -> dict:
+    file = source.paths[0] if len(source.paths) == 1 else source.name
+    return {"file": file, "source": source.name, "reason": reason}
+
+
+def _per_class(columns: dict[str, np.ndarray], schema: dict) -> dict[str, int]:
+    if "label" not in columns:
+        return {}
+    classes = schema["label"].get("classes")
+    labels, counts = np.unique(columns["label"], return_counts=True)
+    return {(classes[int(k)] if classes else str(int(k))): int(n) for k, n in zip(labels, counts)}
+
+
+def _splits(sources: list[Source], done: dict, members: dict | None, previous: dict | None,
+            schema: dict) -> dict:
+    """{split: {members, count, per_class}}, adding this run's windows to the previous counts."""
+    old = (previous or {}).get("splits", {})
+    names = sorted({*old, *(s.split for s in sources), *(members or {})})
+    splits = {}
+    for split in names:
+        count = old.get(split, {}).get("count", 0)
+        per_class = Counter(old.get(split, {}).get("per_class", {}))
+        for entry in done.values():
+            if entry["split"] == split:
+                count += entry["windows"]
+                per_class.update(entry["per_class"])
+        if members is not None:
+            split_members = list(members.get(split, []))
+        else:
+            split_members = sorted({*old.get(split, {}).get("members", []),
+                                    *(n for n, e in done.items() if e["split"] == split)})
+        splits[split] = {"members": split_members, "count": count, "per_class": _ordered(per_class, schema)}
+    return splits
+
+
+def _ordered(per_class: Counter, schema: dict) -> dict[str, int]:
+    classes = schema.get("label", {}).get("classes") or sorted(per_class)
+    return {c: per_class[c] for c in classes if c in per_class}
+
+
+def _merge_rejections(previous: dict | None, rejected: list[dict], retried: set[str]) -> list[dict]:
+    """This run's rejections plus the previous run's for inputs not tried again."""
+    files = {r["file"] for r in rejected}
+    kept = [r for r in (previous or {}).get("rejected", [])
+            if r.get("source") not in retried and r["file"] not in files]
+    return kept + rejected
+
+
+def _strict_error(rejected: list[dict]) -> RejectedSourcesError:
+    first = rejected[0]
+    return RejectedSourcesError(f"{len(rejected)} input(s) rejected and --strict is set, nothing published; "
+                                f"first: {first['file']}: {first['reason']}")
+
+
+class _progress:
+    """Context manager: a tqdm bar of sources done, polled from the ledger in a background thread.
+
+    Ray Data's own per-operator bars are switched off meanwhile (two sets of bars garble the terminal).
+    """
+
+    def __init__(self, ledger, total: int, enabled: bool):
+        self.ledger, self.total, self.enabled = ledger, total, enabled
+        self.stop = threading.Event()
+
+    def __enter__(self):
+        if self.enabled:
+            import ray.data
+            from tqdm import tqdm
+
+            self.context = ray.data.DataContext.get_current()
+            self.ray_bars, self.context.enable_progress_bars = self.context.enable_progress_bars, False
+            self.bar = tqdm(total=self.total, desc="sources", unit="src")
+            self.thread = threading.Thread(target=self._poll, daemon=True)
+            self.thread.start()
+        return self
+
+    def _poll(self) -> None:
+        while not self.stop.wait(0.5):
+            self._poll_once()
+
+    def _poll_once(self) -> None:
+        import ray
+
+        self.bar.update(ray.get(self.ledger.count.remote()) - self.bar.n)
+
+    def __exit__(self, *exc) -> None:
+        if self.enabled:
+            self.stop.set()
+            self.thread.join()
+            self._poll_once()
+            self.bar.close()
+            self.context.enable_progress_bars = self.ray_bars

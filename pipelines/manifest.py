@@ -1,0 +1,92 @@
+"""The dataset manifest (`<out>/manifest.json`): what was built, from what, with which parameters.
+
+Keys: `pipeline_version`, `task`, `params`, `schema` ({column: {shape, dtype, unit?, encoding?}};
+`shape` excludes the row axis, [] for scalars), `splits` ({split: {members, count, per_class}}),
+`sources` ({name: {size, sha256, split, windows}}), `fingerprint`, `rejected` ([{file, source,
+reason}]), `created` (UTC ISO time), plus task-specific keys (radar: `time_step_s`, `grid`,
+`encoding`). The fingerprint covers everything that determines the data and nothing about when
+or where it was written, so the same inputs and parameters give the same fingerprint.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime, timezone
+
+from pipelines import storage
+
+# Bump when any pipeline's output for the same inputs and parameters changes.
+PIPELINE_VERSION = "1"
+MANIFEST_NAME = "manifest.json"
+# Keys that describe the run rather than the data (`rejected` names input paths on this machine).
+_NOT_FINGERPRINTED = ("fingerprint", "created", "rejected")
+_CHUNK = 1 << 20
+
+
+def manifest_path(dataset: str) -> str:
+    return storage.join(dataset, MANIFEST_NAME)
+
+
+def load_manifest(path: str) -> dict:
+    """Read the manifest of the dataset folder `path` (or the manifest.json file itself)."""
+    path = str(path)
+    file = path if path.rstrip("/").endswith(MANIFEST_NAME) else manifest_path(path)
+    if not storage.exists(file):
+        raise FileNotFoundError(f"no published dataset at {path} (missing {MANIFEST_NAME})")
+    return json.loads(storage.read_text(file))
+
+
+def write_manifest(dataset: str, manifest: dict) -> None:
+    storage.write_text(manifest_path(dataset), json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+
+
+def fingerprint(manifest: dict) -> str:
+    """sha256 (hex) of the manifest without `fingerprint`, `created` and `rejected`, keys sorted."""
+    content = {k: v for k, v in manifest.items() if k not in _NOT_FINGERPRINTED}
+    blob = json.dumps(content, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def source_checksum(path: str) -> dict:
+    """{"size": bytes, "sha256": hex} of one input file (local path or URI)."""
+    fs, p = storage.resolve(path)
+    digest = hashlib.sha256()
+    size = 0
+    with fs.open_input_stream(p) as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+    return {"size": size, "sha256": digest.hexdigest()}
+
+
+def sources_checksum(paths: list[str]) -> dict:
+    """Checksum of a source made of several files: total size, sha256 over the per-file digests in order."""
+    if len(paths) == 1:
+        return source_checksum(paths[0])
+    digest = hashlib.sha256()
+    size = 0
+    for path in paths:
+        one = source_checksum(path)
+        digest.update(one["sha256"].encode("ascii"))
+        size += one["size"]
+    return {"size": size, "sha256": digest.hexdigest()}
+
+
+def build_manifest(*, task: str, params: dict, schema: dict, splits: dict, sources: dict,
+                   rejected: list[dict], extra: dict | None = None) -> dict:
+    """Assemble a manifest and stamp its fingerprint and creation time."""
+    manifest = {
+        "pipeline_version": PIPELINE_VERSION,
+        "task": task,
+        "params": params,
+        "schema": schema,
+        "splits": splits,
+        "sources": dict(sorted(sources.items())),
+        "rejected": rejected,
+        **(extra or {}),
+    }
+    # Round-trip through JSON so the fingerprint sees exactly what load_manifest will return.
+    manifest = json.loads(json.dumps(manifest, default=str))
+    manifest["fingerprint"] = fingerprint(manifest)
+    manifest["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return manifest

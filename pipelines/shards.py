@@ -1,0 +1,177 @@
+"""The shard format: Parquet files under `<dataset>/<split>/`, one row per window.
+
+Columns follow the manifest `schema` ({column: {shape, dtype}}, `shape` without the row axis):
+`frames` is a fixed-shape uint8 tensor column `[T, C, H, W]` (Ray's `arrow_tensor_v2` extension,
+stored as a large list of uint8 with the shape in the field's extension metadata), `mask` uint8
+`[T, 1, H, W]`; scalar columns are int64 or str. `read_windows` needs only pyarrow;
+`read_dataset` streams through Ray Data.
+"""
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Iterable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from pipelines import storage
+from pipelines.manifest import load_manifest
+
+if TYPE_CHECKING:
+    import ray.data
+
+# Hive partition column used while writing; it becomes the `<split>/` folder and is not stored.
+SPLIT_COLUMN = "split"
+# Rows are returned in this order by read_windows (when the columns exist).
+ORDER = ("source", "start")
+_EXTENSION_SHAPE = b"ARROW:extension:metadata"
+
+
+class SchemaError(Exception):
+    """A windows function yields columns other than the schema's: a bug, not a bad input."""
+
+
+def split_dir(dataset: str, split: str) -> str:
+    return storage.join(dataset, split)
+
+
+def stack_windows(windows: Iterable[dict], schema: dict) -> dict[str, np.ndarray]:
+    """Window dicts -> one column batch {name: array [N, *shape]}, checked against `schema`.
+
+    Raises SchemaError when a window's keys differ from the schema's columns and ValueError
+    when a tensor's shape or dtype does not match (e.g. frames of the wrong size).
+    """
+    values: dict[str, list] = {name: [] for name in schema}
+    for window in windows:
+        if window.keys() != values.keys():
+            raise SchemaError(f"window columns {sorted(window)} differ from the schema's {sorted(values)}")
+        for name, value in window.items():
+            values[name].append(value)
+    return {name: _column(name, values[name], schema[name]) for name in schema}
+
+
+def _column(name: str, values: list, spec: dict) -> np.ndarray:
+    shape, dtype = tuple(spec["shape"]), spec["dtype"]
+    if dtype == "str":
+        return np.array([str(v) for v in values], dtype=object)
+    if not shape:
+        return np.asarray(values, dtype=dtype).reshape(len(values))
+    if not values:
+        return np.zeros((0, *shape), dtype=dtype)
+    array = np.stack(values)
+    if array.shape[1:] != shape or array.dtype != np.dtype(dtype):
+        raise ValueError(f"column {name}: windows are {array.dtype} {list(array.shape[1:])}, "
+                         f"the schema says {dtype} {list(shape)}")
+    return array
+
+
+def write_windows(ds: "ray.data.Dataset", path: str) -> None:
+    """Write a Ray Dataset of window batches (with a `split` column) to `<path>/<split>/*.parquet`.
+
+    New files are added beside existing ones (names are unique per write), so this also appends.
+    """
+    fs, root = storage.resolve(path)
+    ds.write_parquet(root, filesystem=fs, partition_cols=[SPLIT_COLUMN])
+    for folder in _partition_folders(path):
+        split = folder.split("=", 1)[1]
+        target = split_dir(path, split)
+        if not storage.exists(target):
+            storage.move(storage.join(path, folder), target)
+            continue
+        for name in storage.list_files(storage.join(path, folder)):
+            storage.move(storage.join(path, folder, name), storage.join(target, name))
+        storage.remove(storage.join(path, folder))
+
+
+def _partition_folders(path: str) -> list[str]:
+    return sorted({name.split("/", 1)[0] for name in storage.list_files(path, ".parquet")
+                   if name.startswith(f"{SPLIT_COLUMN}=")})
+
+
+def read_windows(path: str, split: str, columns: list[str] | None = None) -> dict[str, np.ndarray]:
+    """All windows of one split as numpy arrays, without Ray: {column: [N, *shape]}.
+
+    Rows are ordered by (source, start). Tensor shapes come from the Arrow extension metadata
+    (the manifest schema for an empty split). Loads the whole split: use read_dataset to stream.
+    """
+    schema = _split_schema(path, split)
+    wanted = _check_columns(columns, schema)
+    order = [c for c in ORDER if c in schema]
+    fs, root = storage.resolve(split_dir(path, split))
+    read = wanted + [c for c in order if c not in wanted]
+    tables = [pq.read_table(f"{root}/{name}", columns=read, filesystem=fs)
+              for name in storage.list_files(split_dir(path, split), ".parquet")]
+    if not tables:
+        return {c: _empty(schema[c]) for c in wanted}
+    table = pa.concat_tables(tables)
+    if order:
+        table = table.take(pc.sort_indices(table, sort_keys=[(c, "ascending") for c in order]))
+    return {c: _to_numpy(table.schema.field(c), table.column(c), schema[c]) for c in wanted}
+
+
+def read_dataset(path: str, split: str, columns: list[str] | None = None) -> "ray.data.Dataset":
+    """One split as a streaming Ray Dataset (row order unspecified); `frames` rows are `[T, C, H, W]`."""
+    import ray.data
+
+    schema = _split_schema(path, split)
+    wanted = _check_columns(columns, schema)
+    if not storage.list_files(split_dir(path, split), ".parquet"):
+        return ray.data.from_arrow(_empty_table(schema, wanted))
+    fs, root = storage.resolve(split_dir(path, split))
+    return ray.data.read_parquet(root, filesystem=fs, columns=wanted, file_extensions=["parquet"])
+
+
+def _split_schema(path: str, split: str) -> dict:
+    manifest = load_manifest(path)
+    if split not in manifest["splits"]:
+        raise ValueError(f"split {split!r} is not in the dataset at {path} "
+                         f"(splits: {', '.join(sorted(manifest['splits']))})")
+    return manifest["schema"]
+
+
+def _check_columns(columns: list[str] | None, schema: dict) -> list[str]:
+    if columns is None:
+        return list(schema)
+    unknown = [c for c in columns if c not in schema]
+    if unknown:
+        raise ValueError(f"columns {unknown} are not in the schema (columns: {', '.join(schema)})")
+    return list(columns)
+
+
+def _to_numpy(field: pa.Field, column: pa.ChunkedArray, spec: dict) -> np.ndarray:
+    if not spec["shape"]:
+        return column.to_numpy(zero_copy_only=False)
+    shape = _tensor_shape(field, spec)
+    parts = []
+    for chunk in column.chunks:
+        if isinstance(chunk.type, pa.ExtensionType):
+            chunk = chunk.storage
+        parts.append(chunk.flatten().to_numpy(zero_copy_only=False).reshape(-1, *shape))
+    return np.concatenate(parts) if parts else _empty(spec)
+
+
+def _tensor_shape(field: pa.Field, spec: dict) -> tuple[int, ...]:
+    """The extension metadata's shape; the ray extension type's when Ray registered it; else the schema's."""
+    if field.metadata and _EXTENSION_SHAPE in field.metadata:
+        return tuple(json.loads(field.metadata[_EXTENSION_SHAPE]))
+    return tuple(getattr(field.type, "shape", None) or spec["shape"])
+
+
+def _empty(spec: dict) -> np.ndarray:
+    dtype = object if spec["dtype"] == "str" else spec["dtype"]
+    return np.zeros((0, *spec["shape"]), dtype=dtype)
+
+
+def _empty_table(schema: dict, columns: list[str]) -> pa.Table:
+    from ray.data.extensions import ArrowTensorArray
+
+    arrays = {}
+    for c in columns:
+        spec = schema[c]
+        if spec["shape"]:
+            arrays[c] = ArrowTensorArray.from_numpy(_empty(spec))
+        else:
+            arrays[c] = pa.array([], type=pa.string() if spec["dtype"] == "str" else pa.from_numpy_dtype(spec["dtype"]))
+    return pa.table(arrays)
