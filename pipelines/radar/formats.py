@@ -1,0 +1,103 @@
+"""The registry of radar input formats, format detection, and the listing/probing of frame files.
+
+Listing walks a folder: files whose names parse as the chosen format become frames; files with a
+radar extension (.png, .gif, .pgm[.gz], .h5) whose names do not parse are rejected; anything else
+(README, PROVENANCE.md, HKO-7 .mask files) is ignored. A second file with the same timestamp is
+rejected as a duplicate.
+"""
+from __future__ import annotations
+
+import zlib
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from pipelines.radar import fmi, hko, knmi, mch
+from pipelines.radar.frame_format import FrameError, RadarFormat
+
+FORMATS: dict[str, RadarFormat] = {f.name: f for f in (hko.FORMAT, mch.FORMAT, fmi.FORMAT, knmi.FORMAT)}
+_DECODE_ERRORS = (OSError, EOFError, ValueError, KeyError, zlib.error)
+
+
+@dataclass(frozen=True)
+class FrameFile:
+    """One frame: `path` on disk, `name` relative to the source root (for reports), UTC `time`."""
+
+    path: Path
+    name: str
+    time: datetime
+
+
+def get_format(name: str) -> RadarFormat:
+    """The format called `name` (hko, mch, fmi, knmi); ValueError naming --format otherwise."""
+    if name not in FORMATS:
+        raise ValueError(f"--format must be one of {', '.join(FORMATS)} or auto, got {name!r}")
+    return FORMATS[name]
+
+
+def detect_format(names: Iterable[str]) -> RadarFormat:
+    """The one format whose pattern file names match; ValueError when none or several do."""
+    found = {fmt.name for name in names for fmt in FORMATS.values() if fmt.timestamp(name)}
+    if not found:
+        raise ValueError(f"--format auto: no file name matches any of {', '.join(FORMATS)}")
+    if len(found) > 1:
+        raise ValueError(f"--format auto: mixed formats in the source ({', '.join(sorted(found))}); pass --format")
+    return FORMATS[found.pop()]
+
+
+def resolve_format(name: str, root: Path) -> RadarFormat:
+    """`get_format(name)`, or for "auto" the format detected from the file names under `root`."""
+    if name != "auto":
+        return get_format(name)
+    return detect_format(p.name for p in sorted(root.rglob("*")) if p.is_file())
+
+
+def list_frames(root: Path, fmt: RadarFormat) -> tuple[list[FrameFile], list[dict]]:
+    """Frames of `fmt` under `root`, sorted by time, and the rejected files as {file, reason}."""
+    frames: dict[datetime, FrameFile] = {}
+    rejected = []
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        name = path.relative_to(root).as_posix()
+        time = fmt.timestamp(path.name)
+        if time is None:
+            if any(f.claims(path.name) for f in FORMATS.values()):
+                rejected.append({"file": name, "reason": f"name does not parse as {fmt.name}"})
+        elif time in frames:
+            rejected.append({"file": name, "reason": f"duplicate timestamp of {frames[time].name}"})
+        else:
+            frames[time] = FrameFile(path, name, time)
+    return sorted(frames.values(), key=lambda f: f.time), rejected
+
+
+def probe_frames(frames: list[FrameFile], fmt: RadarFormat) -> tuple[list[FrameFile], tuple[int, int] | None, list[dict]]:
+    """Read each header: unreadable frames and frames off the majority grid are rejected.
+
+    Returns (usable frames, the grid (height, width) or None when no frame is readable, rejected).
+    """
+    shapes, rejected = {}, []
+    for frame in frames:
+        try:
+            shapes[frame] = fmt.probe(frame.path)
+        except _DECODE_ERRORS as exc:
+            rejected.append({"file": frame.name, "reason": f"unreadable {fmt.name} frame: {exc}"})
+    if not shapes:
+        return [], None, rejected
+    grid = Counter(shapes.values()).most_common(1)[0][0]
+    for frame, shape in shapes.items():
+        if shape != grid:
+            rejected.append({"file": frame.name, "reason": f"grid {shape[0]}x{shape[1]} differs from {grid[0]}x{grid[1]}"})
+    return [f for f in frames if shapes.get(f) == grid], grid, rejected
+
+
+def read_dbz(fmt: RadarFormat, path: Path, time_step_s: float) -> np.ndarray:
+    """Decode one frame to dBZ float32 `[H, W]` (NaN = nodata, -inf = no echo); FrameError if unusable."""
+    try:
+        return fmt.decode(path, time_step_s)
+    except FrameError:
+        raise
+    except _DECODE_ERRORS as exc:
+        raise FrameError(f"unreadable {fmt.name} frame: {exc}") from exc

@@ -1,0 +1,60 @@
+"""Decoded dBZ to canonical HKO-7 pixels + validity mask, then the paper's centre crop and resize.
+
+Resizing uses cv2.INTER_AREA on the uint8 pixels. The mask is resized by area too: an output
+pixel is valid only if every source pixel it covers (with non-zero weight) is valid, and pixels
+that end up invalid hold 0.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from convlstm.units import DBZ_MIN, dbz_to_pixel
+
+
+def parse_hw(text: str, flag: str) -> tuple[int, int]:
+    """`"HxW"` -> (H, W), both positive; ValueError naming `flag` otherwise."""
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise ValueError(f"{flag} must look like HxW (e.g. 100x100), got {text!r}") from None
+    if h <= 0 or w <= 0:
+        raise ValueError(f"{flag} must be positive, got {text!r}")
+    return h, w
+
+
+def check_crop(crop: tuple[int, int] | None, grid: tuple[int, int]) -> None:
+    """ValueError naming --crop when the crop is larger than the source grid (H, W)."""
+    if crop and (crop[0] > grid[0] or crop[1] > grid[1]):
+        raise ValueError(f"--crop {crop[0]}x{crop[1]} is larger than the frames ({grid[0]}x{grid[1]})")
+
+
+def to_canonical(dbz: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """dBZ `[H, W]` (NaN = nodata) -> (HKO-7 pixel uint8, valid bool); nodata pixels hold 0."""
+    valid = ~np.isnan(dbz)
+    return dbz_to_pixel(np.maximum(dbz, DBZ_MIN)), valid
+
+
+def center_crop(image: np.ndarray, crop: tuple[int, int] | None) -> np.ndarray:
+    """The central `crop` (H, W) of a `[H, W]` array (offsets rounded down); the whole array if None."""
+    if not crop:
+        return image
+    top, left = (image.shape[0] - crop[0]) // 2, (image.shape[1] - crop[1]) // 2
+    return image[top:top + crop[0], left:left + crop[1]]
+
+
+def resize(pixel: np.ndarray, valid: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Area-resize pixels (uint8) and mask to `size` (H, W); see the module docstring for the mask."""
+    if pixel.shape == tuple(size):
+        return pixel, valid
+    dsize = (size[1], size[0])
+    pixel = cv2.resize(pixel, dsize, interpolation=cv2.INTER_AREA)
+    invalid = cv2.resize((~valid).astype(np.float32), dsize, interpolation=cv2.INTER_AREA)
+    valid = invalid == 0
+    return np.where(valid, pixel, 0).astype(np.uint8), valid
+
+
+def preprocess(dbz: np.ndarray, crop: tuple[int, int] | None, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Decoded dBZ `[H, W]` -> (pixel uint8 `size`, valid bool `size`): canonical encoding, crop, resize."""
+    pixel, valid = to_canonical(dbz)
+    return resize(center_crop(pixel, crop), center_crop(valid, crop), size)
