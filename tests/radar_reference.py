@@ -60,7 +60,8 @@ def knmi_reference(path: Path, step_s: float = 300.0) -> np.ndarray:
     return np.where(pv == 65535, np.nan, dbz)
 
 
-def reference_frame(dbz: np.ndarray, crop: tuple[int, int] | None, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+def reference_frame(dbz: np.ndarray, crop: tuple[int, int] | None,
+                    size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """Expected (pixel uint8, valid bool) after centre crop and INTER_AREA resize; invalid pixels hold 0."""
     if crop:
         top, left = (dbz.shape[0] - crop[0]) // 2, (dbz.shape[1] - crop[1]) // 2

@@ -283,7 +283,8 @@ def test_time_step_runs_gaps_and_windows():
     times = [utc(2016, 7, 11, 20, 0) + FIVE_MIN * k for k in (0, 1, 2, 3, 4, 6, 7, 8, 9, 10, 11)]
     assert infer_time_step(times) == FIVE_MIN
     assert contiguous_runs(times, FIVE_MIN) == [(0, 5), (5, 6)]
-    assert find_gaps(times, FIVE_MIN) == [{"after": "2016-07-11T20:20:00Z", "before": "2016-07-11T20:30:00Z", "missing": 1}]
+    assert find_gaps(times, FIVE_MIN) == [
+        {"after": "2016-07-11T20:20:00Z", "before": "2016-07-11T20:30:00Z", "missing": 1}]
     starts = window_starts(times, FIVE_MIN, 4, 1)
     assert starts == [0, 1, 5, 6, 7]
     for s in starts:
@@ -348,7 +349,8 @@ def test_days_split_is_seeded_stable_and_follows_a_days_file(tmp_path):
 def test_mch_sample_crosses_midnight_into_two_days(mch_dir):
     frames, _ = list_frames(mch_dir, get_format("mch"))
     times = [f.time for f in frames]
-    units = plan_units(times, FIVE_MIN, length=6, stride=1, split="days", days={"2016-07-11": "train", "2016-07-12": "val"})
+    units = plan_units(times, FIVE_MIN, length=6, stride=1, split="days",
+                       days={"2016-07-11": "train", "2016-07-12": "val"})
     assert [(u.id, len(u.times), len(u.starts)) for u in units] == [("2016-07-11", 39, 34), ("2016-07-12", 1, 0)]
     blocks = plan_units(times, FIVE_MIN, length=6, stride=1, split="paper-blocks")
     # 200-minute blocks from midnight: 20:45-23:15 is b06 (31 frames), 23:20-23:55 b07, 00:00 the next day's b00.

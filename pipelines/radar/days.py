@@ -101,7 +101,10 @@ def plan_units(times: Sequence[datetime], step: timedelta, length: int, stride: 
     if days is not None and split != "days":
         raise ValueError("--days-file only applies to --split days")
     check_fractions(val_fraction, test_fraction)
-    unit_of, split_of = _days_plan(seed, val_fraction, test_fraction, days) if split == "days" else _blocks_plan(step, seed)
+    if split == "days":
+        unit_of, split_of = _days_plan(seed, val_fraction, test_fraction, days)
+    else:
+        unit_of, split_of = _blocks_plan(step, seed)
     units = []
     for unit_id, group in groupby(times, key=unit_of):
         unit_times = tuple(group)

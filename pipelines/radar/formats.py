@@ -73,7 +73,8 @@ def list_frames(root: Path, fmt: RadarFormat) -> tuple[list[FrameFile], list[dic
     return sorted(frames.values(), key=lambda f: f.time), rejected
 
 
-def probe_frames(frames: list[FrameFile], fmt: RadarFormat) -> tuple[list[FrameFile], tuple[int, int] | None, list[dict]]:
+def probe_frames(frames: list[FrameFile],
+                 fmt: RadarFormat) -> tuple[list[FrameFile], tuple[int, int] | None, list[dict]]:
     """Read each header: unreadable frames and frames off the majority grid are rejected.
 
     Returns (usable frames, the grid (height, width) or None when no frame is readable, rejected).
@@ -89,7 +90,8 @@ def probe_frames(frames: list[FrameFile], fmt: RadarFormat) -> tuple[list[FrameF
     grid = Counter(shapes.values()).most_common(1)[0][0]
     for frame, shape in shapes.items():
         if shape != grid:
-            rejected.append({"file": frame.name, "reason": f"grid {shape[0]}x{shape[1]} differs from {grid[0]}x{grid[1]}"})
+            reason = f"grid {shape[0]}x{shape[1]} differs from {grid[0]}x{grid[1]}"
+            rejected.append({"file": frame.name, "reason": reason})
     return [f for f in frames if shapes.get(f) == grid], grid, rejected
 
 

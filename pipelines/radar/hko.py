@@ -17,7 +17,8 @@ from PIL import Image
 from convlstm.units import pixel_to_dbz
 from pipelines.radar.frame_format import FrameError, RadarFormat
 
-CONVERSION = "HKO-7 pixel p (8-bit grayscale PNG): dBZ = p*70/255 - 10; nodata from the optional .mask (zlib bool, True = valid)"
+CONVERSION = ("HKO-7 pixel p (8-bit grayscale PNG): dBZ = p*70/255 - 10; "
+              "nodata from the optional .mask (zlib bool, True = valid)")
 
 
 def mask_path(path: Path) -> Path | None:

@@ -19,7 +19,8 @@ DATASET = "image1/image_data"
 NODATA_VALUE = 65535
 ZR_A, ZR_B = 200.0, 1.6
 CONVERSION = (f"PV (uint16): mm per frame interval = 0.01*PV, PV {NODATA_VALUE} -> nodata; "
-              f"R [mm/h] = mm * 3600 / time_step_s; dBZ = 10 log10({ZR_A:g} R^{ZR_B:g}) (Marshall-Palmer); R = 0 -> no echo")
+              f"R [mm/h] = mm * 3600 / time_step_s; dBZ = 10 log10({ZR_A:g} R^{ZR_B:g}) (Marshall-Palmer); "
+              "R = 0 -> no echo")
 
 
 def _dataset(f: h5py.File) -> h5py.Dataset:

@@ -1,0 +1,165 @@
+"""`prepare radar`: a folder or archive of radar frames -> published window shards (task "radar").
+
+The driver lists and probes the frames (bad names, unreadable headers and off-grid frames are
+rejected up front and become gaps), infers the time step, plans days or paper blocks and their
+windows from the timestamps alone, and hands one `Source` per unit with windows to the generic
+driver. Each decode task decodes the frames of its unit once and cuts its windows; a frame that
+fails to decode there rejects its whole unit (the driver cannot keep part of a source).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from convlstm.units import HKO_ZR_A, HKO_ZR_B
+from pipelines import storage
+from pipelines.job import Rejected, Source, run_prepare
+from pipelines.radar.archive import source_folder
+from pipelines.radar.days import Unit, load_days_file, plan_units
+from pipelines.radar.formats import FrameFile, get_format, list_frames, probe_frames, resolve_format
+from pipelines.radar.frame_format import RadarFormat
+from pipelines.radar.preprocess import check_crop
+from pipelines.radar.sequence import load_frames
+from pipelines.radar.timeline import find_gaps, infer_time_step, iso
+
+TASK = "radar"
+FRAMES_ENCODING = "hko7-pixel: dBZ = p*70/255 - 10"
+MASK_ENCODING = "1 = valid, 0 = nodata; after resizing valid only where every covered source pixel is valid"
+
+
+@dataclass(frozen=True)
+class RadarOptions:
+    """What `prepare radar` builds: window lengths, geometry (H, W) and the split protocol."""
+
+    in_len: int = 5
+    out_len: int = 15
+    stride: int = 1
+    size: tuple[int, int] = (100, 100)
+    crop: tuple[int, int] | None = None
+    split: str = "days"
+    days_file: Path | None = None
+    seed: int = 0
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+
+    def check(self) -> None:
+        """ValueError naming the flag for window lengths or a stride below 1."""
+        for flag, value in (("--in-len", self.in_len), ("--out-len", self.out_len), ("--stride", self.stride)):
+            if value < 1:
+                raise ValueError(f"{flag} must be >= 1, got {value}")
+
+    @property
+    def length(self) -> int:
+        return self.in_len + self.out_len
+
+
+def schema(options: RadarOptions) -> dict:
+    """Window columns: frames/mask uint8 `[T, 1, H, W]`, source (day or block id), start (UTC ISO)."""
+    shape = [options.length, 1, *options.size]
+    return {
+        "frames": {"shape": shape, "dtype": "uint8", "unit": "dBZ as HKO-7 pixel", "encoding": FRAMES_ENCODING},
+        "mask": {"shape": shape, "dtype": "uint8", "unit": "validity", "encoding": MASK_ENCODING},
+        "source": {"shape": [], "dtype": "str", "unit": "day YYYY-MM-DD or block YYYY-MM-DD/bNN"},
+        "start": {"shape": [], "dtype": "str", "unit": "UTC time of the first frame, ISO 8601"},
+    }
+
+
+def prepare_radar(src: Path, out: str, fmt: str = "auto", options: RadarOptions = RadarOptions(), *,
+                  strict: bool = False, overwrite: bool = False, incremental: bool = False,
+                  address: str | None = None, progress: bool = True) -> dict:
+    """Build radar window shards at `out` from the frames in `src` (folder or .tar/.zip); returns the manifest.
+
+    Raises ValueError / FileNotFoundError (naming the flag) before writing anything for bad
+    arguments or a source without usable frames; `strict` makes any rejected input fail the run
+    (pipelines.job.RejectedSourcesError) with nothing published.
+    """
+    options.check()
+    if fmt != "auto":
+        get_format(fmt)  # fail on a bad --format before unpacking anything
+    days = load_days_file(options.days_file) if options.days_file else None
+    with source_folder(Path(src), _unpack_dir(out)) as root:
+        radar = resolve_format(fmt, root)
+        frames, rejected = list_frames(root, radar)
+        frames, grid, bad = probe_frames(frames, radar)
+        rejected += bad
+        if len(frames) < 2:
+            raise ValueError(f"--src {src}: {len(frames)} usable {radar.name} frame(s), need at least 2")
+        check_crop(options.crop, grid)
+        times = [f.time for f in frames]
+        step = infer_time_step(times)
+        units = plan_units(times, step, options.length, options.stride, options.split, options.seed,
+                           options.val_fraction, options.test_fraction, days)
+        frame_at = {f.time: f for f in frames}
+        sources = [_source(unit, [frame_at[t] for t in unit.times], radar, step, grid, options)
+                   for unit in units if unit.starts]
+        if not sources:
+            raise ValueError(f"--src {src}: no gap-free run of {options.length} frames (--in-len + --out-len) "
+                             f"within one {'day' if options.split == 'days' else 'block'}")
+        return run_prepare(task=TASK, sources=sources, windows_fn=unit_windows, out=out,
+                           params=_params(radar, options, days), schema=schema(options),
+                           extra=_extra(radar, step, grid, options, find_gaps(times, step)),
+                           rejected=rejected, overwrite=overwrite, incremental=incremental,
+                           strict=strict, address=address, progress=progress)
+
+
+def unit_windows(source: Source) -> Iterator[dict]:
+    """Decode task: decode each frame of a day/block once, yield its windows (see `schema`)."""
+    meta = source.meta
+    radar = get_format(meta["format"])
+    frames = [FrameFile(Path(path), name, datetime.fromisoformat(time))
+              for path, name, time in zip(source.paths, meta["names"], meta["times"])]
+    pixels, valid, errors = load_frames(radar, frames, meta["time_step_s"], tuple(meta["grid"]),
+                                        tuple(meta["crop"]) if meta["crop"] else None, tuple(meta["size"]))
+    if errors:
+        raise Rejected("; ".join(f"{frames[i].name}: {why}" for i, why in sorted(errors.items())))
+    length = meta["length"]
+    for start in meta["starts"]:
+        yield {"frames": pixels[start:start + length, None],
+               "mask": valid[start:start + length, None].astype(np.uint8),
+               "source": source.name,
+               "start": meta["times"][start]}
+
+
+def _unpack_dir(out: str) -> Path | None:
+    """Archives unpack beside a local `out` (so cluster workers on shared storage see them), else in /tmp."""
+    if storage.is_remote(out):
+        return None
+    parent = Path(out).expanduser().resolve().parent
+    return parent if parent.is_dir() else None
+
+
+def _source(unit: Unit, frames: list[FrameFile], radar: RadarFormat, step: timedelta,
+            grid: tuple[int, int], options: RadarOptions) -> Source:
+    return Source(
+        name=unit.id, paths=[str(f.path) for f in frames], split=unit.split,
+        meta={"format": radar.name, "names": [f.name for f in frames],
+              "times": [iso(t) for t in unit.times], "starts": list(unit.starts),
+              "length": options.length, "time_step_s": step.total_seconds(), "grid": list(grid),
+              "crop": list(options.crop) if options.crop else None, "size": list(options.size)})
+
+
+def _params(radar: RadarFormat, options: RadarOptions, days: dict[str, str] | None) -> dict:
+    return {
+        "format": radar.name, "in_len": options.in_len, "out_len": options.out_len, "stride": options.stride,
+        "size": list(options.size), "crop": list(options.crop) if options.crop else None,
+        "split": options.split, "seed": options.seed,
+        "val_fraction": options.val_fraction, "test_fraction": options.test_fraction,
+        "days": dict(sorted(days.items())) if days is not None else None,
+    }
+
+
+def _extra(radar: RadarFormat, step: timedelta, grid: tuple[int, int], options: RadarOptions,
+           gaps: list[dict]) -> dict:
+    return {
+        "time_step_s": step.total_seconds(),
+        "grid": {"height": options.size[0], "width": options.size[1], "source_height": grid[0],
+                 "source_width": grid[1], "crop": list(options.crop) if options.crop else None},
+        "encoding": {"frames": FRAMES_ENCODING, "mask": MASK_ENCODING, "zr": {"a": HKO_ZR_A, "b": HKO_ZR_B},
+                     "source_format": radar.name, "source_conversion": radar.conversion,
+                     "source_zr": radar.source_zr},
+        "gaps": gaps,
+    }
