@@ -1,0 +1,189 @@
+"""KTH actions: AVI videos -> windows of `frame_len` frames, split by person, as Parquet shards.
+
+Input as downloaded (`<src>/<action>/personXX_<action>_dY_uncomp.avi`) or flat; label, person and
+scenario come from the file name. Frames are converted to gray with cv2 BGR2GRAY (or to RGB with
+`color`) and resized to `size` (H, W) with cv2.INTER_AREA; shards hold uint8 `[T, C, H, W]`.
+Windows start every `stride` frames (0-indexed `start`); with a sequences file, only inside the
+annotated subsequences. Unusable inputs are rejected with a reason and the job goes on.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from pipelines import splits as person_split
+from pipelines.job import Rejected, Source, run_prepare
+from pipelines.sequences import load_sequences
+
+TASK = "kth"
+CATEGORIES = ("boxing", "handclapping", "handwaving", "jogging", "running", "walking")
+HEIGHT, WIDTH = 120, 160  # KTH frame size
+_NAME = re.compile(r"^person(\d+)_([a-z]+)_(d[1-4])(?:_uncomp)?\.avi$")
+
+
+@dataclass(frozen=True)
+class KthOptions:
+    """frame_len/stride in frames; size (H, W) of the shards; split: preset name or JSON path."""
+
+    frame_len: int = 15
+    stride: int = 15
+    size: tuple[int, int] = (60, 80)
+    color: bool = False
+    split: str = "official"
+    sequences: str | None = None
+
+    def __post_init__(self):
+        for name in ("frame_len", "stride"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if len(self.size) != 2 or min(self.size) < 1:
+            raise ValueError(f"--size must be two positive sizes HxW, got {self.size}")
+
+
+def parse_name(name: str) -> tuple[int, str, str]:
+    """`personXX_<action>_dY_uncomp.avi` -> (person, action, scenario); ValueError with the reason."""
+    match = _NAME.match(name)
+    if not match or match.group(2) not in CATEGORIES:
+        raise ValueError("file name does not parse as personXX_<action>_dY_uncomp.avi")
+    return int(match.group(1)), match.group(2), match.group(3)
+
+
+def find_videos(src: str | Path) -> list[Path]:
+    """All `.avi` files under `src` (nested by action or flat), sorted."""
+    root = Path(src)
+    if not root.is_dir():
+        raise FileNotFoundError(f"--src {src}: no such folder")
+    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() == ".avi")
+
+
+def plan(src: str | Path, options: KthOptions) -> tuple[list[Source], list[dict], dict[str, list[int]]]:
+    """Videos under `src` -> (sources to decode, files rejected by name, split definition).
+
+    Raises ValueError before any decoding when a known person is in no split (see pipelines.splits).
+    """
+    split = person_split.load_split(options.split)
+    by_person = person_split.person_splits(split)
+    sequences = load_sequences(options.sequences) if options.sequences else None
+    sources, rejected, seen = [], [], {}
+    persons = set()
+    for path in find_videos(src):
+        try:
+            person, action, scenario = parse_name(path.name)
+        except ValueError as exc:
+            rejected.append({"file": str(path), "reason": str(exc)})
+            continue
+        if not person_split.is_known(person, split):
+            rejected.append({"file": str(path), "reason": f"unknown person id {person} (KTH has persons 1-25)"})
+            continue
+        if path.stem in seen:
+            rejected.append({"file": str(path), "reason": f"duplicate video name, already found at {seen[path.stem]}"})
+            continue
+        persons.add(person)
+        ranges, reason = _ranges(sequences, f"person{person:02d}_{action}_{scenario}")
+        if reason:
+            rejected.append({"file": str(path), "reason": reason})
+            continue
+        seen[path.stem] = path
+        sources.append(Source(name=path.stem, paths=[str(path)], split=by_person.get(person, ""),
+                              meta={"label": CATEGORIES.index(action), "person": person,
+                                    "scenario": scenario, "ranges": ranges}))
+    person_split.check_covered(persons, split, options.split)
+    return sources, rejected, split
+
+
+def _ranges(sequences: dict | None, entry: str) -> tuple[list | None, str | None]:
+    if sequences is None:
+        return None, None
+    if entry not in sequences:
+        return None, f"no entry {entry} in the sequences file"
+    if not sequences[entry]:
+        return None, f"{entry} is marked *missing* in the sequences file"
+    return sequences[entry], None
+
+
+def schema(options: KthOptions) -> dict:
+    channels = 3 if options.color else 1
+    return {
+        "frames": {"shape": [options.frame_len, channels, *options.size], "dtype": "uint8", "unit": "pixel",
+                   "encoding": "RGB" if options.color else "gray (cv2 BGR2GRAY)"},
+        "label": {"shape": [], "dtype": "int64", "classes": list(CATEGORIES)},
+        "person": {"shape": [], "dtype": "int64"},
+        "scenario": {"shape": [], "dtype": "str"},
+        "source": {"shape": [], "dtype": "str"},
+        "start": {"shape": [], "dtype": "int64", "unit": "frame (0-indexed)"},
+    }
+
+
+def params(options: KthOptions) -> dict:
+    """Manifest params; the split mapping itself is in `splits[*].members`, the sequences file by hash."""
+    sequences = hashlib.sha256(Path(options.sequences).read_bytes()).hexdigest() if options.sequences else None
+    return {"frame_len": options.frame_len, "stride": options.stride, "size": list(options.size),
+            "color": options.color, "split": options.split if options.split in person_split.PRESETS else "custom",
+            "sequences_sha256": sequences, "fps": 25}
+
+
+def prepare_kth(src: str | Path, out: str, options: KthOptions = KthOptions(), *, strict: bool = False,
+                overwrite: bool = False, incremental: bool = False, address: str | None = None,
+                progress: bool = True) -> dict:
+    """Decode the KTH videos under `src` into window shards at `out`; returns the manifest."""
+    sources, rejected, split = plan(src, options)
+    return run_prepare(task=TASK, sources=sources, windows_fn=partial(video_windows, options=options),
+                       out=out, params=params(options), schema=schema(options), rejected=rejected,
+                       members=split, overwrite=overwrite, incremental=incremental, strict=strict,
+                       address=address, progress=progress)
+
+
+def video_windows(source: Source, *, options: KthOptions) -> Iterator[dict]:
+    """Ray task body: decode one video, yield its windows {frames [T, C, H, W], label, person, ...}."""
+    import cv2
+
+    cv2.setNumThreads(1)  # one Ray CPU per task: no oversubscription
+    frames = decode_video(source.paths[0], options.size, options.color)
+    count = 0
+    for first, stop in source.meta["ranges"] or [(0, len(frames))]:
+        stop = min(stop, len(frames))
+        for start in range(first, stop - options.frame_len + 1, options.stride):
+            count += 1
+            yield {"frames": frames[start:start + options.frame_len], "label": source.meta["label"],
+                   "person": source.meta["person"], "scenario": source.meta["scenario"],
+                   "source": source.name, "start": start}
+    if not count:
+        raise Rejected(f"shorter than one window: {len(frames)} frames, window {options.frame_len}")
+
+
+def decode_video(path: str, size: tuple[int, int], color: bool) -> np.ndarray:
+    """All frames of a 160x120 KTH video as uint8 `[N, C, H, W]` (C = 1 gray or 3 RGB) at `size` (H, W).
+
+    Raises Rejected for files OpenCV cannot open, videos without frames, frames that are not
+    160x120, and truncated files (fewer frames decoded than the header declares, minus one).
+    """
+    import cv2
+
+    capture = cv2.VideoCapture(str(path))
+    if not capture.isOpened():
+        raise Rejected("unreadable: OpenCV cannot open it as a video (empty or not a video file)")
+    declared = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+    conversion = cv2.COLOR_BGR2RGB if color else cv2.COLOR_BGR2GRAY
+    frames = []
+    try:
+        while True:
+            ok, frame = capture.read()
+            if not ok:
+                break
+            if frame.shape[:2] != (HEIGHT, WIDTH):
+                raise Rejected(f"frames are {frame.shape[1]}x{frame.shape[0]}, KTH videos are {WIDTH}x{HEIGHT}")
+            small = cv2.resize(cv2.cvtColor(frame, conversion), (size[1], size[0]), interpolation=cv2.INTER_AREA)
+            frames.append(small.transpose(2, 0, 1) if color else small[None])
+    finally:
+        capture.release()
+    if not frames:
+        raise Rejected("no decodable frames (empty or not a video file)")
+    if declared > 0 and len(frames) < declared - 1:
+        raise Rejected(f"truncated: decoded {len(frames)} of {declared} frames")
+    return np.stack(frames)
