@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from jobs.cli import CommandError
+from jobs.commands.prepare import summary
 from pipelines.radar.days import SPLIT_MODES
 from pipelines.radar.formats import FORMATS
 from pipelines.radar.preprocess import parse_hw
@@ -66,15 +67,12 @@ def run(args: argparse.Namespace) -> int:
     except RejectedSourcesError as exc:
         raise CommandError(str(exc), 1) from exc
     print(summary(args.out, manifest))
+    print(radar_summary(manifest))
     return 0
 
 
-def summary(out: str, manifest: dict) -> str:
-    """A few lines: format and step, windows per split, gaps, rejected inputs (first five)."""
-    counts = ", ".join(f"{split} {s['count']}" for split, s in manifest["splits"].items())
+def radar_summary(manifest: dict) -> str:
+    """The radar specifics: source format, time step, output grid, gaps between frames."""
     grid = manifest["grid"]
-    lines = [f"radar dataset at {out} ({manifest['encoding']['source_format']}, step {manifest['time_step_s']:g} s, "
-             f"{grid['height']}x{grid['width']}): {counts} windows",
-             f"gaps: {len(manifest['gaps'])}, rejected inputs: {len(manifest['rejected'])}"]
-    lines += [f"  rejected {r['file']}: {r['reason']}" for r in manifest["rejected"][:5]]
-    return "\n".join(lines)
+    return (f"radar: {manifest['encoding']['source_format']} frames every {manifest['time_step_s']:g} s -> "
+            f"{grid['height']}x{grid['width']}; gaps: {len(manifest['gaps'])} (manifest.json 'gaps')")
