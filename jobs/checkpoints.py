@@ -1,0 +1,67 @@
+"""Training checkpoints: one `checkpoint.pt` per epoch folder `epoch_NNNN` under `<storage>/<run>`.
+
+The file is a plain dict loadable with `torch.load(weights_only=True)`: `model` (state dict),
+`optimizer`, `scheduler`, `epoch` (epochs completed), `step` (optimizer steps), `run_id` (MLflow),
+`model_spec` (`convlstm.factory.model_spec`), `task`, `data_fingerprint`, `manifest_path`,
+`config` (resolved), `metrics` (this epoch's), `best_epoch` / `best_score` (so far, by the
+monitor), `evaluation` (this epoch's validation scores, JSON-able), `preview` (uint8 frames).
+Storage may be a local folder or an object-store URI (via `pipelines.storage`).
+"""
+from __future__ import annotations
+
+import io
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pipelines import storage
+
+CHECKPOINT_FILE = "checkpoint.pt"
+_EPOCH_DIR = re.compile(r"^epoch_(\d{4,})$")
+
+
+def epoch_dir_name(epoch: int) -> str:
+    """Folder of the checkpoint written after `epoch` completed epochs (1-based)."""
+    return f"epoch_{epoch:04d}"
+
+
+def save(state: dict[str, Any], directory: Path) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / CHECKPOINT_FILE
+    torch.save(state, path)
+    return path
+
+
+def load(path: str) -> dict[str, Any]:
+    """Read a checkpoint file, or the `checkpoint.pt` inside a checkpoint folder (local or URI)."""
+    path = str(path)
+    file = path if path.endswith(".pt") else storage.join(path, CHECKPOINT_FILE)
+    if not storage.exists(file):
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    fs, inner = storage.resolve(file)
+    with fs.open_input_stream(inner) as f:
+        blob = f.read()
+    return torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
+
+
+def run_dir(storage_path: str, run_name: str) -> str:
+    return storage.join(storage_path, run_name)
+
+
+def list_epochs(storage_path: str, run_name: str) -> list[int]:
+    """Epochs that have a checkpoint file directly under `<storage>/<run>/epoch_NNNN/`, ascending."""
+    epochs = []
+    for rel in storage.list_files(run_dir(storage_path, run_name), CHECKPOINT_FILE):
+        parts = rel.split("/")
+        match = _EPOCH_DIR.match(parts[0]) if len(parts) == 2 and parts[1] == CHECKPOINT_FILE else None
+        if match:
+            epochs.append(int(match.group(1)))
+    return sorted(epochs)
+
+
+def latest(storage_path: str, run_name: str) -> str | None:
+    """Folder of the newest checkpoint of a run, or None when it has none."""
+    epochs = list_epochs(storage_path, run_name)
+    return storage.join(run_dir(storage_path, run_name), epoch_dir_name(epochs[-1])) if epochs else None
