@@ -1,0 +1,281 @@
+"""`convlstm submit` and `convlstm jobs`: the submission built offline, then a real Ray cluster.
+
+The cluster is a private `ray start --head` in token-auth mode (RAY_AUTH_MODE=token with a
+per-test RAY_AUTH_TOKEN, so ~/.ray/auth_token is never read or written), on free ports and its own
+temp dir, driven only through subprocesses and the Jobs API; the session Ray of other tests is
+never touched. Its processes share one process group, which teardown kills.
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from jobs import submit as jobsubmit
+
+VENV_BIN = Path(sys.executable).parent
+CONVLSTM = str(VENV_BIN / "convlstm")
+
+
+# --- the submission, built without a cluster ---------------------------------------------------
+
+def test_entrypoint_runs_shipped_code_unless_no_install():
+    argv = ["convlstm", "train", "--name", "two words"]
+    assert jobsubmit.cluster_entrypoint(argv) == "python -m jobs.cli train --name 'two words'"
+    assert jobsubmit.cluster_entrypoint(argv, install=False) == "convlstm train --name 'two words'"
+    assert jobsubmit.cluster_entrypoint(["python", "-c", "print(1)"]) == "python -c 'print(1)'"
+    with pytest.raises(ValueError, match="entrypoint"):
+        jobsubmit.cluster_entrypoint([])
+
+
+def test_submission_id_names_the_subcommand_and_is_unique():
+    a = jobsubmit.default_submission_id(["convlstm", "prepare", "kth"])
+    b = jobsubmit.default_submission_id(["convlstm", "prepare", "kth"])
+    assert a.startswith("convlstm-prepare-") and a != b
+    assert jobsubmit.default_submission_id(["python", "x.py"]).startswith("convlstm-job-")
+
+
+def test_runtime_env_ships_checkout_without_torch_ray_or_local_clutter(monkeypatch, tmp_path):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "from-shell")
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/home/me/.aws/config")  # a local path: not passed
+    env_file = tmp_path / "runtime_env.yaml"
+    env_file.write_text("env_vars:\n  MLFLOW_TRACKING_URI: http://mlflow.mlflow.svc:5000\n"
+                        "excludes: ['*.ckpt']\n")
+    runtime_env = jobsubmit.build_runtime_env(runtime_env_file=env_file, env={"MLFLOW_EXPERIMENT_NAME": "cli"})
+
+    assert Path(runtime_env["working_dir"]) == jobsubmit.source_checkout()
+    excludes = runtime_env["excludes"]
+    assert {".git", ".venv", "/outputs", "/data/*", ".env", "__pycache__", "*.ckpt"} <= set(excludes)
+    assert excludes.index("/data/*") < excludes.index("!/data/samples")  # the bundled sample ships
+    packages = " ".join(runtime_env["pip"]["packages"])
+    assert "mlflow" in packages and "pyarrow" in packages
+    assert "torch" not in packages and "ray" not in packages.replace("pyarrow", "")
+    assert "pytest" not in packages  # the test extra stays local
+    assert runtime_env["env_vars"]["MLFLOW_TRACKING_URI"] == "http://mlflow.mlflow.svc:5000"  # file > shell
+    assert runtime_env["env_vars"]["MLFLOW_EXPERIMENT_NAME"] == "cli"  # --env > everything
+    assert "AWS_CONFIG_FILE" not in runtime_env["env_vars"]
+
+
+def test_no_install_ships_nothing_but_env(monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    runtime_env = jobsubmit.build_runtime_env(install=False, env={"A": "1"})
+    assert runtime_env == {"env_vars": {**jobsubmit.passthrough_env(), "A": "1"}}
+
+
+def test_bad_arguments_name_themselves(tmp_path):
+    with pytest.raises(ValueError, match="--env"):
+        jobsubmit.parse_env_assignments(["NOEQUALS"])
+    with pytest.raises(FileNotFoundError, match="--runtime-env"):
+        jobsubmit.load_runtime_env_file(tmp_path / "missing.yaml")
+    (tmp_path / "list.yaml").write_text("- a\n")
+    with pytest.raises(ValueError, match="--runtime-env"):
+        jobsubmit.load_runtime_env_file(tmp_path / "list.yaml")
+    assert jobsubmit.parse_env_assignments(["A=1=2", "B="]) == {"A": "1=2", "B": ""}
+
+
+def test_address_precedence(monkeypatch):
+    monkeypatch.delenv("RAY_API_SERVER_ADDRESS", raising=False)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert jobsubmit.resolve_address() == "http://127.0.0.1:8265"
+    monkeypatch.setenv("RAY_ADDRESS", "http://a:8265")
+    assert jobsubmit.resolve_address() == "http://a:8265"
+    monkeypatch.setenv("RAY_API_SERVER_ADDRESS", "http://b:8265")
+    assert jobsubmit.resolve_address() == "http://b:8265"
+    assert jobsubmit.resolve_address("http://c:8265") == "http://c:8265"
+
+
+def test_auth_token_sources_in_rays_order(monkeypatch, tmp_path):
+    for var in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert jobsubmit.auth_headers() == {}
+    (tmp_path / ".ray").mkdir()
+    (tmp_path / ".ray" / "auth_token").write_text("from-home\n")
+    assert jobsubmit.auth_headers() == {"Authorization": "Bearer from-home"}
+    (tmp_path / "tok").write_text("from-path")
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(tmp_path / "tok"))
+    assert jobsubmit.auth_token() == "from-path"
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "from-env")
+    assert jobsubmit.auth_token() == "from-env"
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    assert jobsubmit.auth_token() is None
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    monkeypatch.delenv("RAY_AUTH_TOKEN")
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(tmp_path / "missing"))
+    with pytest.raises(FileNotFoundError, match="RAY_AUTH_TOKEN_PATH"):
+        jobsubmit.auth_token()
+
+
+def test_exit_codes():
+    assert [jobsubmit.exit_code(s) for s in ("SUCCEEDED", "FAILED", "STOPPED")] == [0, 1, 3]
+    with pytest.raises(ValueError):
+        jobsubmit.exit_code("RUNNING")
+
+
+def test_unreachable_cluster_is_one_line_exit_1():
+    port = _free_ports(1)[0]  # nothing listens there
+    done = subprocess.run([CONVLSTM, "jobs", "list", "--address", f"http://127.0.0.1:{port}"],
+                          capture_output=True, text=True, env=_client_env(token=None), timeout=120)
+    assert done.returncode == 1
+    assert "cannot reach the Ray Jobs API" in done.stderr and "Traceback" not in done.stderr
+
+
+# --- a real cluster -------------------------------------------------------------------------------
+
+def _free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def _client_env(token: str | None, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")}
+    env["RAY_AUTH_MODE"] = "token" if token else "disabled"
+    if token:
+        env["RAY_AUTH_TOKEN"] = token
+    return {**env, **extra}
+
+
+class Cluster:
+    """A head node started by `ray start`; `address` is its Jobs API URL."""
+
+    def __init__(self, address: str, token: str, pgid: int, temp_dir: Path):
+        self.address, self.token, self.pgid, self.temp_dir = address, token, pgid, temp_dir
+
+    def client(self):
+        from ray.job_submission import JobSubmissionClient
+
+        return JobSubmissionClient(self.address, headers={"Authorization": f"Bearer {self.token}"})
+
+    def convlstm(self, *args: str, timeout: float = 300, **env: str) -> subprocess.CompletedProcess:
+        """Run the `convlstm` console script against this cluster, token in the environment."""
+        return subprocess.run([CONVLSTM, *args], capture_output=True, text=True,
+                              env=_client_env(self.token, **env), timeout=timeout)
+
+    def stop(self) -> None:
+        """Stop unfinished jobs first (drivers run in their own sessions), then kill the head's group."""
+        try:
+            client = self.client()
+            for job in client.list_jobs():
+                if job.submission_id and not job.status.is_terminal():
+                    client.stop_job(job.submission_id)
+                    jobsubmit.wait_until_terminal(client, job.submission_id)
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGKILL):
+                try:
+                    os.killpg(self.pgid, sig)
+                except ProcessLookupError:
+                    break
+                time.sleep(2)
+            shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    token = secrets.token_hex(16)
+    gcs, dashboard, client, node_mgr, obj_mgr, metrics, agent, agent_grpc, env_agent = _free_ports(9)
+    temp_dir = Path(tempfile.mkdtemp(prefix="rs", dir="/tmp"))  # short: unix socket paths
+    env = _client_env(token, PATH=f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}")
+    env.pop("MLFLOW_TRACKING_URI", None)  # the jobs must get it from `convlstm submit`
+    proc = subprocess.Popen(
+        [str(VENV_BIN / "ray"), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={gcs}",
+         "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", f"--ray-client-server-port={client}",
+         f"--node-manager-port={node_mgr}", f"--object-manager-port={obj_mgr}",
+         f"--metrics-export-port={metrics}", f"--dashboard-agent-listen-port={agent}",
+         f"--dashboard-agent-grpc-port={agent_grpc}", f"--runtime-env-agent-port={env_agent}",
+         f"--temp-dir={temp_dir}", "--num-cpus=2", "--disable-usage-stats"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    head = Cluster(f"http://127.0.0.1:{dashboard}", token, proc.pid, temp_dir)
+    try:
+        out, _ = proc.communicate(timeout=180)
+        assert proc.returncode == 0, out
+        yield head
+    finally:
+        head.stop()
+
+
+@pytest.mark.slow
+def test_cluster_requires_the_token(cluster):
+    done = subprocess.run([CONVLSTM, "jobs", "list", "--address", cluster.address], capture_output=True,
+                          text=True, env=_client_env(token=None, HOME=tempfile.gettempdir()), timeout=120)
+    assert done.returncode == 1
+    assert "RAY_AUTH_TOKEN" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.slow
+def test_submit_wait_ships_code_and_env(cluster, tmp_path):
+    done = cluster.convlstm(
+        "submit", "--address", cluster.address, "--wait", "--env", "CONVLSTM_PROBE=42", "--",
+        "python", "-c", "import jobs, os; print('probe', os.environ['CONVLSTM_PROBE'], "
+                        "os.environ['MLFLOW_TRACKING_URI'], jobs.__file__, sorted(os.listdir('.')))",
+        MLFLOW_TRACKING_URI=(tmp_path / "mlruns").as_uri())
+    assert done.returncode == 0, done.stdout + done.stderr
+    submission_id = done.stdout.splitlines()[0]
+    assert submission_id.startswith("convlstm-job-")
+    probe = next(line for line in done.stdout.splitlines() if line.startswith("probe"))
+    _, value, uri, jobs_file, shipped = probe.split(maxsplit=4)
+    assert value == "42" and uri == (tmp_path / "mlruns").as_uri()
+    assert "runtime_resources" in jobs_file  # imported from the uploaded working_dir, not the checkout
+    assert "'jobs'" in shipped and "'data'" in shipped and "'.venv'" not in shipped and "'.git'" not in shipped
+
+
+@pytest.mark.slow
+def test_failing_job_exits_1_and_jobs_commands_show_it(cluster):
+    done = cluster.convlstm("submit", "--address", cluster.address, "--wait", "--no-install", "--",
+                            "python", "-c", "import sys; print('about to fail'); sys.exit(7)")
+    assert done.returncode == 1, done.stdout + done.stderr
+    submission_id = done.stdout.splitlines()[0]
+    assert "about to fail" in done.stdout and "FAILED (entrypoint exit code 7)" in done.stderr
+
+    listing = cluster.convlstm("jobs", "list", "--address", cluster.address)
+    assert listing.returncode == 0 and submission_id in listing.stdout
+    row = next(line for line in listing.stdout.splitlines() if line.startswith(submission_id))
+    assert "FAILED" in row
+    status = cluster.convlstm("jobs", "status", submission_id, "--address", cluster.address)
+    assert status.returncode == 0 and "FAILED" in status.stdout
+    logs = cluster.convlstm("jobs", "logs", submission_id, "--address", cluster.address)
+    assert logs.returncode == 0 and "about to fail" in logs.stdout
+    missing = cluster.convlstm("jobs", "status", "no-such-job", "--address", cluster.address)
+    assert missing.returncode == 2 and "no-such-job" in missing.stderr
+
+
+@pytest.mark.slow
+def test_stopped_job_exits_3(cluster):
+    submission_id = jobsubmit.default_submission_id(["convlstm", "sleep"])
+    waiting = subprocess.Popen(
+        [CONVLSTM, "submit", "--address", cluster.address, "--wait", "--no-install",
+         "--submission-id", submission_id, "--", "python", "-c", "import time; time.sleep(600)"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_client_env(cluster.token))
+    try:
+        client = cluster.client()
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if str(client.get_job_status(submission_id)) == "RUNNING":
+                    break
+            except RuntimeError:  # not submitted yet
+                pass
+            time.sleep(1)
+        stop = cluster.convlstm("jobs", "stop", submission_id, "--address", cluster.address)
+        assert stop.returncode == 0 and "stop requested" in stop.stdout
+        out, err = waiting.communicate(timeout=120)
+    finally:
+        waiting.kill()
+    assert waiting.returncode == 3, out + err
+    assert str(client.get_job_status(submission_id)) == "STOPPED"
