@@ -382,3 +382,17 @@ def test_load_sequence_reads_latest_frames_like_prepare_and_reports_gaps(mch_dir
     latest = load_sequence(tmp_path / "seq.tar", "mch", None, 2, params)
     assert latest[2] == [utc(2016, 7, 11, 21, 5), utc(2016, 7, 11, 21, 10)] and latest[3] == []
     np.testing.assert_array_equal(latest[0][0], pixels[3])
+
+
+def test_time_split_is_chronological_and_windows_stay_inside_spans():
+    from datetime import datetime, timedelta
+
+    from pipelines.radar.days import plan_units
+
+    step = timedelta(minutes=5)
+    times = [datetime(2016, 7, 11, 20, 45) + i * step for i in range(40)]
+    units = plan_units(times, step, length=6, stride=1, split="time", val_fraction=0.2, test_fraction=0.2)
+    assert [u.split for u in units] == ["train", "val", "test"]
+    assert [len(u.times) for u in units] == [24, 8, 8]
+    assert units[0].times[-1] < units[1].times[0] < units[1].times[-1] < units[2].times[0]
+    assert [len(u.starts) for u in units] == [19, 3, 3]

@@ -33,14 +33,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size", default="100x100", help="output HxW, area resize (default: 100x100)")
     p.add_argument("--crop", help="centre crop HxW before resizing (paper: 330x330); default: none")
     p.add_argument("--split", default="days", metavar="|".join(SPLIT_MODES),
-                   help="days: whole UTC days per split; paper-blocks: 40-frame blocks, 4/1/1 per day (default: days)")
+                   help="days: whole UTC days per split; paper-blocks: 40-frame blocks, 4/1/1 per day; "
+                        "time: chronological train/val/test spans of one short archive (default: days)")
     p.add_argument("--days-file",
                    help='JSON {"train": ["YYYY-MM-DD", ...], "val": [...], "test": [...]} (--split days)')
     p.add_argument("--seed", type=int, default=0, help="seed of the day/block assignment (default: 0)")
     p.add_argument("--val-fraction", type=float, default=0.1,
-                   help="share of days for val (--split days; default: 0.1)")
+                   help="share of days (--split days) or of frames (--split time) for val (default: 0.1)")
     p.add_argument("--test-fraction", type=float, default=0.1,
-                   help="share of days for test (--split days; default: 0.1)")
+                   help="share of days (--split days) or of frames (--split time) for test (default: 0.1)")
     p.add_argument("--strict", action="store_true", help="fail (exit 1, nothing published) if any input is rejected")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset at --out")
     p.add_argument("--incremental", action="store_true", help="decode only days/blocks not in the existing dataset")

@@ -4,8 +4,11 @@
 never moves the others (fractions hold on average), or as listed in a days file.
 `paper-blocks` (Shi et al. 2015): each day is cut into non-overlapping blocks of 40 frame slots
 anchored at midnight; per day the blocks are shuffled (seeded by (seed, day)) and dealt as
-4 train, 1 val, 1 test, repeating when a day has more than 6 blocks. Windows never cross a unit
-(day or block) boundary nor a gap.
+4 train, 1 val, 1 test, repeating when a day has more than 6 blocks.
+`time`: chronological, for one short archive (a case study, the demo): the first
+1 - val - test of the frames train, then val, then test. Not stable under `--incremental`
+(new frames move the boundaries), so growing archives should use `days`.
+Windows never cross a unit (day, block or time span) boundary nor a gap.
 """
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ from typing import Callable, Sequence
 from pipelines.radar.timeline import window_starts
 
 SPLITS = ("train", "val", "test")
-SPLIT_MODES = ("days", "paper-blocks")
+SPLIT_MODES = ("days", "paper-blocks", "time")
 BLOCK_FRAMES = 40
 BLOCK_DEAL = ("train",) * 4 + ("val", "test")
 
@@ -103,6 +106,8 @@ def plan_units(times: Sequence[datetime], step: timedelta, length: int, stride: 
     check_fractions(val_fraction, test_fraction)
     if split == "days":
         unit_of, split_of = _days_plan(seed, val_fraction, test_fraction, days)
+    elif split == "time":
+        unit_of, split_of = _time_plan(times, val_fraction, test_fraction)
     else:
         unit_of, split_of = _blocks_plan(step, seed)
     units = []
@@ -134,3 +139,16 @@ def _blocks_plan(step: timedelta, seed: int) -> tuple[Callable[[datetime], str],
         return block_splits(day, n_blocks, seed)[int(index)]
 
     return unit_of, split_of
+
+
+def _time_plan(times: Sequence[datetime], val_fraction: float,
+               test_fraction: float) -> tuple[Callable[[datetime], str], Callable[[str], str]]:
+    n_train = round(len(times) * (1.0 - val_fraction - test_fraction))
+    n_val = round(len(times) * val_fraction)
+    rank = {time: i for i, time in enumerate(times)}
+
+    def unit_of(time: datetime) -> str:
+        i = rank[time]
+        return "train" if i < n_train else "val" if i < n_train + n_val else "test"
+
+    return unit_of, lambda unit_id: unit_id
