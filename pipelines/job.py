@@ -9,11 +9,12 @@ The driver holds source descriptions and per-source counts, never windows.
 from __future__ import annotations
 
 import json
+import math
 import pickle
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 
@@ -21,9 +22,14 @@ from pipelines import manifest as mf
 from pipelines import storage
 from pipelines.publish import staging
 from pipelines.ray_session import init_ray
-from pipelines.shards import SPLIT_COLUMN, SchemaError, split_dir, stack_windows, write_windows
+from pipelines.shards import SPLIT_COLUMN, SchemaError, split_dir, stack_windows, to_table, write_windows
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 WindowsFn = Callable[["Source"], Iterator[dict]]
+_TASKS_PER_CPU = 4
+_MAX_SOURCES_PER_TASK = 8
 
 
 @dataclass
@@ -140,11 +146,12 @@ def _decode(sources: list[Source], windows_fn: WindowsFn, schema: dict, path: st
     ray = init_ray(address)
     ledger = ray.remote(num_cpus=0)(_Ledger).remote()
     items = [{"source": pickle.dumps(s)} for s in sources]
-    ds = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
-        _decode_batch, batch_size=1, batch_format="numpy",
+    per_task = _sources_per_task(len(items), ray.cluster_resources().get("CPU", 1))
+    ds = ray.data.from_items(items, override_num_blocks=math.ceil(len(items) / per_task)).map_batches(
+        _decode_batch, batch_size=per_task, batch_format="numpy",
         fn_kwargs={"windows_fn": windows_fn, "schema": schema, "ledger": ledger})
     with _progress(ledger, len(sources), enabled=progress):
-        write_windows(ds, path)
+        write_windows(ds, path, schema)
     done, failed = ray.get(ledger.results.remote())
     missing = {s.name for s in sources} - done.keys() - failed.keys()
     if missing:
@@ -153,9 +160,15 @@ def _decode(sources: list[Source], windows_fn: WindowsFn, schema: dict, path: st
     return done, failed
 
 
+def _sources_per_task(sources: int, cpus: float) -> int:
+    """Several small sources per Ray task (fewer, larger tasks and files) while keeping
+    _TASKS_PER_CPU tasks per CPU for load balance."""
+    return int(min(_MAX_SOURCES_PER_TASK, max(1, sources // (_TASKS_PER_CPU * max(cpus, 1)))))
+
+
 def _decode_batch(batch: dict[str, np.ndarray], *, windows_fn: WindowsFn, schema: dict,
-                  ledger) -> Iterator[dict[str, np.ndarray]]:
-    """Ray Data UDF: one pickled Source per row -> that source's windows as one column batch."""
+                  ledger) -> Iterator["pa.Table"]:
+    """Ray Data UDF: pickled Sources, one per row -> each source's windows as one table in shard encoding."""
     import ray
 
     for blob in batch["source"]:
@@ -175,7 +188,7 @@ def _decode_batch(batch: dict[str, np.ndarray], *, windows_fn: WindowsFn, schema
         ray.get(ledger.record.remote(source.name, entry))
         if count:
             columns[SPLIT_COLUMN] = np.full(count, source.split, dtype=object)
-            yield columns
+            yield to_table(columns, schema)
 
 
 def _rejection(source: Source, reason: str) -> dict:
