@@ -83,6 +83,7 @@ def run_prepare(*, task: str, sources: list[Source], windows_fn: WindowsFn, out:
     `splits[split]["members"]` (e.g. person ids); default: the names of each split's sources.
     `incremental`: decode only sources not yet in the existing manifest and append their windows.
     `strict`: any rejection raises RejectedSourcesError and nothing is published.
+    `extra`: task-specific top-level manifest keys (radar: time_step_s, grid, encoding, gaps).
     """
     _check_args(task, sources, schema)
     rejected = [dict(r) for r in rejected or []]
@@ -91,7 +92,7 @@ def run_prepare(*, task: str, sources: list[Source], windows_fn: WindowsFn, out:
     with staging(out, overwrite=overwrite, incremental=incremental) as stage:
         previous = stage.previous
         if previous is not None:
-            _check_compatible(previous, task=task, params=params, schema=schema, extra=extra, members=members)
+            _check_compatible(previous, task=task, params=params, schema=schema, members=members)
         todo = [s for s in sources if previous is None or s.name not in previous["sources"]]
         done, failed = _decode(todo, windows_fn, schema, stage.path, address, progress) if todo else ({}, {})
         rejected += [failed[name] for name in sorted(failed)]
@@ -122,19 +123,16 @@ def _check_args(task: str, sources: list[Source], schema: dict) -> None:
         raise ValueError("sources: every source needs a split")
 
 
-def _check_compatible(previous: dict, **current) -> None:
-    """An incremental run must build the same kind of dataset as the one it extends."""
-    for key, value in current.items():
-        if key == "members":
-            old = {s: v["members"] for s, v in previous["splits"].items()}
-            new = value
-            if new is None:
-                continue
-        elif key == "extra":
-            old = {k: previous.get(k) for k in (value or {})}
-            new = value or {}
-        else:
-            old, new = previous.get(key), value
+def _check_compatible(previous: dict, *, task: str, params: dict, schema: dict, members: dict | None) -> None:
+    """An incremental run must build the same kind of dataset as the one it extends.
+
+    `extra` keys are not compared: they describe the run's whole input (radar gaps) and are replaced.
+    """
+    checks = {"task": (previous["task"], task), "params": (previous["params"], params),
+              "schema": (previous["schema"], schema)}
+    if members is not None:
+        checks["members"] = ({split: info["members"] for split, info in previous["splits"].items()}, members)
+    for key, (old, new) in checks.items():
         if json.loads(json.dumps(new, default=str)) != old:
             raise ValueError(f"--incremental: {key} differ from the existing dataset's "
                              f"({old!r} vs {new!r}); use --overwrite to rebuild")

@@ -156,19 +156,20 @@ def test_existing_output_needs_overwrite_and_survives_a_failed_overwrite(ray_loc
 
 def test_incremental_appends_only_new_sources(ray_local, tmp_path):
     out = tmp_path / "ds"
-    first = prepare(make_sources(tmp_path, BASE), out)
+    first = prepare(make_sources(tmp_path, BASE), out, extra={"gaps": []})
     old_files = {p.relative_to(out): p.read_bytes() for p in out.rglob("*.parquet")}
     old_train = read_windows(str(out), "train")
 
     # version 2 would change the pixels of any source that got decoded again
     grown = {name: {**spec, "version": 2} for name, spec in BASE.items()}
     grown["v4"] = {"split": "train", "n": 2, "label": 0, "version": 2}
-    second = prepare(make_sources(tmp_path, grown), out, incremental=True)
+    second = prepare(make_sources(tmp_path, grown), out, incremental=True, extra={"gaps": ["v3-v4"]})
 
     assert set(second["sources"]) == {"v1", "v2", "v3", "v4"}
     assert second["splits"]["train"]["count"] == 7
     assert second["splits"]["train"]["per_class"] == {"a": 5, "b": 2}
     assert second["fingerprint"] != first["fingerprint"]
+    assert second["gaps"] == ["v3-v4"]  # extra describes the whole new input: replaced, not compared
     for rel, data in old_files.items():
         assert (out / rel).read_bytes() == data
     train = read_windows(str(out), "train")
