@@ -148,13 +148,15 @@ def _decode(sources: list[Source], windows_fn: WindowsFn, schema: dict, path: st
     ds = ray.data.from_items(items, override_num_blocks=math.ceil(len(items) / per_task)).map_batches(
         _decode_batch, batch_size=per_task, batch_format="numpy",
         fn_kwargs={"windows_fn": windows_fn, "schema": schema, "ledger": ledger})
-    with _progress(ledger, len(sources), enabled=progress):
-        write_windows(ds, path, schema)
-    done, failed = ray.get(ledger.results.remote())
+    try:
+        with _ProgressBar(ledger, len(sources), enabled=progress):
+            write_windows(ds, path, schema)
+        done, failed = ray.get(ledger.results.remote())
+    finally:
+        ray.kill(ledger)
     missing = {s.name for s in sources} - done.keys() - failed.keys()
     if missing:
         raise RuntimeError(f"decode tasks reported nothing for {len(missing)} sources, e.g. {sorted(missing)[:3]}")
-    ray.kill(ledger)
     return done, failed
 
 
@@ -243,7 +245,7 @@ def _strict_error(rejected: list[dict]) -> RejectedSourcesError:
                                 f"first: {first['file']}: {first['reason']}")
 
 
-class _progress:
+class _ProgressBar:
     """Context manager: a tqdm bar of sources done, polled from the ledger in a background thread.
 
     Ray Data's own per-operator bars are switched off meanwhile (two sets of bars garble the terminal).

@@ -125,7 +125,7 @@ def params(options: KthOptions) -> dict:
     sequences = hashlib.sha256(Path(options.sequences).read_bytes()).hexdigest() if options.sequences else None
     return {"frame_len": options.frame_len, "stride": options.stride, "size": list(options.size),
             "color": options.color, "split": options.split if options.split in person_split.PRESETS else "custom",
-            "sequences_sha256": sequences, "fps": 25}
+            "sequences_sha256": sequences}
 
 
 def prepare_kth(src: str | Path, out: str, options: KthOptions = KthOptions(), *, strict: bool = False,
