@@ -1,12 +1,13 @@
 """Submit `convlstm …` command lines to a Ray cluster through the Jobs API, and follow them.
 
 How the code reaches the cluster:
-- shipped (default): this source checkout is uploaded as the job's `working_dir` (data, outputs,
-  virtual environments, .git, .env and caches excluded), the project's dependencies except torch and
-  ray (the cluster image provides those) are pip-installed into the job's runtime env, and a leading
-  `convlstm` becomes `python -m jobs.cli`, so the uploaded code runs rather than whatever the image has.
-- installed (`install=False`, `--no-install`): the cluster image already holds the project (the job
-  image built from the repo-root `Dockerfile`); nothing is uploaded and the entrypoint runs as given.
+- uploaded (default): this source checkout becomes the job's `working_dir` (local data, outputs,
+  virtual environments, .git, .env and caches excluded) and a leading `convlstm` becomes
+  `python -m jobs.cli`, so the uploaded code runs rather than whatever the image has; the project's
+  dependencies except torch and ray (the cluster image provides those) are pip-installed into the
+  job's runtime env, unless `install=False` (`--no-install`: the image has them, e.g. the job image).
+- installed (`upload=False`, `--no-upload`): the cluster image holds the project itself (the job image
+  built from the repo-root `Dockerfile`); nothing is uploaded or installed, the entrypoint runs as given.
 
 Environment reaches the job only explicitly: `PASSTHROUGH_ENV` (MLflow and S3 settings) from the
 submitting shell, then the `--runtime-env` file's `env_vars`, then `--env KEY=VALUE` (later wins).
@@ -126,7 +127,7 @@ def connect(address: str | None = None) -> JobSubmissionClient:
             return JobSubmissionClient(url, headers=auth_headers())
     except AuthenticationError as exc:
         raise CommandError(
-            f"the Ray cluster at {url} rejected the auth token ({str(exc).splitlines()[0]}); set "
+            f"the Ray cluster at {url} refused this client ({str(exc).splitlines()[0]}); set "
             "RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH to the cluster's token (see infra/README.md)") from exc
     except ConnectionError as exc:
         raise CommandError(f"cannot reach the Ray Jobs API at {url}: {exc}") from exc
@@ -181,33 +182,35 @@ def passthrough_env() -> dict[str, str]:
     return {k: os.environ[k] for k in PASSTHROUGH_ENV if k in os.environ}
 
 
-def build_runtime_env(install: bool = True, runtime_env_file: str | Path | None = None,
+def build_runtime_env(upload: bool = True, install: bool = True, runtime_env_file: str | Path | None = None,
                       env: dict[str, str] | None = None) -> dict:
-    """The job's runtime_env: the file's keys, plus working_dir/excludes/pip when `install`, plus env_vars.
+    """The job's runtime_env: the file's keys, working_dir/excludes when `upload`, pip when also
+    `install`, and env_vars.
 
-    Keys the file sets (`working_dir`, `pip`) are kept; `excludes` are merged; env_vars precedence is
-    passthrough < file < `env`.
+    Keys the file sets (`working_dir`, `pip`) are kept; `excludes` are appended to; env_vars precedence
+    is passthrough < file < `env`.
     """
     runtime_env = load_runtime_env_file(runtime_env_file)
-    if install:
+    if upload:
         checkout = source_checkout()
         if checkout is None and "working_dir" not in runtime_env:
             raise ValueError("no source checkout to upload as working_dir (installed package); "
-                             "pass --no-install to run the cluster image's convlstm")
+                             "pass --no-upload to run the cluster image's convlstm")
         runtime_env.setdefault("working_dir", str(checkout))
         runtime_env["excludes"] = list(dict.fromkeys([*runtime_env.get("excludes", []), *WORKING_DIR_EXCLUDES]))
-        runtime_env.setdefault("pip", {"packages": cluster_requirements(), "pip_check": False})
+        if install:
+            runtime_env.setdefault("pip", {"packages": cluster_requirements(), "pip_check": False})
     env_vars = {**passthrough_env(), **runtime_env.get("env_vars", {}), **(env or {})}
     if env_vars:
         runtime_env["env_vars"] = {k: str(v) for k, v in env_vars.items()}
     return runtime_env
 
 
-def cluster_entrypoint(argv: list[str], install: bool = True) -> str:
-    """The shell command the cluster runs; a leading `convlstm` runs the shipped code when `install`."""
+def cluster_entrypoint(argv: list[str], upload: bool = True) -> str:
+    """The shell command the cluster runs; a leading `convlstm` runs the uploaded code when `upload`."""
     if not argv:
         raise ValueError("entrypoint is empty: give the command after `--`, e.g. `-- convlstm train …`")
-    if install and argv[0] == "convlstm":
+    if upload and argv[0] == "convlstm":
         argv = ["python", "-m", "jobs.cli", *argv[1:]]
     return shlex.join(argv)
 
@@ -219,22 +222,28 @@ def default_submission_id(argv: list[str]) -> str:
     return f"convlstm-{name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
 
 
-def build_submission(argv: list[str], install: bool = True, runtime_env_file: str | Path | None = None,
-                     env: dict[str, str] | None = None, submission_id: str | None = None) -> Submission:
+def build_submission(argv: list[str], upload: bool = True, install: bool = True,
+                     runtime_env_file: str | Path | None = None, env: dict[str, str] | None = None,
+                     submission_id: str | None = None) -> Submission:
     """Entrypoint, submission id, runtime_env and metadata for `argv` (the command after `--`)."""
-    entrypoint = cluster_entrypoint(argv, install)
+    entrypoint = cluster_entrypoint(argv, upload)
     return Submission(
         entrypoint=entrypoint,
         submission_id=submission_id or default_submission_id(argv),
-        runtime_env=build_runtime_env(install, runtime_env_file, env),
+        runtime_env=build_runtime_env(upload, install, runtime_env_file, env),
         metadata={"submitted_by": "convlstm submit", "command": shlex.join(argv)},
     )
 
 
 def submit(client: JobSubmissionClient, submission: Submission) -> str:
-    """Submit; returns the submission id."""
-    return client.submit_job(entrypoint=submission.entrypoint, submission_id=submission.submission_id,
-                             runtime_env=submission.runtime_env, metadata=submission.metadata)
+    """Submit; returns the submission id. A refusal (duplicate id, bad runtime_env) -> CommandError."""
+    try:
+        return client.submit_job(entrypoint=submission.entrypoint, submission_id=submission.submission_id,
+                                 runtime_env=submission.runtime_env, metadata=submission.metadata)
+    except RuntimeError as exc:
+        # The server's message may carry its traceback; its last line says what was wrong.
+        reason = [line.strip() for line in str(exc).splitlines() if line.strip(" .")][-1]
+        raise CommandError(f"the Jobs API refused the submission: {reason}") from exc
 
 
 def wait_until_terminal(client: JobSubmissionClient, submission_id: str,
@@ -255,7 +264,11 @@ def follow_logs(client: JobSubmissionClient, submission_id: str, out: TextIO = s
             out.write(chunk)
             out.flush()
 
-    asyncio.run(tail())
+    try:
+        asyncio.run(tail())
+    except RuntimeError as exc:
+        raise CommandError(f"lost the log stream of {submission_id} ({exc}); the job may still be running: "
+                           f"`convlstm jobs status {submission_id}`") from exc
     return wait_until_terminal(client, submission_id)
 
 

@@ -29,10 +29,10 @@ CONVLSTM = str(VENV_BIN / "convlstm")
 
 # --- the submission, built without a cluster ---------------------------------------------------
 
-def test_entrypoint_runs_shipped_code_unless_no_install():
+def test_entrypoint_runs_uploaded_code_unless_no_upload():
     argv = ["convlstm", "train", "--name", "two words"]
     assert jobsubmit.cluster_entrypoint(argv) == "python -m jobs.cli train --name 'two words'"
-    assert jobsubmit.cluster_entrypoint(argv, install=False) == "convlstm train --name 'two words'"
+    assert jobsubmit.cluster_entrypoint(argv, upload=False) == "convlstm train --name 'two words'"
     assert jobsubmit.cluster_entrypoint(["python", "-c", "print(1)"]) == "python -c 'print(1)'"
     with pytest.raises(ValueError, match="entrypoint"):
         jobsubmit.cluster_entrypoint([])
@@ -67,9 +67,11 @@ def test_runtime_env_ships_checkout_without_torch_ray_or_local_clutter(monkeypat
     assert "AWS_CONFIG_FILE" not in runtime_env["env_vars"]
 
 
-def test_no_install_ships_nothing_but_env(monkeypatch):
+def test_no_install_skips_pip_and_no_upload_ships_nothing_but_env(monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    runtime_env = jobsubmit.build_runtime_env(install=False, env={"A": "1"})
+    no_pip = jobsubmit.build_runtime_env(install=False)
+    assert "working_dir" in no_pip and "pip" not in no_pip
+    runtime_env = jobsubmit.build_runtime_env(upload=False, env={"A": "1"})
     assert runtime_env == {"env_vars": {**jobsubmit.passthrough_env(), "A": "1"}}
 
 
@@ -218,10 +220,14 @@ def test_cluster_requires_the_token(cluster):
     assert "RAY_AUTH_TOKEN" in done.stderr and "Traceback" not in done.stderr
 
 
+# The jobs below pass --no-install: this cluster runs from the project's .venv, which has every
+# dependency, and Ray would clone that whole virtualenv (~2 GB) for a pip runtime env. The pip list
+# itself is checked offline above.
+
 @pytest.mark.slow
-def test_submit_wait_ships_code_and_env(cluster, tmp_path):
+def test_submit_wait_uploads_code_and_env(cluster, tmp_path):
     done = cluster.convlstm(
-        "submit", "--address", cluster.address, "--wait", "--env", "CONVLSTM_PROBE=42", "--",
+        "submit", "--address", cluster.address, "--wait", "--no-install", "--env", "CONVLSTM_PROBE=42", "--",
         "python", "-c", "import jobs, os; print('probe', os.environ['CONVLSTM_PROBE'], "
                         "os.environ['MLFLOW_TRACKING_URI'], jobs.__file__, sorted(os.listdir('.')))",
         MLFLOW_TRACKING_URI=(tmp_path / "mlruns").as_uri())
@@ -236,8 +242,38 @@ def test_submit_wait_ships_code_and_env(cluster, tmp_path):
 
 
 @pytest.mark.slow
+def test_prepare_and_train_run_on_the_cluster(cluster, tmp_path):
+    import mlflow
+
+    from pipelines.manifest import load_manifest
+    from pipelines.synthetic import write_kth_videos
+
+    src, data = tmp_path / "kth-videos", tmp_path / "kth"
+    # One person from each official split: train 11, val 19, test 22.
+    write_kth_videos(src, persons=[11, 19, 22], actions=("boxing", "walking"), scenarios=("d1",), frames=12)
+    tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    submit = ("submit", "--address", cluster.address, "--wait", "--no-install",
+              "--env", f"CONVLSTM_HOME={tmp_path / 'home'}", "--")
+
+    prepare = cluster.convlstm(*submit, "convlstm", "prepare", "kth", "--src", str(src), "--out", str(data),
+                               "--frame-len", "5", "--stride", "5", "--size", "24x32")
+    assert prepare.returncode == 0, prepare.stdout + prepare.stderr
+    assert prepare.stdout.splitlines()[0].startswith("convlstm-prepare-")
+    manifest = load_manifest(str(data))
+    assert manifest["task"] == "kth" and all(manifest["splits"][s]["count"] > 0 for s in ("train", "val", "test"))
+
+    train = cluster.convlstm(*submit, "convlstm", "train", "--task", "kth", "--data", str(data),
+                             "--config", "kth-tiny", "--run-name", "submitted", MLFLOW_TRACKING_URI=tracking_uri)
+    assert train.returncode == 0, train.stdout + train.stderr
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    (run,) = client.search_runs(experiments, filter_string="tags.mlflow.runName = 'submitted'")
+    assert run.info.status == "FINISHED" and run.data.metrics
+
+
+@pytest.mark.slow
 def test_failing_job_exits_1_and_jobs_commands_show_it(cluster):
-    done = cluster.convlstm("submit", "--address", cluster.address, "--wait", "--no-install", "--",
+    done = cluster.convlstm("submit", "--address", cluster.address, "--wait", "--no-upload", "--",
                             "python", "-c", "import sys; print('about to fail'); sys.exit(7)")
     assert done.returncode == 1, done.stdout + done.stderr
     submission_id = done.stdout.splitlines()[0]
@@ -249,17 +285,21 @@ def test_failing_job_exits_1_and_jobs_commands_show_it(cluster):
     assert "FAILED" in row
     status = cluster.convlstm("jobs", "status", submission_id, "--address", cluster.address)
     assert status.returncode == 0 and "FAILED" in status.stdout
-    logs = cluster.convlstm("jobs", "logs", submission_id, "--address", cluster.address)
-    assert logs.returncode == 0 and "about to fail" in logs.stdout
+    for follow in ([], ["--follow"]):
+        logs = cluster.convlstm("jobs", "logs", submission_id, *follow, "--address", cluster.address)
+        assert logs.returncode == 0 and "about to fail" in logs.stdout, follow
     missing = cluster.convlstm("jobs", "status", "no-such-job", "--address", cluster.address)
     assert missing.returncode == 2 and "no-such-job" in missing.stderr
+    again = cluster.convlstm("submit", "--address", cluster.address, "--no-upload", "--submission-id", submission_id,
+                             "--", "true")
+    assert again.returncode == 1 and "refused the submission" in again.stderr and "Traceback" not in again.stderr
 
 
 @pytest.mark.slow
 def test_stopped_job_exits_3(cluster):
     submission_id = jobsubmit.default_submission_id(["convlstm", "sleep"])
     waiting = subprocess.Popen(
-        [CONVLSTM, "submit", "--address", cluster.address, "--wait", "--no-install",
+        [CONVLSTM, "submit", "--address", cluster.address, "--wait", "--no-upload",
          "--submission-id", submission_id, "--", "python", "-c", "import time; time.sleep(600)"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_client_env(cluster.token))
     try:

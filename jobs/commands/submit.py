@@ -19,7 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "submit", help="submit a convlstm command to a Ray cluster (Jobs API)",
         description="Submit the command after `--` to a Ray cluster as a Ray job. By default this "
                     "checkout is uploaded as working_dir, the dependencies other than torch/ray are "
-                    "pip-installed, and a leading `convlstm` runs as `python -m jobs.cli`. MLflow and "
+                    "pip-installed (--no-install: the image has them), and a leading `convlstm` runs as "
+                    "`python -m jobs.cli`; --no-upload runs the image's installed convlstm. MLflow and "
                     "S3 settings (MLFLOW_TRACKING_URI, MLFLOW_S3_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...) "
                     "pass through; the auth token comes from RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or "
                     "~/.ray/auth_token. With --wait, exits 0 SUCCEEDED, 1 FAILED, 3 STOPPED.",
@@ -36,8 +37,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--env", metavar="KEY=VALUE", action="append", default=None,
                    help="environment variable for the job (repeatable; wins over all other sources)")
     p.add_argument("--no-install", dest="install", action="store_false",
-                   help="the cluster image already has this project installed: upload nothing, run the "
-                        "entrypoint as given")
+                   help="do not pip-install the project's dependencies: the cluster image has them")
+    p.add_argument("--no-upload", dest="upload", action="store_false",
+                   help="the cluster image has this project installed: upload and install nothing, run "
+                        "the entrypoint as given")
     p.add_argument("entrypoint", nargs=argparse.REMAINDER, metavar="-- COMMAND ...",
                    help="command line as it runs on the cluster, e.g. -- convlstm train ...")
     p.set_defaults(func=run)
@@ -46,7 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     argv = args.entrypoint[1:] if args.entrypoint[:1] == ["--"] else args.entrypoint
     submission = jobsubmit.build_submission(
-        argv, install=args.install, runtime_env_file=args.runtime_env,
+        argv, upload=args.upload, install=args.install, runtime_env_file=args.runtime_env,
         env=jobsubmit.parse_env_assignments(args.env), submission_id=args.submission_id)
     client = jobsubmit.connect(args.address)
     submission_id = jobsubmit.submit(client, submission)
