@@ -34,10 +34,11 @@ class ModelConfig:
 
 @dataclass
 class LossConfig:
-    """Training loss; `params` go to the loss function (e.g. thresholds of a balanced MSE)."""
+    """Training loss (`convlstm.losses`). KTH: `cross_entropy` over classes. Forecasting: `bce`
+    (per-pixel binary cross-entropy on logits: the model needs `output_activation: null`), or
+    `mse`, `mae`, `balanced_mse`, `balanced_mae` (HKO-7 weights) on [0, 1] outputs."""
 
-    name: str
-    params: dict[str, Any] = field(default_factory=dict)
+    name: Literal["cross_entropy", "bce", "mse", "mae", "balanced_mse", "balanced_mae"]
 
 
 @dataclass
@@ -66,7 +67,10 @@ class ScheduleConfig:
 @dataclass
 class DataConfig:
     """Batching of the shards. `batch_size` is global (split evenly over workers); `limit_*` cap
-    the windows read per split (None = all); `hflip` randomly mirrors training clips (p = 0.5)."""
+    the windows read per split (None = all); `hflip` randomly mirrors training clips (p = 0.5).
+    `shuffle_buffer` > 0 shuffles the training windows each epoch (Ray Data's local shuffle buffer
+    of that many rows; a full permutation without Ray). Forecasting: the first `in_len` frames of a window are the input, the rest the target
+    (None = the manifest's `in_len`, else half the window)."""
 
     batch_size: int = field(default=32, metadata=_check(ge=1))
     val_batch_size: int | None = field(default=None, metadata=_check(ge=1))
@@ -76,6 +80,7 @@ class DataConfig:
     val_split: str = "val"
     limit_train: int | None = field(default=None, metadata=_check(ge=1))
     limit_val: int | None = field(default=None, metadata=_check(ge=1))
+    in_len: int | None = field(default=None, metadata=_check(ge=1))
 
 
 @dataclass

@@ -1,0 +1,502 @@
+"""`convlstm train`: the per-worker training loop and the driver that runs it on Ray Train.
+
+`train()` (driver) validates everything before touching a cluster, opens (or, on resume, reopens)
+the MLflow run, runs `train_loop` on Ray Train workers (`workers >= 1`, DDP: gloo on CPU, NCCL on
+GPU) or in this process (`workers = 0`), then logs artifacts and the best checkpoint as a
+registered MLflow model. `train_loop(config)` is a plain function; `jobs.sessions` adapts it to its
+host. Only rank 0 writes checkpoints and talks to MLflow.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from jobs import checkpoints, paths, plots, tracking
+from jobs.cli import CommandError
+from jobs.config import Config, flatten, from_dict
+from jobs.optim import build_optimizer, build_scheduler
+from jobs.sessions import LocalSession, RaySession
+from jobs.tasks import Task, get_task
+from pipelines import storage
+
+STATUS_COMPLETED, STATUS_EARLY_STOPPED, STATUS_NON_FINITE = "completed", "early_stopped", "non_finite"
+DEFAULT_RUN_NAME = re.compile(r"^(kth|radar|mnist)-\d{8}-\d{6}$")
+
+
+class NonFiniteLossError(CommandError):
+    """The training loss became NaN/inf; the run stopped and its last good checkpoint is kept."""
+
+
+@dataclass
+class TrainSummary:
+    run_id: str
+    run_name: str
+    experiment_id: str
+    status: str  # completed | early_stopped
+    epochs: int  # epochs completed in total (resumes included)
+    steps: int
+    monitor: str
+    best_score: float
+    best_epoch: int
+    best_checkpoint: str
+    registered_name: str | None
+    model_version: str | None
+    alias: str | None
+    model_uri: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# ----------------------------------------------------------------------------- worker loop
+
+
+def train_loop(config: dict[str, Any]) -> dict[str, Any]:
+    """Train on this worker. `config` is the driver's loop config (resolved config, manifest, run
+    id, steps per epoch, ...); `config["local"]` runs without Ray. Returns a status dict (rank 0's
+    is the run's): `status`, `epoch`, `step`, and `message` when the loss became non-finite."""
+    from convlstm.factory import build_model, model_spec
+
+    cfg = from_dict(config["config"])
+    task = get_task(cfg, config["manifest"])
+    session = _session(cfg, config)
+    rank0 = session.world_rank == 0
+    torch.manual_seed(cfg.train.seed + session.world_rank)
+
+    model = build_model(cfg.model.name, **cfg.model.params)
+    spec = model_spec(model)
+    net = session.wrap(model)  # DDP under Ray with several workers
+    optimizer = build_optimizer(cfg.optim, model.parameters())
+    scheduler = build_scheduler(cfg.schedule, optimizer, config["steps_per_epoch"] * cfg.train.epochs)
+    epoch, step, best_epoch, best_score = 0, 0, 0, math.nan
+    restored = session.restore()
+    if restored is None and config.get("init_weights") is not None:
+        model.load_state_dict(config["init_weights"])
+    if restored is not None:
+        model.load_state_dict(restored["model"])
+        optimizer.load_state_dict(restored["optimizer"])
+        scheduler.load_state_dict(restored["scheduler"])
+        epoch, step = restored["epoch"], restored["step"]
+        best_epoch, best_score = restored["best_epoch"], restored["best_score"]
+    logger = _MetricLogger(config["tracking_uri"], config["run_id"], cfg.train.log_every_steps) if rank0 else None
+    amp = session.device.type == "cuda" and cfg.train.bf16
+
+    while epoch < cfg.train.epochs:
+        net.train()
+        started, samples, steps, loss_sum = time.perf_counter(), 0, 0, 0.0
+        for batch in session.train_batches(epoch):
+            with torch.autocast(session.device.type, dtype=torch.bfloat16, enabled=amp):
+                loss = task.loss(net, batch, train=True)
+            # The mean over ranks decides for all of them, so a non-finite loss stops every rank.
+            mean_loss = session.all_reduce_sum(loss.detach().float().reshape(1)) / session.world_size
+            if not torch.isfinite(mean_loss).all():
+                session.report({"epoch": epoch, "step": step}, None, epoch)
+                return {"status": STATUS_NON_FINITE, "epoch": epoch, "step": step,
+                        "message": f"non-finite training loss ({mean_loss.item()}) at step {step + 1} "
+                                   f"(epoch {epoch + 1})"}
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.train.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            step, steps = step + 1, steps + 1
+            loss_sum += mean_loss.item()
+            samples += task.batch_rows(batch) * session.world_size
+            if logger:
+                logger.step(step, {"train_loss": mean_loss.item(), "lr": scheduler.get_last_lr()[0]})
+            _write_progress(config.get("progress_dir"), session.world_rank, epoch, step)
+        elapsed = time.perf_counter() - started
+        scalars, evaluation, preview = _validate(task, model, session, amp)
+        epoch += 1
+        metrics = {"epoch": epoch, "step": step, "train_loss_epoch": loss_sum / max(1, steps),
+                   "samples_per_s": samples / elapsed if elapsed > 0 else 0.0, **scalars}
+        if _improved(metrics[cfg.train.monitor], best_score, cfg.train.mode):
+            best_epoch, best_score = epoch, metrics[cfg.train.monitor]
+        if logger:
+            logger.epoch(step, metrics)
+        state = None
+        if rank0:
+            state = {
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "epoch": epoch, "step": step,
+                "run_id": config["run_id"], "model_spec": spec, "task": cfg.task,
+                "data_fingerprint": config["manifest"]["fingerprint"],
+                "manifest_path": config["manifest_path"], "config": config["config"],
+                "metrics": metrics, "best_epoch": best_epoch, "best_score": best_score,
+                "evaluation": evaluation, "preview": preview,
+            }
+        session.report(metrics, state, epoch)
+        if cfg.train.patience and epoch - best_epoch >= cfg.train.patience:
+            return {"status": STATUS_EARLY_STOPPED, "epoch": epoch, "step": step}
+    return {"status": STATUS_COMPLETED, "epoch": epoch, "step": step}
+
+
+def _session(cfg: Config, config: dict[str, Any]) -> LocalSession | RaySession:
+    val_batch = cfg.data.val_batch_size or cfg.data.batch_size
+    if config.get("local"):
+        return LocalSession(
+            config["data"], config["columns"], cfg.data.train_split, cfg.data.val_split,
+            batch_size=cfg.data.batch_size, val_batch_size=val_batch,
+            limits=(cfg.data.limit_train, cfg.data.limit_val), storage_path=config["storage_path"],
+            run_name=config["run_name"], keep=cfg.train.keep_checkpoints, monitor=cfg.train.monitor,
+            mode=cfg.train.mode, use_gpu=config["use_gpu"], shuffle=cfg.data.shuffle_buffer > 0, seed=cfg.train.seed,
+            resume_from=config["resume_from"])
+    return RaySession(batch_size=config["worker_batch_size"], val_batch_size=val_batch,
+                      shuffle_buffer=cfg.data.shuffle_buffer, resume_from=config["resume_from"])
+
+
+def _validate(task: Task, model: torch.nn.Module, session, amp: bool) -> tuple[dict, dict, dict]:
+    """Evaluate this rank's validation batches and merge the sums over ranks (SUM all-reduce of
+    every state array), so all ranks hold the single-process result. Returns the scalar
+    `val_*` metrics, the JSON-able evaluation and a preview of the first window (rank 0)."""
+    evaluator = task.evaluator()
+    preview: dict = {}
+    model.eval()
+    with torch.no_grad(), torch.autocast(session.device.type, dtype=torch.bfloat16, enabled=amp):
+        for batch in session.val_batches():
+            output = evaluator.update(model, batch)
+            if not preview:
+                preview = task.preview(batch, output)
+    merged = {}
+    for key, value in evaluator.state().items():
+        tensor = torch.as_tensor(value, dtype=torch.float64, device=session.device)
+        merged[key] = session.all_reduce_sum(tensor).cpu().numpy()
+    evaluator.load_state(merged)
+    scalars, evaluation = evaluator.compute()
+    return scalars, evaluation, preview
+
+
+def _improved(score: float, best: float, mode: str) -> bool:
+    if score is None or math.isnan(score):
+        return False
+    return math.isnan(best) or (score < best if mode == "min" else score > best)
+
+
+class _MetricLogger:
+    """Rank 0's MLflow metrics, buffered and flushed every `every` steps and at epoch ends.
+
+    A restarted worker logs only steps beyond what each metric already has in the run (MLflow
+    cannot delete points), so the history stays strictly increasing in step after a restore.
+    """
+
+    def __init__(self, tracking_uri: str, run_id: str, every: int):
+        self._uri, self._run_id, self._every = tracking_uri, run_id, every
+        self._floor: dict[str, int] = {}
+        self._rows: list[tuple[str, float, int]] = []
+        run = tracking.client(tracking_uri).get_run(run_id)
+        for key in run.data.metrics:
+            self._floor[key] = tracking.last_logged_step(tracking_uri, run_id, key)
+
+    def step(self, step: int, values: dict[str, float]) -> None:
+        self._add(step, values)
+        if step % self._every == 0:
+            self.flush()
+
+    def epoch(self, step: int, values: dict[str, float]) -> None:
+        self._add(step, {k: v for k, v in values.items() if isinstance(v, (int, float))})
+        self.flush()
+
+    def _add(self, step: int, values: dict[str, float]) -> None:
+        self._rows += [(k, float(v), step) for k, v in values.items() if step > self._floor.get(k, -1)]
+
+    def flush(self) -> None:
+        if self._rows:
+            tracking.log_metrics(self._uri, self._run_id, self._rows)
+            self._rows = []
+
+
+def _write_progress(folder: str | None, rank: int, epoch: int, step: int) -> None:
+    """`<folder>/rank<N>.json` with this worker's pid, epoch (0-based, in progress) and step, for
+    watching (and fault-injecting) a run from outside; off unless `progress_dir` is given."""
+    if not folder:
+        return
+    path = Path(folder) / f"rank{rank}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"pid": os.getpid(), "epoch": epoch, "step": step}))
+    tmp.replace(path)
+
+
+# ----------------------------------------------------------------------------- driver
+
+
+def train(
+    cfg: Config,
+    data: str | Path,
+    *,
+    workers: int = 1,
+    use_gpu: bool = False,
+    address: str | None = None,
+    tracking_uri: str | None = None,
+    experiment: str | None = None,
+    run_name: str | None = None,
+    resume: bool = False,
+    storage_path: str | None = None,
+    cpus_per_worker: float | None = None,
+    progress_dir: str | None = None,
+    init_from: str | None = None,
+) -> TrainSummary:
+    """Train `cfg` on the shards at `data` and register the best checkpoint; returns the summary.
+
+    `workers=0` runs in this process without Ray. Checkpoints go to `<storage_path>/<run_name>`
+    (default `<home>/outputs/train`, `s3://` allowed). An existing checkpoint of `run_name` is
+    resumed in its MLflow run; `resume=True` insists on one (and without a `run_name` picks the
+    newest default-named run of the task). `init_from` (a `jobs.modelio` reference) warm-starts a
+    new run from that model's weights (same model spec required). Raises ValueError /
+    FileNotFoundError before any cluster work for bad arguments, NonFiniteLossError or
+    CommandError when training fails.
+    """
+    from pipelines.manifest import load_manifest
+
+    data = str(data)
+    if workers < 0:
+        raise ValueError(f"workers must be >= 0, got {workers}")
+    if cpus_per_worker is not None and cpus_per_worker <= 0:
+        raise ValueError(f"cpus_per_worker must be > 0, got {cpus_per_worker}")
+    manifest = load_manifest(data)
+    cfg = get_task(cfg, manifest).with_data_params()
+    task = get_task(cfg, manifest)
+    _check_monitor(cfg, task)
+    model_spec = _check_model(cfg, task)
+    init_weights = _init_weights(init_from, model_spec, tracking_uri) if init_from else None
+    steps_per_epoch, worker_batch = _steps_per_epoch(cfg, manifest, max(workers, 1))
+    storage_path = storage_path or str(paths.outputs_dir() / "train")
+    run_name = run_name or (_newest_run(storage_path, cfg.task) if resume else None) or _new_run_name(cfg.task)
+    resume_from = checkpoints.latest(storage_path, run_name)
+    if resume and resume_from is None:
+        raise FileNotFoundError(f"--resume: run {run_name!r} has no checkpoint under {storage_path}")
+    previous = checkpoints.load(resume_from) if resume_from else None
+    if previous is not None:
+        _check_resumable(previous, cfg, manifest, run_name)
+
+    uri = tracking.resolve_uri(tracking_uri)
+    experiment_id = tracking.ensure_experiment(uri, experiment or f"convlstm-{cfg.task}")
+    if previous is not None:
+        run_id = previous["run_id"]
+        tracking.reopen_run(uri, run_id)
+    else:
+        tags = tracking.run_tags(cfg.task, manifest, _manifest_path(data))
+        if init_from:
+            tags[f"{tracking.TAG_PREFIX}init_from"] = init_from
+        run_id = tracking.create_run(uri, experiment_id, run_name, tags, flatten(cfg.to_dict()))
+        _log_config(uri, run_id, cfg)
+    loop_config = {
+        "config": cfg.to_dict(), "manifest": manifest, "manifest_path": _manifest_path(data), "data": data,
+        "columns": task.columns, "run_id": run_id, "tracking_uri": uri, "steps_per_epoch": steps_per_epoch,
+        "worker_batch_size": worker_batch, "storage_path": storage_path, "run_name": run_name,
+        "resume_from": resume_from, "use_gpu": use_gpu, "local": workers == 0, "progress_dir": progress_dir,
+        "init_weights": init_weights,
+    }
+    try:
+        outcome = train_loop(loop_config) if workers == 0 else _fit_ray(
+            loop_config, cfg, task, workers, use_gpu, address, cpus_per_worker)
+        if outcome["status"] == STATUS_NON_FINITE:
+            last = checkpoints.latest(storage_path, run_name)
+            raise NonFiniteLossError(f"{outcome['message']}; training stopped, last good checkpoint: "
+                                     f"{last or 'none (no epoch completed)'}")
+        summary = _finish(cfg, task, uri, run_id, experiment_id, run_name, storage_path, outcome)
+    except BaseException as exc:
+        tracking.client(uri).set_tag(run_id, f"{tracking.TAG_PREFIX}error", str(exc)[:5000])
+        tracking.end_run(uri, run_id, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+        raise
+    tracking.end_run(uri, run_id, "FINISHED")
+    return summary
+
+
+def _check_monitor(cfg: Config, task: Task) -> None:
+    names = task.metric_names()
+    if cfg.train.monitor not in names:
+        raise ValueError(f"train.monitor: {cfg.train.monitor!r} is not a validation metric of {cfg.task} "
+                         f"(choose from {', '.join(names)})")
+
+
+def _check_model(cfg: Config, task: Task) -> dict[str, Any]:
+    """Build the model on the driver and run it on one blank window, so `model.*` settings that
+    cannot be built or do not fit the data fail before any cluster work; returns the model spec."""
+    from convlstm.factory import build_model, model_spec
+
+    try:
+        model = build_model(cfg.model.name, **cfg.model.params)
+    except (TypeError, ValueError, KeyError) as exc:
+        raise ValueError(f"model: cannot build {cfg.model.name!r} from model.params: {exc}") from None
+    try:
+        task.check_model(model)
+    except (ValueError, RuntimeError) as exc:
+        raise ValueError(f"model.params: the model does not fit the {cfg.task} data: {exc}") from None
+    return model_spec(model)
+
+
+def _init_weights(ref: str, spec: dict[str, Any], tracking_uri: str | None) -> dict[str, torch.Tensor]:
+    from jobs.modelio import load_state
+
+    state = load_state(ref, tracking_uri)
+    if state["model_spec"] != spec:
+        raise ValueError(f"init_from: {ref} is a {state['model_spec']}, the config builds {spec}")
+    return state["model"]
+
+
+def _steps_per_epoch(cfg: Config, manifest: dict, workers: int) -> tuple[int, int]:
+    """Optimizer steps per epoch and the per-worker batch size; every worker gets the same number
+    of rows (Ray Data's equal split drops the remainder)."""
+    if cfg.data.batch_size % workers:
+        raise ValueError(f"data.batch_size ({cfg.data.batch_size}) must be divisible by the number of "
+                         f"workers ({workers}): it is the global batch")
+    for key in ("train_split", "val_split"):
+        split = getattr(cfg.data, key)
+        if split not in manifest["splits"] or not manifest["splits"][split]["count"]:
+            raise ValueError(f"data.{key}: the dataset has no windows in split {split!r} "
+                             f"(splits: {', '.join(sorted(manifest['splits']))})")
+    rows = manifest["splits"][cfg.data.train_split]["count"]
+    if cfg.data.limit_train:
+        rows = min(rows, cfg.data.limit_train)
+    per_worker = cfg.data.batch_size // workers
+    if rows < workers:
+        raise ValueError(f"data.train_split: {rows} windows cannot feed {workers} workers")
+    return math.ceil((rows // workers) / per_worker), per_worker
+
+
+def _new_run_name(task: str) -> str:
+    return f"{task}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def _newest_run(storage_path: str, task: str) -> str | None:
+    names = {rel.split("/", 1)[0] for rel in storage.list_files(storage_path, checkpoints.CHECKPOINT_FILE)}
+    ours = sorted(n for n in names if DEFAULT_RUN_NAME.match(n) and n.startswith(f"{task}-"))
+    return ours[-1] if ours else None
+
+
+def _manifest_path(data: str) -> str:
+    from pipelines.manifest import manifest_path
+
+    return manifest_path(data if storage.is_remote(data) else os.path.abspath(data))
+
+
+def _check_resumable(previous: dict, cfg: Config, manifest: dict, run_name: str) -> None:
+    if previous["task"] != cfg.task:
+        raise ValueError(f"run {run_name!r} trained task {previous['task']!r}, not {cfg.task!r}")
+    if previous["data_fingerprint"] != manifest["fingerprint"]:
+        raise ValueError(f"run {run_name!r} trained on data {previous['data_fingerprint'][:12]}, "
+                         f"this dataset is {manifest['fingerprint'][:12]}: start a new run")
+    if previous["config"]["model"] != cfg.to_dict()["model"]:
+        raise ValueError(f"model: run {run_name!r} was trained with {previous['config']['model']}, "
+                         f"not {cfg.to_dict()['model']}")
+    if previous["epoch"] >= cfg.train.epochs:
+        raise ValueError(f"train.epochs: run {run_name!r} already completed {previous['epoch']} epochs; "
+                         f"raise train.epochs to continue it")
+
+
+def _log_config(uri: str, run_id: str, cfg: Config) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "config.yaml"
+        path.write_text(cfg.to_yaml())
+        tracking.log_artifacts(uri, run_id, [path])
+
+
+def _fit_ray(loop_config: dict, cfg: Config, task: Task, workers: int, use_gpu: bool,
+             address: str | None, cpus_per_worker: float | None) -> dict[str, Any]:
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    from pipelines.ray_session import init_ray
+    from pipelines.shards import read_dataset
+
+    ray = init_ray(address)
+    datasets = {}
+    for name, split, limit in (("train", cfg.data.train_split, cfg.data.limit_train),
+                               ("val", cfg.data.val_split, cfg.data.limit_val)):
+        ds = read_dataset(loop_config["data"], split, columns=task.columns)
+        datasets[name] = ds.limit(limit) if limit else ds
+    resources = {"CPU": cpus_per_worker or _default_cpus(ray, workers, use_gpu)}
+    if use_gpu:
+        resources["GPU"] = 1
+    trainer = TorchTrainer(
+        train_loop,
+        train_loop_config=loop_config,
+        scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=use_gpu,
+                                               resources_per_worker=resources),
+        run_config=ray.train.RunConfig(
+            name=loop_config["run_name"], storage_path=loop_config["storage_path"],
+            checkpoint_config=ray.train.CheckpointConfig(
+                num_to_keep=cfg.train.keep_checkpoints, checkpoint_score_attribute=cfg.train.monitor,
+                checkpoint_score_order=cfg.train.mode),
+            failure_config=ray.train.FailureConfig(max_failures=cfg.train.max_failures)),
+        datasets=datasets,
+        dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
+    )
+    try:
+        result = trainer.fit()
+    except ray.train.TrainingFailedError as exc:
+        raise CommandError(f"training failed: {exc}") from exc
+    return result.return_value
+
+
+def _default_cpus(ray, workers: int, use_gpu: bool) -> float:
+    """One CPU per worker when there is room, else a share that leaves one CPU for Ray Data's
+    read tasks (2 CPU workers on a 2-CPU Ray get 0.5 each)."""
+    total = ray.cluster_resources().get("CPU", 1.0)
+    if use_gpu or total - 1 >= workers:
+        return 1.0
+    return max(0.1, round((total - 1) / workers, 2)) if total > 1 else round(total / (workers + 1), 2)
+
+
+def _finish(cfg: Config, task: Task, uri: str, run_id: str, experiment_id: str, run_name: str,
+            storage_path: str, outcome: dict) -> TrainSummary:
+    """Artifacts (evaluation JSON, plots) and the best checkpoint as a registered model."""
+    from jobs.modelio import build_from_spec
+
+    last = checkpoints.load(checkpoints.latest(storage_path, run_name))
+    best_dir = storage.join(checkpoints.run_dir(storage_path, run_name), checkpoints.epoch_dir_name(last["best_epoch"]))
+    best = checkpoints.load(best_dir)
+    model = build_from_spec(best["model_spec"])
+    model.load_state_dict(best["model"])
+    model.eval()
+    monitor, score = cfg.train.monitor, float(best["best_score"])
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        files = [_evaluation_json(best, monitor, tmp / "evaluation.json"), _learning_curve(uri, run_id, monitor, tmp)]
+        files += task.figures(best["evaluation"], best["preview"], tmp)
+        tracking.log_artifacts(uri, run_id, files)
+        weights = tmp / checkpoints.CHECKPOINT_FILE
+        torch.save({k: v for k, v in best.items() if k not in ("optimizer", "scheduler")}, weights)
+        example = task.example_input(best["preview"])
+        with torch.no_grad():
+            output = model(torch.from_numpy(example)).float().numpy()
+        registered = tracking.log_and_register_model(
+            uri, run_id, model, example, output, [weights],
+            cfg.registered_model_name if cfg.registry.register else None,
+            description=(f"{cfg.task} ConvLSTM from run {run_id} ({run_name}), epoch {best['epoch']}: "
+                         f"{monitor} = {score:.6g} on data {best['data_fingerprint'][:12]}"),
+            version_tags={"run_id": run_id, "task": cfg.task, "data_fingerprint": best["data_fingerprint"],
+                          "manifest_path": best["manifest_path"], "monitor": monitor, "score": f"{score:.6g}"},
+        )
+    return TrainSummary(
+        run_id=run_id, run_name=run_name, experiment_id=experiment_id, status=outcome["status"],
+        epochs=last["epoch"], steps=last["step"], monitor=monitor, best_score=score, best_epoch=best["epoch"],
+        best_checkpoint=best_dir, registered_name=registered.name if registered else None,
+        model_version=registered.version if registered else None, alias=registered.alias if registered else None,
+        model_uri=registered.model_uri if registered else f"runs:/{run_id}/model")
+
+
+def _evaluation_json(best: dict, monitor: str, path: Path) -> Path:
+    payload = {"epoch": best["epoch"], "step": best["step"], "monitor": monitor, "score": best["best_score"],
+               "data_fingerprint": best["data_fingerprint"], "manifest_path": best["manifest_path"],
+               "metrics": best["metrics"], "evaluation": best["evaluation"]}
+    path.write_text(json.dumps(payload, indent=1, default=float) + "\n")
+    return path
+
+
+def _learning_curve(uri: str, run_id: str, monitor: str, folder: Path) -> Path:
+    keys = ["train_loss", "train_loss_epoch", "val_loss", monitor, "lr"]
+    series = {k: tracking.metric_history(uri, run_id, k) for k in dict.fromkeys(keys)}
+    return plots.learning_curve(series, folder / "learning_curve.png", title=f"run {run_id[:8]}")

@@ -1,0 +1,90 @@
+"""Training configs: packaged YAMLs load and validate; bad keys and values fail naming the key."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import yaml
+
+from jobs.cli import main
+from jobs.config import CONFIG_DIR, TASKS, flatten, from_dict, load_config
+from jobs.optim import cosine_with_warmup
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))
+def test_packaged_configs_validate_and_round_trip(name):
+    task = name.split("-")[0]
+    cfg = load_config(name, task)
+    assert cfg.task == task
+    assert from_dict(cfg.to_dict()) == cfg
+    assert from_dict(yaml.safe_load(cfg.to_yaml())) == cfg
+
+
+def test_every_task_has_a_full_and_a_tiny_config():
+    names = {p.stem for p in CONFIG_DIR.glob("*.yaml")}
+    assert {f"{t}{suffix}" for t in TASKS for suffix in ("", "-tiny")} <= names
+
+
+def test_kth_config_is_the_tutorials():
+    cfg = load_config(None, "kth")
+    assert (cfg.optim.name, cfg.optim.lr) == ("adam", 3e-3)
+    assert (cfg.schedule.name, cfg.schedule.warmup_steps, cfg.schedule.num_cycles) == ("cosine_warmup", 200, 2)
+    assert (cfg.data.batch_size, cfg.data.hflip, cfg.train.epochs) == (32, True, 30)
+    assert (cfg.train.monitor, cfg.train.mode) == ("val_accuracy", "max")
+
+
+def test_radar_and_mnist_configs_are_the_papers():
+    radar, mnist = load_config(None, "radar"), load_config(None, "mnist")
+    for cfg in (radar, mnist):
+        assert (cfg.optim.name, cfg.optim.lr, cfg.optim.alpha) == ("rmsprop", 1e-3, 0.9)
+        assert cfg.train.patience is not None  # early stopping on validation
+    assert radar.model.params["patch_size"] == 2
+    assert mnist.model.params["patch_size"] == 4
+
+
+def test_overrides_are_typed_and_applied():
+    cfg = load_config("kth-tiny", "kth", ["optim.lr=3e-4", "train.epochs=3", "data.hflip=false",
+                                          "train.grad_clip=1", "registry.name=my-model"])
+    assert cfg.optim.lr == 3e-4 and isinstance(cfg.optim.lr, float)
+    assert (cfg.train.epochs, cfg.data.hflip, cfg.train.grad_clip) == (3, False, 1.0)
+    assert cfg.registered_model_name == "my-model"
+    assert flatten(cfg.to_dict())["optim.lr"] == 3e-4
+
+
+@pytest.mark.parametrize("override, key", [
+    ("optim.learning_rate=1", "optim.learning_rate"),   # unknown key
+    ("optimiser.lr=1", "optimiser"),                     # unknown section
+    ("optim.lr=-1", "optim.lr"),                         # out of range
+    ("optim.lr=fast", "optim.lr"),                       # not a number
+    ("train.epochs=2.5", "train.epochs"),                # not an integer
+    ("train.mode=up", "train.mode"),                     # not a choice
+    ("data.hflip=maybe", "data.hflip"),                  # not a bool
+    ("optim.betas=0.9", "optim.betas"),                  # not a list
+    ("optim=1", "optim"),                                # not a section
+])
+def test_bad_overrides_name_the_key(override, key):
+    with pytest.raises(ValueError, match=rf"^{key}\b"):
+        load_config("kth-tiny", "kth", [override])
+
+
+def test_config_for_another_task_is_rejected(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"task": "radar", "model": {"name": "x"}, "loss": {"name": "mse"}}))
+    with pytest.raises(ValueError, match="^task"):
+        load_config(str(path), "kth")
+
+
+def test_cli_reports_config_errors_as_one_line_exit_2(tmp_path, capsys):
+    code = main(["train", "--task", "kth", "--data", str(tmp_path), "--config", "kth-tiny", "optim.lrr=1"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.count("\n") == 0 and "optim.lrr" in err and "unknown key" in err
+
+
+def test_cosine_schedule_matches_the_hf_formula():
+    assert cosine_with_warmup(0, 200, 1000, 2) == 0.0
+    assert cosine_with_warmup(100, 200, 1000, 2) == 0.5
+    assert cosine_with_warmup(200, 200, 1000, 2) == 1.0
+    # two cycles: back at the top half-way through the decay, at zero a quarter of the way
+    assert math.isclose(cosine_with_warmup(600, 200, 1000, 2), 1.0)
+    assert math.isclose(cosine_with_warmup(400, 200, 1000, 2), 0.0, abs_tol=1e-12)
