@@ -227,17 +227,16 @@ def _infra_commands() -> list[tuple[str, list[str]]]:
     return expanded
 
 
-def _subcommand_path(argv: list[str]) -> list[str]:
-    """`convlstm prepare kth …` -> ["prepare", "kth"]; `convlstm train …` -> ["train"]."""
-    from jobs.cli import build_parser
-
-    sub = next(a for a in build_parser()._actions if a.dest == "command").choices[argv[1]]
+def _subcommand_path(parser, argv: list[str]) -> tuple[str, ...]:
+    """`convlstm prepare kth …` -> ("prepare", "kth"); `convlstm train …` -> ("train",)."""
+    sub = next(a for a in parser._actions if a.dest == "command").choices[argv[1]]
     nested = [a for a in sub._actions if a.__class__.__name__ == "_SubParsersAction"]
-    return argv[1:3] if nested else argv[1:2]
+    return tuple(argv[1:3] if nested else argv[1:2])
 
 
 def test_every_convlstm_command_in_infra_parses_and_its_help_runs():
     from jobs.cli import COMMAND_MODULES, build_parser
+    from jobs.config import load_config
 
     commands = _infra_commands()
     subcommands = {argv[1] for _, argv in commands}
@@ -247,13 +246,17 @@ def test_every_convlstm_command_in_infra_parses_and_its_help_runs():
     for where, argv in commands:
         assert argv[1] in registered, f"{where}: `{shlex.join(argv)}`: no such subcommand {COMMAND_MODULES}"
         try:
-            parser.parse_args(argv[1:])
+            args = parser.parse_args(argv[1:])
         except SystemExit as exc:
             pytest.fail(f"{where}: `{shlex.join(argv)}` does not parse (exit {exc.code})")
-    for path in sorted({tuple(_subcommand_path(argv)) for _, argv in commands}):
-        done = subprocess.run([sys.executable, "-m", "jobs.cli", *path, "--help"], cwd=REPO,
-                              capture_output=True, text=True, timeout=120)
-        assert done.returncode == 0 and "usage: convlstm" in done.stdout, (path, done.stderr[-2000:])
+        if args.command == "train":  # the packaged config and overrides it names must validate too
+            load_config(args.config, args.task, args.overrides)
+    helps = {path: subprocess.Popen([sys.executable, "-m", "jobs.cli", *path, "--help"], cwd=REPO, text=True,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for path in {_subcommand_path(parser, argv) for _, argv in commands}}
+    for path, proc in helps.items():
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0 and "usage: convlstm" in out, (path, err[-2000:])
 
 
 # --- exposure and secrets -------------------------------------------------------------------------

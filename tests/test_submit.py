@@ -263,7 +263,8 @@ def test_prepare_and_train_run_on_the_cluster(cluster, tmp_path):
     assert manifest["task"] == "kth" and all(manifest["splits"][s]["count"] > 0 for s in ("train", "val", "test"))
 
     train = cluster.convlstm(*submit, "convlstm", "train", "--task", "kth", "--data", str(data),
-                             "--config", "kth-tiny", "--run-name", "submitted", MLFLOW_TRACKING_URI=tracking_uri)
+                             "--config", "kth-tiny", "--run-name", "submitted", "train.epochs=1",
+                             "data.limit_train=16", "data.limit_val=8", MLFLOW_TRACKING_URI=tracking_uri)
     assert train.returncode == 0, train.stdout + train.stderr
     client = mlflow.MlflowClient(tracking_uri=tracking_uri)
     experiments = [e.experiment_id for e in client.search_experiments()]
