@@ -5,12 +5,23 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
+from jobs import tracking
+from jobs.cli import main
+from jobs.config import load_config
 from jobs.locks import LockHeld, LockLost, RetrainLock, lock_uri_for
+from jobs.retrain import EXIT_LOCKED, REPORT_NAME, decide, load_retrain_config, new_sources, retrain
+from jobs.train import train
+from pipelines.kth import KthOptions, prepare_kth
+from pipelines.manifest import load_manifest
+from pipelines.synthetic import write_kth_videos
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -84,3 +95,170 @@ def test_processes_contending_for_the_lock_have_exactly_one_winner(tmp_path):
     assert len(list(results.glob("*.won"))) == 1
     assert len(list(results.glob("*.held"))) == n - 1
     assert not Path(uri).exists()
+
+
+def test_decision_respects_direction_and_margin():
+    assert decide(0.50, 0.70, higher_is_better=True, margin=0.1).promote
+    assert not decide(0.50, 0.55, higher_is_better=True, margin=0.1).promote
+    assert not decide(0.50, 0.50, higher_is_better=True, margin=0.0).promote  # a tie keeps the champion
+    assert decide(1.0, 0.8, higher_is_better=False, margin=0.0).promote
+    assert not decide(1.0, 1.2, higher_is_better=False, margin=0.0).promote
+    assert not decide(1.0, float("nan"), higher_is_better=False, margin=0.0).promote
+
+
+def test_retrain_config_validation_names_the_key(tmp_path):
+    path = tmp_path / "retrain.yaml"
+    path.write_text("margin: 0.05\ninit: from-scratch\ntrain_overrides: [train.epochs=2]\n")
+    config = load_retrain_config(path, margin=0.2)
+    assert (config.margin, config.init, config.train_overrides) == (0.2, "from-scratch", ["train.epochs=2"])
+    for text, key in (("margin: -1\n", "margin"), ("init: warm\n", "init"), ("lock_ttl_s: 0\n", "lock_ttl_s"),
+                      ("marginn: 1\n", "marginn")):
+        path.write_text(text)
+        with pytest.raises(ValueError, match=key):
+            load_retrain_config(path)
+
+
+def test_new_radar_days_and_mnist_chunks_are_detected_against_the_manifest(shared_data):
+    mch = shared_data / "radar-mch-sample"
+    manifest = {"sources": {"2016-07-11": {}}, "rejected": [], "params": {"format": "mch"}}
+    assert new_sources("radar", str(mch), manifest, {}, None) == ["2016-07-12"]
+    manifest["rejected"] = [{"file": "x", "source": "2016-07-12/b03", "reason": "truncated"}]
+    assert new_sources("radar", str(mch), manifest, {}, None) == []
+
+    mnist = shared_data / "mnist" / "t10k-images-idx3-ubyte.gz"
+    params = {"counts": {"train": 4, "val": 2, "test": 2}, "digits": 2, "size": 64, "frames": 20,
+              "subset": 500, "seed": 0}
+    manifest = {"sources": dict.fromkeys(["train-0000000", "val-0000000", "test-0000000"], {}),
+                "rejected": [], "params": params}
+    assert new_sources("mnist", str(mnist), manifest, {}, None) == []
+    assert new_sources("mnist", str(mnist), manifest, {"counts": [300, 2, 2]}, None) == ["train-0000250"]
+    with pytest.raises(ValueError, match="prepare.countz"):
+        new_sources("mnist", str(mnist), manifest, {"countz": [1, 1, 1]}, None)
+
+
+# ----------------------------------------------------------------------------- end to end
+
+MODEL = "convlstm-kth-retrain-test"
+# Two actions that the synthetic figures tell apart in one epoch: a trained challenger reaches
+# accuracy ~1 on the test person, while the lr ~ 0 models keep their seed-0 initialisation, which
+# predicts neither class (accuracy 0). lr must be > 0 in the config, so "untrained" is lr 1e-12.
+ACTIONS = ("boxing", "walking")
+TRAIN_YAML = f"""
+task: kth
+model: {{name: classifier, params: {{in_channels: 1, height: 30, width: 40, hidden_channels: [8], kernel_size: 3,
+                                    num_classes: 6}}}}
+loss: {{name: cross_entropy}}
+optim: {{name: adam, lr: 0.01}}
+data: {{batch_size: 8}}
+train: {{epochs: 2, monitor: val_accuracy, mode: max, bf16: false}}
+registry: {{name: {MODEL}}}
+"""
+UNTRAINED = ["optim.lr=1e-12", "train.epochs=1"]
+
+
+@dataclass
+class World:
+    src: Path
+    data: str
+    train_yaml: Path
+    tmp: Path
+
+    def add_persons(self, persons: list[int]) -> None:
+        write_kth_videos(self.src, persons=persons, actions=ACTIONS, scenarios=("d1",), frames=40)
+
+    def retrain_yaml(self, name: str, overrides: list[str] = ()) -> Path:
+        path = self.tmp / f"{name}.yaml"
+        path.write_text(yaml.safe_dump({"train_config": str(self.train_yaml), "train_overrides": list(overrides),
+                                        "workers": 0, "init": "from-scratch"}))
+        return path
+
+    def cli(self, config: Path, out: str) -> list[str]:
+        return ["retrain", "--task", "kth", "--src", str(self.src), "--data", self.data,
+                "--config", str(config), "--out", str(self.tmp / out)]
+
+
+@pytest.fixture(scope="module")
+def world(ray_local, project_home, tmp_path_factory) -> World:
+    """Shards of persons 11 (train), 1 (val), 2 (test) and an untrained champion of MODEL."""
+    tmp = tmp_path_factory.mktemp("retrain")
+    w = World(tmp / "videos", str(tmp / "kth"), tmp / "train.yaml", tmp)
+    w.train_yaml.write_text(TRAIN_YAML)
+    w.add_persons([11, 1, 2])
+    prepare_kth(w.src, w.data, KthOptions(frame_len=10, stride=10, size=(30, 40)), progress=False)
+    summary = train(load_config(w.train_yaml, "kth", UNTRAINED), w.data, workers=0)
+    assert summary.alias == "champion"
+    return w
+
+
+def _runs() -> int:
+    client = tracking.client()
+    ids = [e.experiment_id for e in client.search_experiments()]
+    return len(client.search_runs(ids, max_results=10000)) if ids else 0
+
+
+def _champion() -> str:
+    return str(tracking.client().get_model_version_by_alias(MODEL, "champion").version)
+
+
+def _versions() -> list[str]:
+    return sorted(str(v.version) for v in tracking.client().search_model_versions(f"name='{MODEL}'"))
+
+
+def test_nothing_new_exits_0_without_a_run(world, capsys):
+    runs, versions = _runs(), _versions()
+    assert main(world.cli(world.retrain_yaml("plain"), "nothing")) == 0
+    assert "nothing to do" in capsys.readouterr().out
+    assert (_runs(), _versions()) == (runs, versions)
+    assert not (world.tmp / "nothing").exists()
+
+
+@pytest.mark.slow
+def test_better_challenger_is_promoted_and_a_concurrent_run_is_refused(world, capsys):
+    """Run A trains a real challenger; run B starts while A holds the lock and must exit 75."""
+    world.add_persons([12, 3])
+    versions, champion = _versions(), _champion()
+    lock = Path(lock_uri_for(world.data))
+    codes: dict[str, int] = {}
+    first = threading.Thread(target=lambda: codes.setdefault("a", main(world.cli(world.retrain_yaml("a"), "a"))))
+    first.start()
+    while not lock.exists() and first.is_alive():
+        time.sleep(0.01)
+    codes["b"] = main(world.cli(world.retrain_yaml("b"), "b"))
+    first.join()
+
+    assert codes == {"a": 0, "b": EXIT_LOCKED}
+    assert "another retrain is running" in capsys.readouterr().err
+    report = json.loads((world.tmp / "a" / REPORT_NAME).read_text())
+    assert report["status"] == "promoted" and report["decision"]["promote"]
+    assert report["challenger"]["score"] > report["champion"]["score"]
+    assert report["champion"]["version"] == champion
+    new = [v for v in _versions() if v not in versions]
+    assert new == [report["challenger"]["version"]] and _champion() == new[0]
+    assert sorted(report["new_sources"]) == sorted(f"person{p:02d}_{a}_d1_uncomp" for p in (3, 12) for a in ACTIONS)
+    assert report["data"]["fingerprint"] == load_manifest(world.data)["fingerprint"]
+    assert not (world.tmp / "b").exists() and not lock.exists()
+
+
+@pytest.mark.slow
+def test_worse_challenger_keeps_the_champion_and_records_the_decision(world):
+    world.add_persons([13, 5])
+    champion = _champion()
+    config = load_retrain_config(world.retrain_yaml("worse", UNTRAINED))
+    report = retrain("kth", str(world.src), world.data, config, out=str(world.tmp / "worse"))
+
+    assert report["status"] == "kept-champion" and not report["decision"]["promote"]
+    assert report["challenger"]["score"] <= report["champion"]["score"]
+    assert _champion() == champion == report["champion"]["version"]
+    client = tracking.client()
+    fingerprint = load_manifest(world.data)["fingerprint"]
+    for version in (champion, report["challenger"]["version"]):
+        tags = client.get_model_version(MODEL, version).tags
+        assert tags["convlstm.retrain.decision"] == "keep-champion"
+        assert float(tags["convlstm.retrain.challenger_score"]) == pytest.approx(report["challenger"]["score"], abs=1e-5)
+        assert float(tags["convlstm.retrain.champion_score"]) == pytest.approx(report["champion"]["score"], abs=1e-5)
+        assert tags["convlstm.retrain.eval_data_fingerprint"] == fingerprint
+        assert tags["convlstm.retrain.challenger_data_fingerprint"] == fingerprint
+        assert tags["convlstm.retrain.champion_data_fingerprint"] == report["champion"]["data_fingerprint"] != fingerprint
+    artifacts = [a.path for a in client.list_artifacts(report["challenger"]["run_id"])]
+    assert REPORT_NAME in artifacts
+    assert json.loads((world.tmp / "worse" / REPORT_NAME).read_text())["decision"] == report["decision"]

@@ -1,0 +1,56 @@
+"""`convlstm retrain`: one scheduled retraining step with champion/challenger promotion."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "retrain", help="scheduled step: new data -> incremental shards -> challenger -> promote if better",
+        description="Detect sources under --src that the dataset at --data lacks (none: print 'nothing to "
+                    "do', exit 0, no MLflow run); extend the shards incrementally; train a challenger "
+                    "(alias challenger); score champion and challenger on the same held-out split of the "
+                    "new dataset; move the champion alias only if the challenger wins by the margin. "
+                    "Exit codes: 0 done, 75 another retrain holds the lock (retry at the next tick), "
+                    "2 bad arguments, 1 failure.")
+    p.add_argument("--task", required=True, choices=["kth", "radar", "mnist"])
+    p.add_argument("--src", required=True, help="raw inputs: KTH video folder, radar folder/archive, MNIST IDX file")
+    p.add_argument("--data", required=True, help="the published dataset to extend (folder or s3:// URI)")
+    p.add_argument("--config", help="retrain YAML (train_config, train_overrides, workers, init, metric, "
+                                    "margin, split, prepare, lock_ttl_s); default: built-in defaults")
+    p.add_argument("--format", dest="fmt", help="radar input format (default: the dataset's)")
+    p.add_argument("--metric", help="metric to compare on (default: the task's primary metric)")
+    p.add_argument("--margin", type=float, help="absolute improvement the challenger needs (default 0)")
+    init = p.add_mutually_exclusive_group()
+    init.add_argument("--warm-start", dest="init", action="store_const", const="warm-start",
+                      help="start the challenger from the champion's weights")
+    init.add_argument("--from-scratch", dest="init", action="store_const", const="from-scratch",
+                      help="train the challenger from a fresh initialisation")
+    p.add_argument("--out", help="folder for retrain-report.json (default: <home>/outputs/retrain/<model>/<time>)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or the embedded store)")
+    p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS or a local Ray)")
+    p.add_argument("--dry-run", action="store_true", help="only report the new sources; change nothing")
+    p.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from jobs.cli import CommandError
+    from jobs.locks import LockHeld
+    from jobs.retrain import EXIT_LOCKED, load_retrain_config, retrain
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    config = load_retrain_config(args.config, metric=args.metric, margin=args.margin, init=args.init)
+    try:
+        report = retrain(args.task, args.src, args.data, config, fmt=args.fmt, tracking_uri=args.tracking_uri,
+                         address=args.address, out=args.out, dry_run=args.dry_run,
+                         log=(lambda _: None) if args.json else print)
+    except LockHeld as exc:
+        raise CommandError(f"another retrain is running: {exc}; not starting (retry later)", EXIT_LOCKED) from None
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(f"status     {report['status']}")
+    return 0

@@ -1,0 +1,351 @@
+"""Scheduled retraining: new sources -> incremental shards -> challenger -> champion/challenger
+comparison on one held-out split -> promotion. One idempotent step for a scheduler.
+
+Order of work, and why it is crash-safe: (1) list the sources under `src` that the dataset's
+manifest does not hold (none: "nothing to do", no lock, no MLflow run); (2) take the retrain lock
+(jobs.locks, beside the dataset) and extend the shards with `prepare --incremental` (published
+atomically: the old dataset stays readable); (3) train a challenger, warm-started from the
+champion's weights or from scratch, registered with alias `challenger`; (4) score champion and
+challenger on the same split of the new dataset, tag both versions and log `retrain-report.json`;
+(5) promote, if the challenger wins by the margin, with ONE alias update as the very last step.
+A run that dies anywhere before (5) leaves `champion` where it was.
+"""
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from dataclasses import asdict, dataclass, field, fields, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+import yaml
+
+from jobs import paths, tracking
+from jobs.config import _build, _check, load_config
+from jobs.locks import RetrainLock, lock_uri_for
+
+TASKS = ("kth", "radar", "mnist")
+REPORT_NAME = "retrain-report.json"
+TAG = f"{tracking.TAG_PREFIX}retrain."
+# A second run while the lock is held exits with EX_TEMPFAIL (sysexits.h): "try again later",
+# which is what the next scheduled tick does.
+EXIT_LOCKED = 75
+
+
+@dataclass
+class RetrainConfig:
+    """`train_config`: training config path or packaged name (None = the task's), with
+    `train_overrides` (`key.sub=value`) and `workers` Ray Train workers. `init`: the challenger
+    starts from the champion's weights or from scratch. `metric`: scored on `split` of the new
+    dataset (None = the task's primary metric); the challenger is promoted only if it beats the
+    champion by more than `margin` (absolute, in the metric's unit). `prepare`: options of the
+    task's prepare step that the manifest cannot give back (e.g. kth `sequences` file path);
+    everything else comes from the manifest's `params`. `lock_ttl_s`: lease of the retrain lock,
+    longer than a run ever takes (a crashed run blocks the next ones that long)."""
+
+    train_config: str | None = None
+    train_overrides: list[str] = field(default_factory=list)
+    workers: int = field(default=1, metadata=_check(ge=0))
+    init: Literal["warm-start", "from-scratch"] = "warm-start"
+    metric: str | None = None
+    margin: float = field(default=0.0, metadata=_check(ge=0))
+    split: str = "test"
+    prepare: dict[str, Any] = field(default_factory=dict)
+    lock_ttl_s: float = field(default=6 * 3600.0, metadata=_check(gt=0))
+
+
+def load_retrain_config(path: str | Path | None = None, **overrides: Any) -> RetrainConfig:
+    """Read and validate a retrain YAML (None = defaults); non-None `overrides` (field=value,
+    e.g. from the command line) win. ValueError names the key."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"--config {path}: no such file")
+        raw = yaml.safe_load(Path(path).read_text()) or {}
+        if not isinstance(raw, dict):
+            raise ValueError(f"--config {path}: top level must be a mapping")
+    raw.update({k: v for k, v in overrides.items() if v is not None})
+    return _build(RetrainConfig, raw, "")
+
+
+@dataclass(frozen=True)
+class Decision:
+    promote: bool
+    reason: str
+
+
+def decide(champion: float, challenger: float, higher_is_better: bool, margin: float) -> Decision:
+    """Promote only when the challenger beats the champion by MORE than `margin`; a tie or a
+    non-finite score keeps the champion."""
+    if not (math.isfinite(champion) and math.isfinite(challenger)):
+        return Decision(False, f"non-finite score (champion {champion}, challenger {challenger})")
+    gain = challenger - champion if higher_is_better else champion - challenger
+    verdict = "beats" if gain > margin else "does not beat"
+    return Decision(gain > margin, f"challenger {verdict} champion by more than {margin:g} "
+                                   f"({'+' if gain >= 0 else ''}{gain:.6g})")
+
+
+def retrain(task: str, src: str, data: str, config: RetrainConfig, *, fmt: str | None = None,
+            tracking_uri: str | None = None, address: str | None = None, out: str | None = None,
+            dry_run: bool = False, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run one retraining step; returns the report (`status`: nothing-to-do, dry-run, no-new-windows,
+    first-champion, promoted or kept-champion). Raises jobs.locks.LockHeld while another run holds
+    the lock, ValueError/FileNotFoundError for bad arguments before any work."""
+    from pipelines.manifest import load_manifest
+
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
+    train_cfg = load_config(config.train_config, task, config.train_overrides)
+    manifest = load_manifest(data)
+    if manifest["task"] != task:
+        raise ValueError(f"--data {data} holds a {manifest['task']} dataset, not {task}")
+    new = new_sources(task, src, manifest, config.prepare, fmt)
+    report = _report(task, data, manifest, train_cfg.registered_model_name, config, new)
+    if not new:
+        log(f"nothing to do: every source under {src} is already in {data} ({len(manifest['sources'])} sources)")
+        return {**report, "status": "nothing-to-do"}
+    if dry_run:
+        log(f"dry run: {len(new)} new source(s), e.g. {', '.join(new[:5])}; would prepare, train and compare")
+        return {**report, "status": "dry-run"}
+    with RetrainLock(lock_uri_for(data), config.lock_ttl_s) as lock:
+        # Re-read under the lock: a run that held it may just have consumed these sources.
+        manifest = load_manifest(data)
+        new = new_sources(task, src, manifest, config.prepare, fmt)
+        report = {**_report(task, data, manifest, train_cfg.registered_model_name, config, new),
+                  "lock": {"uri": lock.uri, "owner": lock.owner}}
+        if not new:
+            log("nothing to do: another run has just taken in the new sources")
+            return {**report, "status": "nothing-to-do"}
+        log(f"{len(new)} new source(s): preparing {data} incrementally")
+        updated = update_dataset(task, src, data, manifest, config.prepare, fmt, address)
+        report["data"]["fingerprint"] = updated["fingerprint"]
+        if updated["fingerprint"] == manifest["fingerprint"]:
+            log("no new windows (the new sources were rejected: see the manifest's `rejected`)")
+            return _finish({**report, "status": "no-new-windows"}, out, None, tracking_uri, log)
+        return _train_and_compare(task, data, train_cfg, config, report, lock, tracking_uri, address, out, log)
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def new_sources(task: str, src: str, manifest: dict, prepare: dict[str, Any], fmt: str | None) -> list[str]:
+    """Names of the sources under `src` that the dataset holds neither as decoded nor as
+    rejected (a source that failed once is retried only with the next genuinely new one).
+    KTH: video stems; radar: UTC days (`YYYY-MM-DD`); mnist: chunks the configured counts add."""
+    known = set(manifest["sources"]) | {r["source"] for r in manifest.get("rejected", []) if r.get("source")}
+    if task == "radar":
+        known_days = {name.split("/")[0] for name in known}  # paper-blocks units are `<day>/bNN`
+        return [day for day in _radar_days(src, fmt or manifest["params"]["format"]) if day not in known_days]
+    with tempfile.TemporaryDirectory(prefix="retrain-") as tmp:
+        planned = _plan(task, src, manifest, prepare, Path(tmp))
+    return [name for name in planned if name not in known]
+
+
+def update_dataset(task: str, src: str, data: str, manifest: dict, prepare: dict[str, Any],
+                   fmt: str | None, address: str | None) -> dict:
+    """Extend the dataset at `data` with the new sources under `src`, with the parameters it was
+    built with (the manifest's `params`, plus `prepare`); returns the new manifest."""
+    with tempfile.TemporaryDirectory(prefix="retrain-") as tmp:
+        options = _options(task, manifest, prepare, Path(tmp))
+        if task == "kth":
+            from pipelines.kth import prepare_kth
+
+            return prepare_kth(src, data, options, incremental=True, address=address, progress=False)
+        if task == "radar":
+            from pipelines.radar.prepare import prepare_radar
+
+            return prepare_radar(Path(src), data, fmt or manifest["params"]["format"], options,
+                                 incremental=True, address=address, progress=False)
+        from pipelines.mnist import prepare_mnist
+
+        # Moving MNIST has no incremental mode: sequence i depends only on (seed, split, i), so
+        # regenerating with the larger counts reproduces the old windows and adds the new ones.
+        return prepare_mnist(src, data, options, overwrite=True, address=address, progress=False)
+
+
+def _plan(task: str, src: str, manifest: dict, prepare: dict[str, Any], workdir: Path) -> list[str]:
+    options = _options(task, manifest, prepare, workdir)
+    if task == "kth":
+        from pipelines.kth import plan
+
+        return [source.name for source in plan(src, options)[0]]
+    from pipelines.mnist import plan
+
+    if not Path(src).is_file():
+        raise FileNotFoundError(f"--src {src}: no such MNIST file")
+    return [source.name for source in plan(src, options)]
+
+
+def _options(task: str, manifest: dict, prepare: dict[str, Any], workdir: Path):
+    """The task's prepare options as the manifest records them, with `prepare` on top."""
+    params = manifest["params"]
+    if task == "kth":
+        from pipelines.kth import KthOptions
+
+        split = params["split"]
+        if split == "custom":  # the split file is not kept: rebuild it from the recorded members
+            split = str(workdir / "split.json")
+            Path(split).write_text(json.dumps({s: v["members"] for s, v in manifest["splits"].items()}))
+        base = KthOptions(frame_len=params["frame_len"], stride=params["stride"], size=tuple(params["size"]),
+                          color=params["color"], split=split)
+        if params.get("sequences_sha256") and "sequences" not in prepare:
+            raise ValueError("prepare.sequences: the dataset was cut with a sequences file "
+                             f"(sha256 {params['sequences_sha256'][:12]}); give its path")
+    elif task == "radar":
+        from pipelines.radar.prepare import RadarOptions
+
+        if params.get("days") and "days_file" not in prepare:
+            raise ValueError("prepare.days_file: the dataset's days come from a days file; give its path")
+        base = RadarOptions(in_len=params["in_len"], out_len=params["out_len"], stride=params["stride"],
+                            size=tuple(params["size"]), crop=tuple(params["crop"]) if params["crop"] else None,
+                            split=params["split"], seed=params["seed"], val_fraction=params["val_fraction"],
+                            test_fraction=params["test_fraction"])
+    else:
+        from pipelines.mnist import SPLITS, MnistOptions
+
+        base = MnistOptions(counts=tuple(params["counts"][s] for s in SPLITS), digits=params["digits"],
+                            size=params["size"], frames=params["frames"], subset=params["subset"],
+                            seed=params["seed"])
+    return _with(base, prepare)
+
+
+def _with(options, prepare: dict[str, Any]):
+    names = {f.name for f in fields(options)}
+    unknown = sorted(set(prepare) - names)
+    if unknown:
+        raise ValueError(f"prepare.{unknown[0]}: unknown option (known: {', '.join(sorted(names))})")
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in prepare.items()}
+    if "days_file" in values:
+        values["days_file"] = Path(values["days_file"])
+    return replace(options, **values)
+
+
+def _radar_days(src: str, fmt: str) -> list[str]:
+    """UTC days that have frames under `src` (a folder or an archive), sorted."""
+    from pipelines.radar.archive import source_folder
+    from pipelines.radar.days import day_of
+    from pipelines.radar.formats import list_frames, resolve_format
+
+    with source_folder(Path(src)) as root:
+        frames, _ = list_frames(root, resolve_format(fmt, root))
+    return sorted({day_of(frame.time) for frame in frames})
+
+
+# ----------------------------------------------------------------------------- models
+
+
+def _train_and_compare(task: str, data: str, train_cfg, config: RetrainConfig, report: dict, lock: RetrainLock,
+                       tracking_uri: str | None, address: str | None, out: str | None,
+                       log: Callable[[str], None]) -> dict[str, Any]:
+    from jobs.evaluate import higher_is_better, model_score, primary_metric
+    from jobs.train import train
+
+    name = train_cfg.registered_model_name
+    if not train_cfg.registry.register:
+        raise ValueError("train_overrides: retraining needs registry.register true (the challenger is registered)")
+    client = tracking.client(tracking_uri)
+    champion = _version_by_alias(client, name, tracking.CHAMPION)
+    metric, higher = (config.metric, higher_is_better(config.metric)) if config.metric else primary_metric(task)
+    scores = {}
+    if champion is not None:  # scored first: a bad metric name fails before any training
+        scores["champion"] = model_score(f"models:/{name}/{champion.version}", data, config.split, metric,
+                                         tracking_uri=tracking_uri, address=address)
+    warm = config.init == "warm-start" and champion is not None
+    log(f"training a challenger ({'warm-started from' if warm else 'from scratch; champion'} "
+        f"{name} v{champion.version if champion else '-'})")
+    summary = train(train_cfg, data, workers=config.workers, address=address, tracking_uri=tracking_uri,
+                    run_name=f"{task}-retrain-{_stamp()}",
+                    **({"init_from": f"models:/{name}/{champion.version}"} if warm else {}))
+    report["challenger"] = {"version": summary.model_version, "run_id": summary.run_id,
+                            "data_fingerprint": report["data"]["fingerprint"],
+                            "init": "warm-start" if warm else "from-scratch"}
+    if champion is None:
+        log(f"{name} had no champion: version {summary.model_version} was registered as champion")
+        return _finish({**report, "status": "first-champion"}, out, summary.run_id, tracking_uri, log)
+
+    scores["challenger"] = model_score(f"models:/{name}/{summary.model_version}", data, config.split, metric,
+                                       tracking_uri=tracking_uri, address=address)
+    decision = decide(scores["champion"], scores["challenger"], higher, config.margin)
+    report["champion"] = {"version": str(champion.version), "run_id": champion.run_id, "score": scores["champion"],
+                          "data_fingerprint": champion.tags.get("data_fingerprint", "")}
+    report["challenger"]["score"] = scores["challenger"]
+    report.update(metric=metric, higher_is_better=higher,
+                  decision={"promote": decision.promote, "reason": decision.reason},
+                  status="promoted" if decision.promote else "kept-champion")
+    log(f"{metric} on {config.split}: champion v{champion.version} {scores['champion']:.6g}, "
+        f"challenger v{summary.model_version} {scores['challenger']:.6g}: {decision.reason}")
+    _tag_versions(client, name, report)
+    _finish(report, out, summary.run_id, tracking_uri, log)
+    if decision.promote:
+        lock.verify()
+        client.set_registered_model_alias(name, tracking.CHAMPION, summary.model_version)  # the last step
+        log(f"promoted {name} v{summary.model_version} to @{tracking.CHAMPION}")
+    else:
+        log(f"kept {name} v{champion.version} as @{tracking.CHAMPION}")
+    return report
+
+
+def _version_by_alias(client, name: str, alias: str):
+    """The ModelVersion behind `name@alias`, or None when the model or the alias does not exist."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None
+
+
+def _tag_versions(client, name: str, report: dict) -> None:
+    """Decision, scores and data fingerprints on both versions (the champion's tags describe its
+    latest defence)."""
+    tags = {
+        "decision": "promote" if report["decision"]["promote"] else "keep-champion",
+        "reason": report["decision"]["reason"],
+        "metric": report["metric"], "split": report["split"], "margin": f"{report['margin']:g}",
+        "eval_data_fingerprint": report["data"]["fingerprint"],
+        "champion_version": report["champion"]["version"], "challenger_version": report["challenger"]["version"],
+        "champion_score": f"{report['champion']['score']:.6g}",
+        "challenger_score": f"{report['challenger']['score']:.6g}",
+        "champion_data_fingerprint": report["champion"]["data_fingerprint"],
+        "challenger_data_fingerprint": report["challenger"]["data_fingerprint"],
+        "challenger_run_id": report["challenger"]["run_id"],
+    }
+    for version in (report["champion"]["version"], report["challenger"]["version"]):
+        for key, value in tags.items():
+            client.set_model_version_tag(name, version, f"{TAG}{key}", value)
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def _report(task: str, data: str, manifest: dict, name: str, config: RetrainConfig, new: list[str]) -> dict:
+    return {
+        "task": task, "registered_model": name, "started": _now(), "new_sources": new,
+        "data": {"path": data, "previous_fingerprint": manifest["fingerprint"], "fingerprint": manifest["fingerprint"]},
+        "split": config.split, "margin": config.margin, "config": asdict(config),
+    }
+
+
+def _finish(report: dict, out: str | None, run_id: str | None, tracking_uri: str | None,
+            log: Callable[[str], None]) -> dict:
+    """Write the report to `<out>/retrain-report.json` (default under the project outputs) and
+    log it to the challenger's run when there is one."""
+    report["finished"] = _now()
+    folder = Path(out) if out else paths.outputs_dir() / "retrain" / report["registered_model"] / _stamp()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / REPORT_NAME
+    path.write_text(json.dumps(report, indent=1) + "\n")
+    if run_id:
+        tracking.log_artifacts(tracking_uri, run_id, [path])
+    log(f"report: {path}")
+    return report
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _stamp() -> str:
+    return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
