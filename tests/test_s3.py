@@ -1,0 +1,139 @@
+"""Object storage end to end against a local S3 server (moto in server mode on 127.0.0.1):
+the retrain lock on s3://, then shards, Ray Train checkpoints and MLflow artifacts on s3://."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from jobs.modelio import load_model
+from pipelines.shards import read_windows
+from pipelines.synthetic import write_kth_videos
+
+BUCKET = "convlstm-test"
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def s3_env():
+    """A moto S3 server with one bucket; yields the AWS/MLflow env that points clients at it
+    (also set in this process for the module's duration)."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    env = {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": endpoint,
+        "MLFLOW_S3_ENDPOINT_URL": endpoint,
+    }
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in env.items():
+            mp.setenv(key, value)
+        import boto3
+
+        boto3.client("s3").create_bucket(Bucket=BUCKET)
+        yield env
+    server.stop()
+
+
+def _keys(prefix: str) -> list[str]:
+    import boto3
+
+    pages = boto3.client("s3").get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
+    return [obj["Key"] for page in pages for obj in page.get("Contents", [])]
+
+
+def test_retrain_lock_on_s3_is_exclusive_and_breaks_only_stale_leases(s3_env):
+    from jobs.locks import LockHeld, LockLost, RetrainLock, lock_uri_for
+
+    uri = lock_uri_for(f"s3://{BUCKET}/data/kth")
+    assert uri == f"s3://{BUCKET}/data/kth.retrain.lock"
+    with RetrainLock(uri, ttl_s=60, owner="first") as first:
+        assert json.loads(_read(uri))["token"] == first.token
+        with pytest.raises(LockHeld, match="held by first"):
+            RetrainLock(uri, ttl_s=60, owner="second").acquire()
+    assert _keys("data/") == []
+
+    stale = RetrainLock(uri, ttl_s=0.01, owner="crashed").acquire()
+    time.sleep(0.05)
+    with RetrainLock(uri, ttl_s=60, owner="next") as fresh:
+        with pytest.raises(LockLost):
+            stale.verify()
+        stale.release()  # a conditional delete on the stale ETag: leaves the new lock alone
+        assert fresh.holds()
+    assert _keys("data/") == []
+
+
+def _read(uri: str) -> str:
+    from pipelines import storage
+
+    return storage.read_text(uri)
+
+
+# Prepare and train in one child process so that its own local Ray (and the Ray Train workers it
+# spawns) start with the S3 environment; the session Ray of other tests may lack it.
+_PREPARE_AND_TRAIN = """
+import sys
+from jobs.cli import main
+from pipelines.ray_session import init_ray
+
+videos, data, config, storage, experiment = sys.argv[1:6]
+init_ray(num_cpus=2)
+assert main(["prepare", "kth", "--src", videos, "--out", data, "--frame-len", "10", "--stride", "10",
+             "--size", "30x40"]) == 0
+sys.exit(main(["train", "--task", "kth", "--data", data, "--config", config, "--storage", storage,
+               "--experiment", experiment, "--run-name", "s3-run", "--workers", "1"]))
+"""
+MODEL = "convlstm-kth-s3"
+TRAIN_YAML = f"""
+task: kth
+model: {{name: classifier, params: {{in_channels: 1, height: 30, width: 40, hidden_channels: [4], num_classes: 6}}}}
+loss: {{name: cross_entropy}}
+data: {{batch_size: 8}}
+train: {{epochs: 1, monitor: val_accuracy, mode: max, bf16: false}}
+registry: {{name: {MODEL}}}
+"""
+
+
+@pytest.mark.slow
+def test_shards_checkpoints_and_mlflow_artifacts_on_s3(s3_env, tmp_path):
+    videos, config = tmp_path / "videos", tmp_path / "train.yaml"
+    write_kth_videos(videos, persons=[11, 1, 2], actions=("boxing", "walking"), scenarios=("d1",), frames=20)
+    config.write_text(TRAIN_YAML)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    MlflowClient(uri).create_experiment("s3-e2e", artifact_location=f"s3://{BUCKET}/mlflow/s3-e2e")
+    env = {**os.environ, **s3_env, "MLFLOW_TRACKING_URI": uri, "CONVLSTM_HOME": str(tmp_path / "home"),
+           "RAY_TMPDIR": tempfile.mkdtemp(prefix="rt", dir="/tmp")}
+    env.pop("RAY_ADDRESS", None)
+    data = f"s3://{BUCKET}/data/kth"
+    child = subprocess.run(
+        [sys.executable, "-c", _PREPARE_AND_TRAIN, str(videos), data, str(config), f"s3://{BUCKET}/ray", "s3-e2e"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=540)
+    assert child.returncode == 0, child.stdout[-2000:] + child.stderr[-3000:]
+
+    data_keys = _keys("data/kth/")
+    assert "data/kth/manifest.json" in data_keys
+    assert any(k.startswith("data/kth/train/") and k.endswith(".parquet") for k in data_keys)
+    assert any(k.startswith("ray/s3-run/") and k.endswith("/checkpoint.pt") for k in _keys("ray/"))
+    assert any(k.endswith("/MLmodel") for k in _keys("mlflow/s3-e2e/"))
+    assert not (tmp_path / "home" / "outputs" / "train").exists()  # nothing fell back to local disk
+
+    net, info = load_model(f"models:/{MODEL}@champion", tracking_uri=uri)
+    assert info["data_fingerprint"] == json.loads(_read(f"{data}/manifest.json"))["fingerprint"]
+    frames = read_windows(data, "test", columns=["frames"])["frames"][:3]
+    with torch.no_grad():
+        logits = net(torch.from_numpy(frames).float() / 255)
+    assert logits.shape == (3, 6)
