@@ -1,0 +1,140 @@
+"""Multi-layer ConvLSTM over sequences `[B, T, C, H, W]` (or `[T, B, C, H, W]`), stateful.
+
+Evaluation is layer-major: each layer runs over the whole sequence before the next one starts,
+so the input-to-state convolution W_x * X can be hoisted out of the time loop (one convolution
+over all B*T frames). Measured on CPU (benchmarks/README.md), a joint per-step convolution over
+[X_t, H_{t-1}] is faster when both kernels match, so `hoist_input=None` (auto) hoists on GPUs
+and otherwise only when the kernels differ. Activations run channels_last on CPU, where oneDNN's
+convolutions are ~1.5x faster in that layout (`channels_last=None`, auto). The first step of a
+zero state skips the state convolution (W_h * 0 = 0).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn as nn
+
+from convlstm.cell import ConvLSTMCell, State
+
+Kernel = int | tuple[int, int]
+
+
+def per_layer(value, num_layers: int, name: str) -> list:
+    """A list (one entry per layer) stays as is if its length fits; anything else is repeated."""
+    if not isinstance(value, list):
+        return [value] * num_layers
+    if len(value) != num_layers:
+        raise ValueError(f"{name} has {len(value)} entries but the stack has {num_layers} layers")
+    return value
+
+
+class ConvLSTM(nn.Module):
+    """A stack of ConvLSTM cells; layer l > 0 takes layer l-1's hidden sequence as input.
+
+    Kernel sizes are an int, a pair `(kh, kw)`, or a list with one of those per layer;
+    `hidden_kernel_size=None` uses the input kernel. `num_layers=None` takes the length of the
+    first list argument (1 if none is a list). `in_channels=0` makes an input-less stack (the
+    paper's forecaster): call it with `x=None`, a state and `steps`.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        hidden_channels: int | list[int],
+        input_kernel_size: Kernel | list[Kernel] = 3,
+        hidden_kernel_size: Kernel | list[Kernel] | None = None,
+        num_layers: int | None = None,
+        batch_first: bool = True,
+        bias: bool = True,
+        peephole: bool = False,
+        return_all_layers: bool = False,
+        hoist_input: bool | None = None,
+        channels_last: bool | None = None,
+    ):
+        super().__init__()
+        if num_layers is None:
+            lists = [v for v in (hidden_channels, input_kernel_size, hidden_kernel_size) if isinstance(v, list)]
+            num_layers = len(lists[0]) if lists else 1
+        if num_layers < 1:
+            raise ValueError(f"num_layers must be >= 1, got {num_layers}")
+        hidden = per_layer(hidden_channels, num_layers, "hidden_channels")
+        input_kernels = per_layer(input_kernel_size, num_layers, "input_kernel_size")
+        hidden_kernels = per_layer(hidden_kernel_size, num_layers, "hidden_kernel_size")
+        self.in_channels = in_channels
+        self.hidden_channels = hidden
+        self.batch_first = batch_first
+        self.return_all_layers = return_all_layers
+        self.hoist_input = hoist_input
+        self.channels_last = channels_last
+        self.cells = nn.ModuleList(
+            ConvLSTMCell(c_in, c_h, k_in, k_h, bias=bias, peephole=peephole)
+            for c_in, c_h, k_in, k_h in zip([in_channels] + hidden[:-1], hidden, input_kernels, hidden_kernels)
+        )
+
+    def forward(
+        self,
+        x: torch.Tensor | None,
+        state: Sequence[State] | None = None,
+        steps: int | None = None,
+    ) -> tuple[list[torch.Tensor], list[State]]:
+        """Run the stack over a sequence.
+
+        x: `[B, T, C_in, H, W]` (batch_first) or `[T, B, C_in, H, W]`; None for an input-less stack,
+        which then needs `state` and `steps` (the number of frames to produce).
+        state: one `(h, c)` per layer, each `[B, C_h, H, W]`, or None for zeros.
+        Returns `(outputs, states)`: outputs are hidden sequences `[B, T, C_h, H, W]` in the input's
+        time/batch order (last layer only unless `return_all_layers`); states are the final `(h, c)`
+        of every layer, to carry into the next chunk.
+        """
+        self._check(x, state, steps)
+        on_cpu = self.cells[0].weight_h.device.type == "cpu"
+        channels_last = on_cpu if self.channels_last is None else self.channels_last
+        layout = torch.channels_last if channels_last else torch.contiguous_format
+        time_dim = 1 if self.batch_first else 0
+        frames = None if x is None else [f.contiguous(memory_format=layout) for f in x.unbind(time_dim)]
+        outputs, states = [], []
+        for layer, cell in enumerate(self.cells):
+            h_c = None if state is None else tuple(s.contiguous(memory_format=layout) for s in state[layer])
+            hoist = (not on_cpu or not cell.joint) if self.hoist_input is None else self.hoist_input
+            hidden = []
+            if frames is None:
+                for _ in range(steps):
+                    h_c = cell(None, h_c)
+                    hidden.append(h_c[0])
+            elif hoist:
+                for x_gates in cell.project_input(torch.cat(frames)).chunk(len(frames)):
+                    h_c = cell.step(x_gates, h_c)
+                    hidden.append(h_c[0])
+            else:
+                for x_t in frames:
+                    h_c = cell(x_t, h_c)
+                    hidden.append(h_c[0])
+            if self.return_all_layers or layer == len(self.cells) - 1:
+                outputs.append(torch.stack(hidden, dim=time_dim))
+            states.append(h_c)
+            frames = hidden
+        return outputs, states
+
+    def _check(self, x: torch.Tensor | None, state: Sequence[State] | None, steps: int | None) -> None:
+        if self.in_channels == 0:
+            if x is not None or state is None or steps is None or steps < 1:
+                raise ValueError("an input-less stack (in_channels=0) takes x=None, a state and steps >= 1")
+        elif steps is not None:
+            raise ValueError("steps is only for input-less stacks (in_channels=0); x sets the length")
+        elif x is None or x.dim() != 5:
+            raise ValueError(f"x must be a 5-D tensor [B, T, C, H, W], got {None if x is None else tuple(x.shape)}")
+        elif x.shape[2] != self.in_channels:
+            raise ValueError(f"x has {x.shape[2]} channels (dim 2) but in_channels={self.in_channels}")
+        if state is None:
+            return
+        if len(state) != len(self.cells):
+            raise ValueError(f"state has {len(state)} entries but the stack has {len(self.cells)} layers")
+        batch, height, width = state[0][0].shape[0], state[0][0].shape[-2], state[0][0].shape[-1]
+        if x is not None:
+            batch, height, width = x.shape[0 if self.batch_first else 1], x.shape[-2], x.shape[-1]
+        for layer, (cell, (h, c)) in enumerate(zip(self.cells, state)):
+            expected = (batch, cell.hidden_channels, height, width)
+            if tuple(h.shape) != expected or tuple(c.shape) != expected:
+                raise ValueError(f"state[{layer}] must be two tensors of shape {expected}, "
+                                 f"got {tuple(h.shape)} and {tuple(c.shape)}")
