@@ -104,8 +104,9 @@ def _limited(columns: dict[str, np.ndarray], limit: int | None) -> dict[str, np.
 
 class RaySession:
     """Inside a Ray Train worker: `train` is split across workers (equal row counts, so every rank
-    runs the same number of steps); `val` is not split and each rank evaluates every
-    `world_size`-th batch, so merged scores equal a single-process evaluation."""
+    runs the same number of steps); `val` is not split, is read in a fixed order (the driver sets
+    `preserve_order`) and each rank evaluates every `world_size`-th batch, so merged scores equal
+    a single-process evaluation."""
 
     def __init__(self, batch_size: int, val_batch_size: int, shuffle_buffer: int, resume_from: str | None):
         import ray.train

@@ -417,6 +417,9 @@ def _fit_ray(loop_config: dict, cfg: Config, task: Task, workers: int, use_gpu: 
                                ("val", cfg.data.val_split, cfg.data.limit_val)):
         ds = read_dataset(loop_config["data"], split, columns=task.columns)
         datasets[name] = ds.limit(limit) if limit else ds
+    # Every rank reads all of `val` and scores every world_size-th batch: the order must agree.
+    val_options = ray.train.DataConfig.default_ingest_options()
+    val_options.preserve_order = True
     resources = {"CPU": cpus_per_worker or _default_cpus(ray, workers, use_gpu)}
     if use_gpu:
         resources["GPU"] = 1
@@ -432,7 +435,7 @@ def _fit_ray(loop_config: dict, cfg: Config, task: Task, workers: int, use_gpu: 
                 checkpoint_score_order=cfg.train.mode),
             failure_config=ray.train.FailureConfig(max_failures=cfg.train.max_failures)),
         datasets=datasets,
-        dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
+        dataset_config=ray.train.DataConfig(datasets_to_split=["train"], execution_options={"val": val_options}),
     )
     try:
         result = trainer.fit()

@@ -1,0 +1,164 @@
+"""MLflow side of training: the logged model reloads at any batch size through MLflow and through
+`jobs.modelio` (registry alias, version, run, checkpoint), and a run against a real `mlflow server`
+process (metrics from the Ray Train worker, artifacts and the Registry on the server)."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from jobs import checkpoints, tracking
+from jobs.config import load_config
+from jobs.modelio import load_model
+from jobs.train import train
+
+IN_LEN = OUT_LEN = 4
+SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def mnist_data(ray_local, shared_data, tmp_path_factory) -> str:
+    """Moving MNIST from the real MNIST test digits: 16 train / 8 val sequences of 4 + 4 frames, 32x32."""
+    from pipelines.mnist import MnistOptions, prepare_mnist
+
+    out = tmp_path_factory.mktemp("mnist") / "data"
+    prepare_mnist(shared_data / "mnist" / "t10k-images-idx3-ubyte.gz", str(out), MnistOptions(counts=(16, 8, 0), size=SIZE, frames=IN_LEN + OUT_LEN, subset=50),
+                  progress=False)
+    return str(out)
+
+
+@pytest.fixture(scope="module")
+def trained(mnist_data, tmp_path_factory):
+    """mnist-tiny for one epoch in this process, registered as `test-tracking-mnist`."""
+    storage = tmp_path_factory.mktemp("storage")
+    cfg = load_config("mnist-tiny", "mnist", ["registry.name=test-tracking-mnist", "train.epochs=1"])
+    return train(cfg, mnist_data, workers=0, storage_path=str(storage), run_name="mnist-reload")
+
+
+def test_logged_model_reloads_at_any_batch_size(trained):
+    import mlflow.pytorch
+
+    model, info = load_model(trained.model_uri)
+    mlflow.set_tracking_uri(tracking.resolve_uri(None))
+    logged = mlflow.pytorch.load_model(trained.model_uri)
+    mlflow_model = mlflow.models.get_model_info(trained.model_uri)
+    assert tuple(mlflow_model.signature.inputs.to_dict()[0]["tensor-spec"]["shape"]) == (-1, IN_LEN, 1, SIZE, SIZE)
+    for batch in (1, 3):  # the input example has batch 1
+        x = torch.rand(batch, IN_LEN, 1, SIZE, SIZE)
+        with torch.no_grad():
+            expected = model(x)
+            assert expected.shape == (batch, OUT_LEN, 1, SIZE, SIZE)
+            assert torch.equal(logged(x), expected)
+    assert info["task"] == "mnist" and info["run_id"] == trained.run_id
+    assert info["manifest"]["fingerprint"] == info["data_fingerprint"]
+    assert info["monitor"] == "val_cross_entropy" and info["score"] == pytest.approx(trained.best_score)
+    assert info["model_spec"]["kwargs"]["out_frames"] == OUT_LEN  # filled in from the data
+
+
+def test_modelio_resolves_every_kind_of_reference(trained):
+    refs = [trained.model_uri, f"models:/test-tracking-mnist/{trained.model_version}",
+            f"runs:/{trained.run_id}/model", trained.run_id, trained.best_checkpoint,
+            str(Path(trained.best_checkpoint, checkpoints.CHECKPOINT_FILE))]
+    x = torch.rand(2, IN_LEN, 1, SIZE, SIZE)
+    outputs = []
+    for ref in refs:
+        model, info = load_model(ref)
+        assert (info["run_id"], info["epoch"], info["ref"]) == (trained.run_id, 1, ref)
+        with torch.no_grad():
+            outputs.append(model(x))
+    assert all(torch.equal(outputs[0], o) for o in outputs[1:])
+    with pytest.raises(FileNotFoundError):
+        load_model("models:/test-tracking-mnist@nobody")
+    with pytest.raises(FileNotFoundError):
+        load_model("/no/such/checkpoint")
+
+
+def test_run_artifacts_describe_the_best_epoch(trained):
+    import json
+
+    client = tracking.client()
+    local = Path(client.download_artifacts(trained.run_id, "evaluation.json"))
+    evaluation = json.loads(local.read_text())
+    assert evaluation["epoch"] == 1 and evaluation["monitor"] == "val_cross_entropy"
+    assert evaluation["evaluation"]["windows"] == 8
+    assert len(evaluation["evaluation"]["video"]["mse"]) == OUT_LEN
+    artifacts = {f.path for f in client.list_artifacts(trained.run_id)}
+    assert {"config.yaml", "learning_curve.png", "frames.png", "evaluation.json"} <= artifacts
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    """A real `mlflow server` on 127.0.0.1 (sqlite store, served artifacts in tmp); its process
+    group is killed at teardown."""
+    root = tmp_path_factory.mktemp("mlflow-server")
+    port = _free_port()
+    log = open(root / "server.log", "wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+         "--backend-store-uri", f"sqlite:///{root}/mlflow.db", "--artifacts-destination", str(root / "artifacts")],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"})
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            assert proc.poll() is None, (root / "server.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "mlflow server did not become healthy in 180 s"
+            time.sleep(0.5)
+        yield uri, root
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+
+
+def test_run_against_a_tracking_server(mnist_data, mlflow_server, tmp_path):
+    """One Ray Train worker logs its metrics straight to the server; the driver logs artifacts and
+    registers the model there, and nothing lands in the embedded store."""
+    uri, root = mlflow_server
+    local_runs_before = _run_count(None)
+    cfg = load_config("mnist-tiny", "mnist", ["registry.name=test-server-mnist", "train.epochs=1"])
+    summary = train(cfg, mnist_data, workers=1, tracking_uri=uri, experiment="server-test",
+                    storage_path=str(tmp_path), run_name="mnist-server")
+    client = tracking.client(uri)
+    run = client.get_run(summary.run_id)
+    assert run.info.status == "FINISHED"
+    assert [s for s, _ in tracking.metric_history(uri, summary.run_id, "train_loss")] == list(range(1, summary.steps + 1))
+    assert "val_cross_entropy" in run.data.metrics
+    assert str(client.get_model_version_by_alias("test-server-mnist", "champion").version) == summary.model_version
+    assert any(p.name == "evaluation.json" for p in (root / "artifacts").rglob("*"))
+    model, info = load_model(summary.model_uri, tracking_uri=uri)
+    assert info["run_id"] == summary.run_id
+    assert np.isfinite(model(torch.zeros(1, IN_LEN, 1, SIZE, SIZE)).detach().numpy()).all()
+    assert _run_count(None) == local_runs_before
+
+
+def _run_count(uri: str | None) -> int:
+    client = tracking.client(uri)
+    ids = [e.experiment_id for e in client.search_experiments()]
+    return len(client.search_runs(ids)) if ids else 0
