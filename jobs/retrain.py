@@ -2,13 +2,15 @@
 comparison on one held-out split -> promotion. One idempotent step for a scheduler.
 
 Order of work, and why it is crash-safe: (1) list the sources under `src` that the dataset's
-manifest does not hold (none: "nothing to do", no lock, no MLflow run); (2) take the retrain lock
-(jobs.locks, beside the dataset) and extend the shards with `prepare --incremental` (published
-atomically: the old dataset stays readable); (3) train a challenger, warm-started from the
-champion's weights or from scratch, registered with alias `challenger`; (4) score champion and
-challenger on the same split of the new dataset, tag both versions and log `retrain-report.json`;
-(5) promote, if the challenger wins by the margin, with ONE alias update as the very last step.
-A run that dies anywhere before (5) leaves `champion` where it was.
+manifest does not hold; with none, and a model version already trained on the dataset as it is,
+there is nothing to do (no lock, no MLflow run); (2) take the retrain lock (jobs.locks, beside the
+dataset) and extend the shards with `prepare --incremental` (published atomically: the old
+dataset stays readable); (3) score the champion on the configured split of the new dataset;
+(4) train a challenger, warm-started from the champion's weights or from scratch, registered with
+alias `challenger`, and score it on the same split; tag both versions with the decision, scores
+and data fingerprints, and log `retrain-report.json`; (5) promote, if the challenger wins by the
+margin, with ONE alias update as the very last step. A run that dies before (5) leaves
+`champion` where it was, and the next run picks the work up (see `retrain`).
 """
 from __future__ import annotations
 
@@ -92,39 +94,61 @@ def retrain(task: str, src: str, data: str, config: RetrainConfig, *, fmt: str |
             dry_run: bool = False, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run one retraining step; returns the report (`status`: nothing-to-do, dry-run, no-new-windows,
     first-champion, promoted or kept-champion). Raises jobs.locks.LockHeld while another run holds
-    the lock, ValueError/FileNotFoundError for bad arguments before any work."""
+    the lock, ValueError/FileNotFoundError for bad arguments before any work.
+
+    There is work when `src` has new sources, or when no version of the model was trained on the
+    dataset as it is (a previous run extended the shards, then died before registering a challenger).
+    """
     from pipelines.manifest import load_manifest
 
     if task not in TASKS:
         raise ValueError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
     train_cfg = load_config(config.train_config, task, config.train_overrides)
+    if not train_cfg.registry.register:
+        raise ValueError("train_overrides: retraining needs registry.register true (the challenger is registered)")
+    name = train_cfg.registered_model_name
+    client = tracking.client(tracking_uri)
     manifest = load_manifest(data)
     if manifest["task"] != task:
         raise ValueError(f"--data {data} holds a {manifest['task']} dataset, not {task}")
+    if config.split not in manifest["splits"]:
+        raise ValueError(f"split: {config.split!r} is not a split of {data} ({', '.join(sorted(manifest['splits']))})")
     new = new_sources(task, src, manifest, config.prepare, fmt)
-    report = _report(task, data, manifest, train_cfg.registered_model_name, config, new)
-    if not new:
-        log(f"nothing to do: every source under {src} is already in {data} ({len(manifest['sources'])} sources)")
+    stale = not _trained_on(client, name, manifest["fingerprint"])
+    report = _report(task, data, manifest, name, config, new)
+    if not (new or stale):
+        log(f"nothing to do: every source under {src} is already in {data}, and {name} has a version "
+            f"trained on it")
         return {**report, "status": "nothing-to-do"}
     if dry_run:
-        log(f"dry run: {len(new)} new source(s), e.g. {', '.join(new[:5])}; would prepare, train and compare")
+        log(f"dry run: {len(new)} new source(s){', e.g. ' + ', '.join(new[:5]) if new else ''}"
+            f"{'; no model trained on the current data yet' if stale else ''}; would prepare, train and compare")
         return {**report, "status": "dry-run"}
     with RetrainLock(lock_uri_for(data), config.lock_ttl_s) as lock:
-        # Re-read under the lock: a run that held it may just have consumed these sources.
+        # Re-read under the lock: a run that held it may just have done this work.
         manifest = load_manifest(data)
         new = new_sources(task, src, manifest, config.prepare, fmt)
-        report = {**_report(task, data, manifest, train_cfg.registered_model_name, config, new),
-                  "lock": {"uri": lock.uri, "owner": lock.owner}}
-        if not new:
-            log("nothing to do: another run has just taken in the new sources")
+        stale = not _trained_on(client, name, manifest["fingerprint"])
+        report = {**_report(task, data, manifest, name, config, new), "lock": {"uri": lock.uri, "owner": lock.owner}}
+        if not (new or stale):
+            log("nothing to do: another run has just done it")
             return {**report, "status": "nothing-to-do"}
-        log(f"{len(new)} new source(s): preparing {data} incrementally")
-        updated = update_dataset(task, src, data, manifest, config.prepare, fmt, address)
-        report["data"]["fingerprint"] = updated["fingerprint"]
-        if updated["fingerprint"] == manifest["fingerprint"]:
-            log("no new windows (the new sources were rejected: see the manifest's `rejected`)")
-            return _finish({**report, "status": "no-new-windows"}, out, None, tracking_uri, log)
+        if new:
+            log(f"{len(new)} new source(s): preparing {data} incrementally")
+            updated = update_dataset(task, src, data, manifest, config.prepare, fmt, address)
+            report["data"]["fingerprint"] = updated["fingerprint"]
+            if updated["fingerprint"] == manifest["fingerprint"] and not stale:
+                log("no new windows (the new sources were rejected: see the manifest's `rejected`)")
+                return _finish({**report, "status": "no-new-windows"}, out, None, tracking_uri, log)
+        else:
+            log(f"no version of {name} was trained on {data} as it is (an earlier run stopped early): training")
         return _train_and_compare(task, data, train_cfg, config, report, lock, tracking_uri, address, out, log)
+
+
+def _trained_on(client, name: str, fingerprint: str) -> bool:
+    """Whether a version of the registered model `name` was trained on data `fingerprint`."""
+    return bool(client.search_model_versions(f"name='{name}' and tags.data_fingerprint='{fingerprint}'",
+                                             max_results=1))
 
 
 # ----------------------------------------------------------------------------- data
@@ -243,8 +267,6 @@ def _train_and_compare(task: str, data: str, train_cfg, config: RetrainConfig, r
     from jobs.train import train
 
     name = train_cfg.registered_model_name
-    if not train_cfg.registry.register:
-        raise ValueError("train_overrides: retraining needs registry.register true (the challenger is registered)")
     client = tracking.client(tracking_uri)
     champion = _version_by_alias(client, name, tracking.CHAMPION)
     metric, higher = (config.metric, higher_is_better(config.metric)) if config.metric else primary_metric(task)
@@ -257,7 +279,7 @@ def _train_and_compare(task: str, data: str, train_cfg, config: RetrainConfig, r
         f"{name} v{champion.version if champion else '-'})")
     summary = train(train_cfg, data, workers=config.workers, address=address, tracking_uri=tracking_uri,
                     run_name=f"{task}-retrain-{_stamp()}",
-                    **({"init_from": f"models:/{name}/{champion.version}"} if warm else {}))
+                    init_from=f"models:/{name}/{champion.version}" if warm else None)
     report["challenger"] = {"version": summary.model_version, "run_id": summary.run_id,
                             "data_fingerprint": report["data"]["fingerprint"],
                             "init": "warm-start" if warm else "from-scratch"}

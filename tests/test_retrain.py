@@ -145,8 +145,7 @@ MODEL = "convlstm-kth-retrain-test"
 ACTIONS = ("boxing", "walking")
 TRAIN_YAML = f"""
 task: kth
-model: {{name: classifier, params: {{in_channels: 1, height: 30, width: 40, hidden_channels: [8], kernel_size: 3,
-                                    num_classes: 6}}}}
+model: {{name: classifier, params: {{hidden_channels: [8], kernel_size: 3}}}}
 loss: {{name: cross_entropy}}
 optim: {{name: adam, lr: 0.01}}
 data: {{batch_size: 8}}
@@ -166,10 +165,10 @@ class World:
     def add_persons(self, persons: list[int]) -> None:
         write_kth_videos(self.src, persons=persons, actions=ACTIONS, scenarios=("d1",), frames=40)
 
-    def retrain_yaml(self, name: str, overrides: list[str] = ()) -> Path:
+    def retrain_yaml(self, name: str, overrides: list[str] = (), init: str = "from-scratch") -> Path:
         path = self.tmp / f"{name}.yaml"
         path.write_text(yaml.safe_dump({"train_config": str(self.train_yaml), "train_overrides": list(overrides),
-                                        "workers": 0, "init": "from-scratch"}))
+                                        "workers": 0, "init": init}))
         return path
 
     def cli(self, config: Path, out: str) -> list[str]:
@@ -212,11 +211,14 @@ def test_nothing_new_exits_0_without_a_run(world, capsys):
     assert not (world.tmp / "nothing").exists()
 
 
-@pytest.mark.slow
 def test_better_challenger_is_promoted_and_a_concurrent_run_is_refused(world, capsys):
     """Run A trains a real challenger; run B starts while A holds the lock and must exit 75."""
     world.add_persons([12, 3])
-    versions, champion = _versions(), _champion()
+    versions, champion, runs = _versions(), _champion(), _runs()
+    assert main([*world.cli(world.retrain_yaml("dry"), "dry"), "--dry-run", "--json"]) == 0
+    dry = json.loads(capsys.readouterr().out)
+    assert dry["status"] == "dry-run" and len(dry["new_sources"]) == 4
+    assert (_runs(), _versions()) == (runs, versions)
     lock = Path(lock_uri_for(world.data))
     codes: dict[str, int] = {}
     first = threading.Thread(target=lambda: codes.setdefault("a", main(world.cli(world.retrain_yaml("a"), "a"))))
@@ -239,17 +241,39 @@ def test_better_challenger_is_promoted_and_a_concurrent_run_is_refused(world, ca
     assert not (world.tmp / "b").exists() and not lock.exists()
 
 
-@pytest.mark.slow
+def test_a_run_that_fails_after_extending_the_shards_is_picked_up_by_the_next(world, capsys):
+    world.add_persons([14, 6])
+    champion, lock = _champion(), Path(lock_uri_for(world.data))
+    failing = world.retrain_yaml("failing", ["train.monitor=val_bogus"])
+    assert main(world.cli(failing, "failing")) == 2  # training refuses the config after the prepare step
+    assert "train.monitor" in capsys.readouterr().err
+    assert _champion() == champion and not lock.exists()
+    manifest = load_manifest(world.data)
+    assert "person14_boxing_d1_uncomp" in manifest["sources"]
+    assert new_sources("kth", str(world.src), manifest, {}, None) == []
+
+    report = retrain("kth", str(world.src), world.data, load_retrain_config(world.retrain_yaml("next")),
+                     out=str(world.tmp / "next"))
+    assert report["new_sources"] == [] and report["status"] in ("promoted", "kept-champion")
+    assert report["challenger"]["data_fingerprint"] == manifest["fingerprint"]
+    again = retrain("kth", str(world.src), world.data, load_retrain_config(world.retrain_yaml("again")))
+    assert again["status"] == "nothing-to-do"
+
+
 def test_worse_challenger_keeps_the_champion_and_records_the_decision(world):
+    """Warm-started from the champion with lr ~ 0, the challenger IS the champion: a tie, kept."""
     world.add_persons([13, 5])
     champion = _champion()
-    config = load_retrain_config(world.retrain_yaml("worse", UNTRAINED))
+    config = load_retrain_config(world.retrain_yaml("worse", UNTRAINED, init="warm-start"))
     report = retrain("kth", str(world.src), world.data, config, out=str(world.tmp / "worse"))
 
     assert report["status"] == "kept-champion" and not report["decision"]["promote"]
-    assert report["challenger"]["score"] <= report["champion"]["score"]
+    assert report["challenger"]["init"] == "warm-start"
+    assert report["challenger"]["score"] == report["champion"]["score"]
     assert _champion() == champion == report["champion"]["version"]
     client = tracking.client()
+    challenger_run = client.get_run(report["challenger"]["run_id"])
+    assert challenger_run.data.tags["convlstm.init_from"] == f"models:/{MODEL}/{champion}"
     fingerprint = load_manifest(world.data)["fingerprint"]
     for version in (champion, report["challenger"]["version"]):
         tags = client.get_model_version(MODEL, version).tags
@@ -259,6 +283,5 @@ def test_worse_challenger_keeps_the_champion_and_records_the_decision(world):
         assert tags["convlstm.retrain.eval_data_fingerprint"] == fingerprint
         assert tags["convlstm.retrain.challenger_data_fingerprint"] == fingerprint
         assert tags["convlstm.retrain.champion_data_fingerprint"] == report["champion"]["data_fingerprint"] != fingerprint
-    artifacts = [a.path for a in client.list_artifacts(report["challenger"]["run_id"])]
-    assert REPORT_NAME in artifacts
+    assert REPORT_NAME in [a.path for a in client.list_artifacts(report["challenger"]["run_id"])]
     assert json.loads((world.tmp / "worse" / REPORT_NAME).read_text())["decision"] == report["decision"]

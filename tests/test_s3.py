@@ -90,29 +90,21 @@ import sys
 from jobs.cli import main
 from pipelines.ray_session import init_ray
 
-videos, data, config, storage, experiment = sys.argv[1:6]
+videos, data, storage, experiment, model = sys.argv[1:6]
 init_ray(num_cpus=2)
 assert main(["prepare", "kth", "--src", videos, "--out", data, "--frame-len", "10", "--stride", "10",
              "--size", "30x40"]) == 0
-sys.exit(main(["train", "--task", "kth", "--data", data, "--config", config, "--storage", storage,
-               "--experiment", experiment, "--run-name", "s3-run", "--workers", "1"]))
+sys.exit(main(["train", "--task", "kth", "--data", data, "--config", "kth-tiny", "--storage", storage,
+               "--experiment", experiment, "--run-name", "s3-run", "--workers", "1",
+               "train.epochs=1", f"registry.name={model}"]))
 """
 MODEL = "convlstm-kth-s3"
-TRAIN_YAML = f"""
-task: kth
-model: {{name: classifier, params: {{in_channels: 1, height: 30, width: 40, hidden_channels: [4], num_classes: 6}}}}
-loss: {{name: cross_entropy}}
-data: {{batch_size: 8}}
-train: {{epochs: 1, monitor: val_accuracy, mode: max, bf16: false}}
-registry: {{name: {MODEL}}}
-"""
 
 
 @pytest.mark.slow
 def test_shards_checkpoints_and_mlflow_artifacts_on_s3(s3_env, tmp_path):
-    videos, config = tmp_path / "videos", tmp_path / "train.yaml"
+    videos = tmp_path / "videos"
     write_kth_videos(videos, persons=[11, 1, 2], actions=("boxing", "walking"), scenarios=("d1",), frames=20)
-    config.write_text(TRAIN_YAML)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     MlflowClient(uri).create_experiment("s3-e2e", artifact_location=f"s3://{BUCKET}/mlflow/s3-e2e")
     env = {**os.environ, **s3_env, "MLFLOW_TRACKING_URI": uri, "CONVLSTM_HOME": str(tmp_path / "home"),
@@ -120,7 +112,7 @@ def test_shards_checkpoints_and_mlflow_artifacts_on_s3(s3_env, tmp_path):
     env.pop("RAY_ADDRESS", None)
     data = f"s3://{BUCKET}/data/kth"
     child = subprocess.run(
-        [sys.executable, "-c", _PREPARE_AND_TRAIN, str(videos), data, str(config), f"s3://{BUCKET}/ray", "s3-e2e"],
+        [sys.executable, "-c", _PREPARE_AND_TRAIN, str(videos), data, f"s3://{BUCKET}/ray", "s3-e2e", MODEL],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=540)
     assert child.returncode == 0, child.stdout[-2000:] + child.stderr[-3000:]
 

@@ -51,6 +51,13 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(f"another retrain is running: {exc}; not starting (retry later)", EXIT_LOCKED) from None
     if args.json:
         print(json.dumps(report))
-    else:
-        print(f"status     {report['status']}")
+        return 0
+    print(f"status     {report['status']}")
+    print(f"new        {len(report['new_sources'])} source(s)")
+    for role in ("champion", "challenger"):
+        if role in report:
+            score = f" {report['metric']} = {report[role]['score']:.6g}" if "score" in report[role] else ""
+            print(f"{role:10s} {report['registered_model']} v{report[role]['version']}{score}")
+    if "decision" in report:
+        print(f"decision   {report['decision']['reason']}")
     return 0
