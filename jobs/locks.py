@@ -190,8 +190,8 @@ class RetrainLock:
     def verify(self) -> None:
         """Raise LockLost unless this run still holds the lock (call right before promoting)."""
         if not self.holds():
-            raise LockLost(f"lost the retrain lock {self.uri} (lease of {self.ttl_s:.0f} s expired and "
-                           "another run took it over); not promoting")
+            raise LockLost(f"lost the retrain lock {self.uri} (its {self.ttl_s:.0f} s lease expired and another "
+                           "run took it over, or it was removed); not promoting")
 
     def release(self) -> None:
         """Remove the lock if it is still ours (never someone else's)."""

@@ -38,7 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from jobs.cli import CommandError
-    from jobs.locks import LockHeld
+    from jobs.locks import LockHeld, LockLost
     from jobs.retrain import EXIT_LOCKED, load_retrain_config, retrain
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -49,6 +49,8 @@ def run(args: argparse.Namespace) -> int:
                          log=(lambda _: None) if args.json else print)
     except LockHeld as exc:
         raise CommandError(f"another retrain is running: {exc}; not starting (retry later)", EXIT_LOCKED) from None
+    except LockLost as exc:
+        raise CommandError(str(exc)) from None
     if args.json:
         print(json.dumps(report))
         return 0
