@@ -32,7 +32,8 @@ COPY --chown=ray:users jobs /tmp/convlstm-src/jobs
 # Pinning ray keeps pip from replacing the base image's Ray while adding the data/train extras.
 RUN pip install /tmp/convlstm-src "ray[data,train,default]==${RAY_VERSION}" \
  && rm -rf /tmp/convlstm-src \
- && mkdir -p "$CONVLSTM_HOME" \
  && convlstm version
+# The bundled radar sample, where `convlstm demo` looks for it (<CONVLSTM_HOME>/data/samples).
+COPY --chown=ray:users data/samples /home/ray/convlstm-home/data/samples
 
 WORKDIR /home/ray

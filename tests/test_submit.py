@@ -86,6 +86,15 @@ def test_bad_arguments_name_themselves(tmp_path):
     assert jobsubmit.parse_env_assignments(["A=1=2", "B="]) == {"A": "1=2", "B": ""}
 
 
+def test_cli_takes_several_env_pairs_and_everything_after_the_separator():
+    from jobs.cli import build_parser
+
+    args = build_parser().parse_args(["submit", "--env", "A=1", "B=2", "--env", "C=3", "--no-install", "--",
+                                      "convlstm", "train", "--env", "not-ours"])
+    assert args.env == ["A=1", "B=2", "C=3"] and args.install is False and args.upload is True
+    assert args.entrypoint == ["--", "convlstm", "train", "--env", "not-ours"]
+
+
 def test_address_precedence(monkeypatch):
     monkeypatch.delenv("RAY_API_SERVER_ADDRESS", raising=False)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)

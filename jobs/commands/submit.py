@@ -34,8 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "the passed-through ones")
     p.add_argument("--submission-id", metavar="ID", default=None,
                    help="job id (default: convlstm-<subcommand>-<timestamp>-<6 hex>)")
-    p.add_argument("--env", metavar="KEY=VALUE", action="append", default=None,
-                   help="environment variable for the job (repeatable; wins over all other sources)")
+    p.add_argument("--env", metavar="KEY=VALUE", action="extend", nargs="+", default=None,
+                   help="environment variables for the job (repeatable; win over all other sources)")
     p.add_argument("--no-install", dest="install", action="store_false",
                    help="do not pip-install the project's dependencies: the cluster image has them")
     p.add_argument("--no-upload", dest="upload", action="store_false",
