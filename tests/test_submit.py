@@ -303,6 +303,10 @@ def test_failing_job_exits_1_and_jobs_commands_show_it(cluster):
     again = cluster.convlstm("submit", "--address", cluster.address, "--no-upload", "--submission-id", submission_id,
                              "--", "true")
     assert again.returncode == 1 and "refused the submission" in again.stderr and "Traceback" not in again.stderr
+    detached = cluster.convlstm("submit", "--address", cluster.address, "--no-upload", "--", "true")
+    (new_id,) = detached.stdout.split()
+    assert detached.returncode == 0 and f"convlstm jobs logs {new_id} --follow" in detached.stderr
+    assert str(jobsubmit.wait_until_terminal(cluster.client(), new_id)) == "SUCCEEDED"
 
 
 @pytest.mark.slow
