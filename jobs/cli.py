@@ -71,4 +71,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m jobs.cli` (how jobs run on a cluster) loads this file as __main__ and, through the
+    # commands, again as jobs.cli: call that module's main so its CommandError is the one caught.
+    from jobs.cli import main as _main
+
+    sys.exit(_main())
