@@ -5,11 +5,14 @@ The file is a plain dict loadable with `torch.load(weights_only=True)`: `model` 
 `model_spec` (`convlstm.factory.model_spec`), `task`, `data_fingerprint`, `manifest_path`,
 `config` (resolved), `metrics` (this epoch's), `best_epoch` / `best_score` (so far, by the
 monitor), `evaluation` (this epoch's validation scores, JSON-able), `preview` (uint8 frames).
+A `metrics.json` beside it holds the epoch's metrics for ranking without loading the weights.
 Storage may be a local folder or an object-store URI (via `pipelines.storage`).
 """
 from __future__ import annotations
 
 import io
+import json
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -19,6 +22,7 @@ import torch
 from pipelines import storage
 
 CHECKPOINT_FILE = "checkpoint.pt"
+METRICS_FILE = "metrics.json"
 _EPOCH_DIR = re.compile(r"^epoch_(\d{4,})$")
 
 
@@ -27,11 +31,21 @@ def epoch_dir_name(epoch: int) -> str:
     return f"epoch_{epoch:04d}"
 
 
-def save(state: dict[str, Any], directory: Path) -> Path:
+def save(state: dict[str, Any], metrics: dict[str, Any], directory: Path) -> Path:
+    """Write `checkpoint.pt` and `metrics.json` into `directory`; returns the checkpoint file."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / CHECKPOINT_FILE
     torch.save(state, path)
+    (directory / METRICS_FILE).write_text(json.dumps(metrics, indent=1, default=float) + "\n")
     return path
+
+
+def rank(metrics: dict[str, Any], monitor: str, mode: str) -> float:
+    """Sort key, lower is better: the monitored value (negated for `max`), +inf when missing or NaN."""
+    score = metrics.get(monitor)
+    if score is None or math.isnan(score):
+        return math.inf
+    return score if mode == "min" else -score
 
 
 def load(path: str) -> dict[str, Any]:
@@ -59,6 +73,22 @@ def list_epochs(storage_path: str, run_name: str) -> list[int]:
         if match:
             epochs.append(int(match.group(1)))
     return sorted(epochs)
+
+
+def best(storage_path: str, run_name: str, monitor: str, mode: str) -> str | None:
+    """Folder of the run's best surviving checkpoint by `monitor` (the earliest among equals; the
+    latest when no epoch has a value), or None when the run has none."""
+    folders = [storage.join(run_dir(storage_path, run_name), epoch_dir_name(e)) for e in list_epochs(storage_path, run_name)]
+    if not folders:
+        return None
+    ranked = [(rank(_metrics(f), monitor, mode), i) for i, f in enumerate(folders)]
+    key, index = min(ranked)
+    return folders[index] if key != math.inf else folders[-1]
+
+
+def _metrics(folder: str) -> dict[str, Any]:
+    path = storage.join(folder, METRICS_FILE)
+    return json.loads(storage.read_text(path)) if storage.exists(path) else {}
 
 
 def latest(storage_path: str, run_name: str) -> str | None:

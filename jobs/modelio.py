@@ -24,7 +24,7 @@ MODEL_CHECKPOINT = f"extra_files/{checkpoints.CHECKPOINT_FILE}"
 def load_model(ref: str, tracking_uri: str | None = None) -> tuple[torch.nn.Module, dict[str, Any]]:
     """The model (eval mode, CPU) and its info: `task`, `config`, `model_spec`, `data_fingerprint`,
     `manifest_path`, `manifest` (the dataset manifest if reachable, else None), `run_id`, `score`
-    (best validation value of `monitor`), `monitor`, `epoch`, `ref`.
+    (this checkpoint's validation value of `monitor`), `monitor`, `epoch`, `ref`.
 
     FileNotFoundError when `ref` resolves to nothing; ValueError for a malformed reference.
     """
@@ -45,6 +45,7 @@ def build_from_spec(spec: dict[str, Any]) -> torch.nn.Module:
 def lineage(state: dict[str, Any], ref: str) -> dict[str, Any]:
     from pipelines.manifest import load_manifest
 
+    monitor = state["config"]["train"]["monitor"]
     try:
         manifest = load_manifest(state["manifest_path"])
     except (FileNotFoundError, OSError, ValueError):
@@ -52,8 +53,8 @@ def lineage(state: dict[str, Any], ref: str) -> dict[str, Any]:
     return {
         "task": state["task"], "config": state["config"], "model_spec": state["model_spec"],
         "data_fingerprint": state["data_fingerprint"], "manifest_path": state["manifest_path"],
-        "manifest": manifest, "run_id": state["run_id"], "score": state["best_score"],
-        "monitor": state["config"]["train"]["monitor"], "epoch": state["epoch"], "ref": ref,
+        "manifest": manifest, "run_id": state["run_id"], "score": state["metrics"].get(monitor),
+        "monitor": monitor, "epoch": state["epoch"], "ref": ref,
     }
 
 

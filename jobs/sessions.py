@@ -9,7 +9,7 @@ uint8/int64 tensors already on the session's device; scaling to [0, 1] is the ta
 from __future__ import annotations
 
 import json
-import math
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -18,14 +18,6 @@ import numpy as np
 import torch
 
 from jobs import checkpoints
-
-METRICS_FILE = "metrics.json"
-
-
-def write_checkpoint(state: dict[str, Any], metrics: dict[str, Any], directory: Path) -> None:
-    """`checkpoint.pt` plus a human-readable `metrics.json` beside it."""
-    checkpoints.save(state, directory)
-    (directory / METRICS_FILE).write_text(json.dumps(metrics, indent=1, default=float) + "\n")
 
 
 class LocalSession:
@@ -76,26 +68,18 @@ class LocalSession:
     def report(self, metrics: dict[str, Any], state: dict[str, Any] | None, epoch: int) -> None:
         if state is None:
             return
-        write_checkpoint(state, metrics, self._run_dir / checkpoints.epoch_dir_name(epoch))
+        checkpoints.save(state, metrics, self._run_dir / checkpoints.epoch_dir_name(epoch))
         self._prune(latest=epoch)
 
     def _prune(self, latest: int) -> None:
-        """Keep the `keep` best checkpoints by the monitor (NaN last) and always the latest."""
-        scored = []
-        for folder in self._run_dir.glob("epoch_*"):
-            metrics_file = folder / METRICS_FILE
-            if not metrics_file.is_file():
-                continue
-            score = json.loads(metrics_file.read_text()).get(self._monitor, math.nan)
-            bad = score is None or math.isnan(score)
-            rank = math.inf if bad else (score if self._mode == "min" else -score)
-            scored.append((rank, folder))
-        scored.sort(key=lambda item: item[0])
-        for _, folder in scored[self._keep:]:
-            if folder.name != checkpoints.epoch_dir_name(latest):
-                for f in folder.iterdir():
-                    f.unlink()
-                folder.rmdir()
+        """Keep the `keep` best checkpoints by the monitor (NaN last, earlier first among equals)
+        and always the latest, as Ray Train's CheckpointConfig does."""
+        folders = sorted(self._run_dir.glob("epoch_*"))
+        metrics = [json.loads((f / checkpoints.METRICS_FILE).read_text()) for f in folders]
+        ranked = sorted(range(len(folders)), key=lambda i: (checkpoints.rank(metrics[i], self._monitor, self._mode), i))
+        for i in ranked[self._keep:]:
+            if folders[i].name != checkpoints.epoch_dir_name(latest):
+                shutil.rmtree(folders[i])
 
 
 def _limited(columns: dict[str, np.ndarray], limit: int | None) -> dict[str, np.ndarray]:
@@ -164,6 +148,6 @@ class RaySession:
             ray.train.report(metrics)
             return
         with tempfile.TemporaryDirectory() as folder:
-            write_checkpoint(state, metrics, Path(folder))
+            checkpoints.save(state, metrics, Path(folder))
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder),
                              checkpoint_dir_name=checkpoints.epoch_dir_name(epoch))

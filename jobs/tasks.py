@@ -78,6 +78,19 @@ class Task:
         raise NotImplementedError
 
     def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor], train: bool) -> torch.Tensor:
+        """Training loss of one batch (`train` enables augmentation)."""
+        raise NotImplementedError
+
+    def forward(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Evaluation pass: (raw model output, loss) of one batch, no augmentation."""
+        raise NotImplementedError
+
+    def score(self, accumulators: dict[str, Any], output: torch.Tensor, batch: dict[str, torch.Tensor]) -> None:
+        """Add one batch's raw model `output` against its targets to `accumulators` (`evaluator()`'s)."""
+        raise NotImplementedError
+
+    def scalars(self, results: dict[str, dict]) -> dict[str, float]:
+        """The `val_*` scalars from the accumulators' `compute()` results."""
         raise NotImplementedError
 
     def preview(self, batch: dict[str, torch.Tensor], output: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -178,12 +191,10 @@ class ClassificationTask(Task):
 
         return Evaluator(self, {"classification": ClassificationScores(len(self.class_names), self.class_names)})
 
-    @staticmethod
-    def score(accumulators, output, batch) -> None:
+    def score(self, accumulators, output, batch):
         accumulators["classification"].update(output, batch["label"])
 
-    @staticmethod
-    def scalars(results: dict) -> dict[str, float]:
+    def scalars(self, results):
         scores = results["classification"]
         return {"val_accuracy": scores["accuracy"], "val_macro_f1": scores["macro_f1"]}
 
@@ -273,7 +284,7 @@ class RadarTask(ForecastTask):
             "correlation": CorrelationScore(self.out_len),
         })
 
-    def score(self, accumulators, output, batch) -> None:
+    def score(self, accumulators, output, batch):
         from convlstm.units import scaled_pixel_to_rainrate
 
         _, target, mask = self._split(batch)
@@ -283,8 +294,7 @@ class RadarTask(ForecastTask):
         for acc in accumulators.values():
             acc.update(pred_mmh, target_mmh, mask)
 
-    @staticmethod
-    def scalars(results: dict) -> dict[str, float]:
+    def scalars(self, results):
         rain, cat = results["rainfall"], results["categorical"]
         out = {f"val_rainfall_{k}": float(rain[f"{k}_overall"]) for k in ("mse", "mae", "b_mse", "b_mae")}
         for i, threshold in enumerate(cat["thresholds"]):
@@ -302,12 +312,11 @@ class MnistTask(ForecastTask):
 
         return Evaluator(self, {"video": VideoScores(self.out_len)})
 
-    def score(self, accumulators, output, batch) -> None:
+    def score(self, accumulators, output, batch):
         _, target, _ = self._split(batch)
         accumulators["video"].update(self.probabilities(output).clamp(0, 1), target)
 
-    @staticmethod
-    def scalars(results: dict) -> dict[str, float]:
+    def scalars(self, results):
         video = results["video"]
         out = {f"val_{k}": float(video[f"{k}_overall"]) for k in ("mse", "mae", "ssim", "psnr")}
         out["val_cross_entropy"] = float(video["cross_entropy_sequence"])

@@ -78,16 +78,7 @@ def train_loop(config: dict[str, Any]) -> dict[str, Any]:
     net = session.wrap(model)  # DDP under Ray with several workers
     optimizer = build_optimizer(cfg.optim, model.parameters())
     scheduler = build_scheduler(cfg.schedule, optimizer, config["steps_per_epoch"] * cfg.train.epochs)
-    epoch, step, best_epoch, best_score = 0, 0, 0, math.nan
-    restored = session.restore()
-    if restored is None and config.get("init_weights") is not None:
-        model.load_state_dict(config["init_weights"])
-    if restored is not None:
-        model.load_state_dict(restored["model"])
-        optimizer.load_state_dict(restored["optimizer"])
-        scheduler.load_state_dict(restored["scheduler"])
-        epoch, step = restored["epoch"], restored["step"]
-        best_epoch, best_score = restored["best_epoch"], restored["best_score"]
+    epoch, step, best_epoch, best_score = _restore(session, config, model, optimizer, scheduler)
     logger = _MetricLogger(config["tracking_uri"], config["run_id"], cfg.train.log_every_steps) if rank0 else None
     amp = session.device.type == "cuda" and cfg.train.bf16
 
@@ -129,17 +120,34 @@ def train_loop(config: dict[str, Any]) -> dict[str, Any]:
         if rank0:
             state = {
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "epoch": epoch, "step": step,
-                "run_id": config["run_id"], "model_spec": spec, "task": cfg.task,
-                "data_fingerprint": config["manifest"]["fingerprint"],
-                "manifest_path": config["manifest_path"], "config": config["config"],
+                "scheduler": scheduler.state_dict(), "epoch": epoch, "step": step, "model_spec": spec,
                 "metrics": metrics, "best_epoch": best_epoch, "best_score": best_score,
-                "evaluation": evaluation, "preview": preview,
+                "evaluation": evaluation, "preview": preview, **_lineage(config),
             }
         session.report(metrics, state, epoch)
         if cfg.train.patience and epoch - best_epoch >= cfg.train.patience:
             return {"status": STATUS_EARLY_STOPPED, "epoch": epoch, "step": step}
     return {"status": STATUS_COMPLETED, "epoch": epoch, "step": step}
+
+
+def _restore(session, config: dict[str, Any], model: torch.nn.Module, optimizer, scheduler) -> tuple:
+    """Load the session's checkpoint (or the warm-start weights); returns (epoch, step, best_epoch,
+    best_score) to continue from."""
+    restored = session.restore()
+    if restored is None:
+        if config.get("init_weights") is not None:
+            model.load_state_dict(config["init_weights"])
+        return 0, 0, 0, math.nan
+    model.load_state_dict(restored["model"])
+    optimizer.load_state_dict(restored["optimizer"])
+    scheduler.load_state_dict(restored["scheduler"])
+    return restored["epoch"], restored["step"], restored["best_epoch"], restored["best_score"]
+
+
+def _lineage(config: dict[str, Any]) -> dict[str, Any]:
+    """What a checkpoint records about where it comes from (see `jobs.checkpoints`)."""
+    return {"run_id": config["run_id"], "task": config["config"]["task"], "config": config["config"],
+            "data_fingerprint": config["manifest"]["fingerprint"], "manifest_path": config["manifest_path"]}
 
 
 def _session(cfg: Config, config: dict[str, Any]) -> LocalSession | RaySession:
@@ -150,8 +158,8 @@ def _session(cfg: Config, config: dict[str, Any]) -> LocalSession | RaySession:
             batch_size=cfg.data.batch_size, val_batch_size=val_batch,
             limits=(cfg.data.limit_train, cfg.data.limit_val), storage_path=config["storage_path"],
             run_name=config["run_name"], keep=cfg.train.keep_checkpoints, monitor=cfg.train.monitor,
-            mode=cfg.train.mode, use_gpu=config["use_gpu"], shuffle=cfg.data.shuffle_buffer > 0, seed=cfg.train.seed,
-            resume_from=config["resume_from"])
+            mode=cfg.train.mode, use_gpu=config["use_gpu"], shuffle=cfg.data.shuffle_buffer > 0,
+            seed=cfg.train.seed, resume_from=config["resume_from"])
     return RaySession(batch_size=config["worker_batch_size"], val_batch_size=val_batch,
                       shuffle_buffer=cfg.data.shuffle_buffer, resume_from=config["resume_from"])
 
@@ -204,7 +212,7 @@ class _MetricLogger:
             self.flush()
 
     def epoch(self, step: int, values: dict[str, float]) -> None:
-        self._add(step, {k: v for k, v in values.items() if isinstance(v, (int, float))})
+        self._add(step, {k: v for k, v in values.items() if k != "step" and isinstance(v, (int, float))})
         self.flush()
 
     def _add(self, step: int, values: dict[str, float]) -> None:
@@ -272,7 +280,11 @@ def train(
     init_weights = _init_weights(init_from, model_spec, tracking_uri) if init_from else None
     steps_per_epoch, worker_batch = _steps_per_epoch(cfg, manifest, max(workers, 1))
     storage_path = storage_path or str(paths.outputs_dir() / "train")
-    run_name = run_name or (_newest_run(storage_path, cfg.task) if resume else None) or _new_run_name(cfg.task)
+    if resume and run_name is None:
+        run_name = _newest_run(storage_path, cfg.task)
+        if run_name is None:
+            raise FileNotFoundError(f"--resume: no {cfg.task} run with a checkpoint under {storage_path}")
+    run_name = run_name or _new_run_name(cfg.task)
     resume_from = checkpoints.latest(storage_path, run_name)
     if resume and resume_from is None:
         raise FileNotFoundError(f"--resume: run {run_name!r} has no checkpoint under {storage_path}")
@@ -420,7 +432,7 @@ def _fit_ray(loop_config: dict, cfg: Config, task: Task, workers: int, use_gpu: 
     # Every rank reads all of `val` and scores every world_size-th batch: the order must agree.
     val_options = ray.train.DataConfig.default_ingest_options()
     val_options.preserve_order = True
-    resources = {"CPU": cpus_per_worker or _default_cpus(ray, workers, use_gpu)}
+    resources = {"CPU": cpus_per_worker or default_cpus_per_worker(ray, workers, use_gpu)}
     if use_gpu:
         resources["GPU"] = 1
     trainer = TorchTrainer(
@@ -444,7 +456,7 @@ def _fit_ray(loop_config: dict, cfg: Config, task: Task, workers: int, use_gpu: 
     return result.return_value
 
 
-def _default_cpus(ray, workers: int, use_gpu: bool) -> float:
+def default_cpus_per_worker(ray, workers: int, use_gpu: bool) -> float:
     """One CPU per worker when there is room, else a share that leaves one CPU for Ray Data's
     read tasks (2 CPU workers on a 2-CPU Ray get 0.5 each)."""
     total = ray.cluster_resources().get("CPU", 1.0)
@@ -459,12 +471,12 @@ def _finish(cfg: Config, task: Task, uri: str, run_id: str, experiment_id: str, 
     from jobs.modelio import build_from_spec
 
     last = checkpoints.load(checkpoints.latest(storage_path, run_name))
-    best_dir = storage.join(checkpoints.run_dir(storage_path, run_name), checkpoints.epoch_dir_name(last["best_epoch"]))
+    best_dir = checkpoints.best(storage_path, run_name, cfg.train.monitor, cfg.train.mode)
     best = checkpoints.load(best_dir)
     model = build_from_spec(best["model_spec"])
     model.load_state_dict(best["model"])
     model.eval()
-    monitor, score = cfg.train.monitor, float(best["best_score"])
+    monitor, score = cfg.train.monitor, float(best["metrics"][cfg.train.monitor])
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         files = [_evaluation_json(best, monitor, tmp / "evaluation.json"), _learning_curve(uri, run_id, monitor, tmp)]
@@ -492,7 +504,7 @@ def _finish(cfg: Config, task: Task, uri: str, run_id: str, experiment_id: str, 
 
 
 def _evaluation_json(best: dict, monitor: str, path: Path) -> Path:
-    payload = {"epoch": best["epoch"], "step": best["step"], "monitor": monitor, "score": best["best_score"],
+    payload = {"epoch": best["epoch"], "step": best["step"], "monitor": monitor, "score": best["metrics"][monitor],
                "data_fingerprint": best["data_fingerprint"], "manifest_path": best["manifest_path"],
                "metrics": best["metrics"], "evaluation": best["evaluation"]}
     path.write_text(json.dumps(payload, indent=1, default=float) + "\n")

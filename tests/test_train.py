@@ -157,6 +157,16 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(kth_data, tmp_
     assert run.info.status == "FAILED" and "non-finite" in run.data.tags["convlstm.error"]
 
 
+def test_best_checkpoint_is_the_earliest_best_surviving_one(tmp_path):
+    for epoch, accuracy in ((1, 0.5), (2, 0.5), (3, 0.25), (4, float("nan"))):
+        checkpoints.save({"epoch": epoch}, {"val_accuracy": accuracy}, tmp_path / "run" / checkpoints.epoch_dir_name(epoch))
+    best = checkpoints.best(str(tmp_path), "run", "val_accuracy", "max")
+    assert best.endswith("epoch_0001") and checkpoints.load(best)["epoch"] == 1
+    assert checkpoints.best(str(tmp_path), "run", "val_accuracy", "min").endswith("epoch_0003")
+    assert checkpoints.best(str(tmp_path), "run", "val_loss", "min").endswith("epoch_0004")  # no values: latest
+    assert checkpoints.best(str(tmp_path), "nothing", "val_accuracy", "max") is None
+
+
 @pytest.mark.parametrize("task, overrides, match", [
     ("mnist", [], "--data holds a 'kth' dataset"),
     ("kth", ["train.monitor=val_nope"], "^train.monitor"),
