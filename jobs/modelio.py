@@ -78,11 +78,8 @@ def _from_mlflow(uri: str, tracking_uri: str | None) -> dict[str, Any]:
     import mlflow.artifacts
     from mlflow.exceptions import MlflowException
 
-    resolved = tracking.resolve_uri(tracking_uri)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, tracking.fluent(tracking_uri) as resolved:
         try:
-            mlflow.set_tracking_uri(resolved)
-            mlflow.set_registry_uri(resolved)
             local = mlflow.artifacts.download_artifacts(f"{uri.rstrip('/')}/{MODEL_CHECKPOINT}", dst_path=tmp)
         except MlflowException as exc:
             raise FileNotFoundError(f"cannot load {uri} from {resolved}: {exc.message}") from None

@@ -8,11 +8,13 @@ run the driver created; model logging uses the fluent API inside `mlflow.start_r
 from __future__ import annotations
 
 import importlib.metadata as md
+import os
 import subprocess
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from jobs import paths
 
@@ -31,6 +33,25 @@ def client(tracking_uri: str | None = None):
 
     uri = resolve_uri(tracking_uri)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+@contextmanager
+def fluent(tracking_uri: str | None) -> Iterator[str]:
+    """Aim MLflow's fluent API (`mlflow.start_run`, `log_model`, `register_model`; the registry
+    follows the tracking URI) at `tracking_uri` for the block, then restore the process state:
+    `mlflow.set_tracking_uri` also exports MLFLOW_TRACKING_URI, which would otherwise redirect
+    every later default-store call of this process."""
+    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
+    saved = os.environ.get("MLFLOW_TRACKING_URI")
+    try:
+        with _use_tracking_uri(resolve_uri(tracking_uri)):
+            yield resolve_uri(tracking_uri)
+    finally:
+        if saved is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = saved
 
 
 def _is_local_store(uri: str) -> bool:
@@ -177,10 +198,8 @@ def log_and_register_model(
     import mlflow.pytorch
     from mlflow.models import infer_signature
 
-    mlflow.set_tracking_uri(resolve_uri(tracking_uri))
-    mlflow.set_registry_uri(resolve_uri(tracking_uri))
     signature = infer_signature(example, output)
-    with mlflow.start_run(run_id=run_id):
+    with fluent(tracking_uri), mlflow.start_run(run_id=run_id):
         info = mlflow.pytorch.log_model(
             pytorch_model=model,
             name="model",
@@ -190,10 +209,10 @@ def log_and_register_model(
             pip_requirements=[f"torch=={md.version('torch')}", f"numpy=={md.version('numpy')}"],
             extra_files=[str(f) for f in extra_files],
         )
-    if not registered_name:
-        return None
+        if not registered_name:
+            return None
+        version = mlflow.register_model(info.model_uri, registered_name, tags=version_tags).version
     c = client(tracking_uri)
-    version = mlflow.register_model(info.model_uri, registered_name, tags=version_tags).version
     c.update_model_version(registered_name, version, description=description)
     aliases = c.get_registered_model(registered_name).aliases
     alias = CHALLENGER if CHAMPION in aliases else CHAMPION

@@ -48,9 +48,9 @@ def test_logged_model_reloads_at_any_batch_size(trained):
     import mlflow.pytorch
 
     model, info = load_model(trained.model_uri)
-    mlflow.set_tracking_uri(tracking.resolve_uri(None))
-    logged = mlflow.pytorch.load_model(trained.model_uri)
-    mlflow_model = mlflow.models.get_model_info(trained.model_uri)
+    with tracking.fluent(None):
+        logged = mlflow.pytorch.load_model(trained.model_uri)
+        mlflow_model = mlflow.models.get_model_info(trained.model_uri)
     assert tuple(mlflow_model.signature.inputs.to_dict()[0]["tensor-spec"]["shape"]) == (-1, IN_LEN, 1, SIZE, SIZE)
     for batch in (1, 3):  # the input example has batch 1
         x = torch.rand(batch, IN_LEN, 1, SIZE, SIZE)
@@ -155,7 +155,7 @@ def test_run_against_a_tracking_server(mnist_data, mlflow_server, tmp_path):
     model, info = load_model(summary.model_uri, tracking_uri=uri)
     assert info["run_id"] == summary.run_id
     assert np.isfinite(model(torch.zeros(1, IN_LEN, 1, SIZE, SIZE)).detach().numpy()).all()
-    assert _run_count(None) == local_runs_before
+    assert _run_count(None) == local_runs_before and "MLFLOW_TRACKING_URI" not in os.environ
 
 
 def _run_count(uri: str | None) -> int:
