@@ -81,6 +81,7 @@ class DataConfig:
     limit_train: int | None = field(default=None, metadata=_check(ge=1))
     limit_val: int | None = field(default=None, metadata=_check(ge=1))
     in_len: int | None = field(default=None, metadata=_check(ge=1))
+    materialize_mb: float = field(default=256.0, metadata=_check(ge=0))
 
 
 @dataclass

@@ -19,6 +19,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from jobs import checkpoints, paths, plots, tracking
@@ -428,7 +429,10 @@ def _fit_ray(loop_config: dict, cfg: Config, task: Task, workers: int, use_gpu: 
     for name, split, limit in (("train", cfg.data.train_split, cfg.data.limit_train),
                                ("val", cfg.data.val_split, cfg.data.limit_val)):
         ds = read_dataset(loop_config["data"], split, columns=task.columns)
-        datasets[name] = ds.limit(limit) if limit else ds
+        ds = ds.limit(limit) if limit else ds
+        rows = min(loop_config["manifest"]["splits"][split]["count"], limit or math.inf)
+        small = rows * _window_bytes(loop_config["manifest"], task.columns) <= cfg.data.materialize_mb * 2**20
+        datasets[name] = ds.materialize() if small else ds
     # Every rank reads all of `val` and scores every world_size-th batch: the order must agree.
     val_options = ray.train.DataConfig.default_ingest_options()
     val_options.preserve_order = True
@@ -454,6 +458,12 @@ def _fit_ray(loop_config: dict, cfg: Config, task: Task, workers: int, use_gpu: 
     except ray.train.TrainingFailedError as exc:
         raise CommandError(f"training failed: {exc}") from exc
     return result.return_value
+
+
+def _window_bytes(manifest: dict, columns: list[str]) -> int:
+    """Bytes of one window's `columns` as stored (tensor columns by shape and dtype)."""
+    schema = manifest["schema"]
+    return sum(math.prod(schema[c]["shape"]) * np.dtype(schema[c]["dtype"]).itemsize for c in columns)
 
 
 def default_cpus_per_worker(ray, workers: int, use_gpu: bool) -> float:
