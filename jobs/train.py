@@ -273,6 +273,8 @@ def train(
         raise ValueError(f"workers must be >= 0, got {workers}")
     if cpus_per_worker is not None and cpus_per_worker <= 0:
         raise ValueError(f"cpus_per_worker must be > 0, got {cpus_per_worker}")
+    if workers == 0 and storage_path and storage.is_remote(storage_path):
+        raise ValueError(f"storage_path {storage_path}: object-store checkpoints need Ray workers (workers >= 1)")
     manifest = load_manifest(data)
     cfg = get_task(cfg, manifest).with_data_params()
     task = get_task(cfg, manifest)
@@ -281,6 +283,8 @@ def train(
     init_weights = _init_weights(init_from, model_spec, tracking_uri) if init_from else None
     steps_per_epoch, worker_batch = _steps_per_epoch(cfg, manifest, max(workers, 1))
     storage_path = storage_path or str(paths.outputs_dir() / "train")
+    if not storage.is_remote(storage_path):
+        storage_path = os.path.abspath(storage_path)  # Ray Train wants absolute local paths
     if resume and run_name is None:
         run_name = _newest_run(storage_path, cfg.task)
         if run_name is None:

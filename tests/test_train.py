@@ -108,7 +108,7 @@ def test_ddp_validation_equals_a_single_process_evaluation(ddp_run, kth_data):
 
 
 def test_second_run_registers_challenger(ddp_run, kth_data, tmp_path):
-    cfg = load_config("kth-tiny", "kth", [f"registry.name={REGISTERED}", "train.epochs=1"])
+    cfg = load_config("kth-tiny", "kth", [f"registry.name={REGISTERED}", "train.epochs=1", "train.grad_clip=1.0"])
     summary = train(cfg, kth_data, workers=0, storage_path=str(tmp_path), run_name="kth-second")
     assert (summary.alias, summary.model_version) == ("challenger", "2")
     client = tracking.client()
