@@ -73,6 +73,7 @@ def test_per_layer_kernels_and_channels():
     assert [c.weight_x.shape[1:] for c in stack.cells] == [(3, 5, 5), (8, 3, 5), (4, 1, 1)]
     assert [c.weight_h.shape[1:] for c in stack.cells] == [(8, 1, 3), (4, 3, 3), (2, 1, 1)]
     assert len(ConvLSTM(1, 4, 3, num_layers=3).cells) == 3
+    assert [c.hidden_channels for c in ConvLSTM(1, (4, 2), (3, 5)).cells] == [4, 2]  # a tuple kernel is one pair
     (out,), _ = stack(clip(channels=3))
     assert out.shape == (2, 5, 2, 7, 6)
 
