@@ -39,6 +39,7 @@ def run(args: argparse.Namespace) -> int:
     plan = DemoPlan(root=(args.out or paths.outputs_dir() / "demo").resolve(), radar_src=radar_src,
                     workers=args.workers, address=args.address, tracking_uri=tracking_uri)
     plan.root.mkdir(parents=True, exist_ok=True)
+    _start_ray_quietly(args.address)
     results = run_demo(plan)
     print()
     print(summary_table(results))
@@ -50,6 +51,19 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(f"browse the runs at {tracking_uri}")
     return 0
+
+
+def _start_ray_quietly(address: str | None) -> None:
+    """Start (or connect to) Ray now, then lower Ray Data's log level, which Ray sets at start-up."""
+    import logging
+
+    from pipelines.ray_session import init_ray
+
+    init_ray(address)
+    import ray.data  # noqa: F401  (configures its loggers on import)
+
+    for name in ("ray", "ray.data", "ray.train"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def _quiet() -> None:
