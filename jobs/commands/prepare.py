@@ -35,7 +35,8 @@ def _usage(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     return 2
 
 
-def _common(p: argparse.ArgumentParser) -> None:
+def common_arguments(p: argparse.ArgumentParser) -> None:
+    """--out, --overwrite and --address, shared by every `prepare` dataset."""
     p.add_argument("--out", help="dataset folder or s3:// URI to publish (required)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing dataset at --out (the old one stays until the new one is complete)")
@@ -49,7 +50,7 @@ def _register_kth(kinds: argparse._SubParsersAction) -> None:
                     "windows of --frame-len frames every --stride frames, resized to --size with INTER_AREA. "
                     "Unusable videos are rejected with a reason and the job goes on.")
     p.add_argument("--src", help="folder holding the KTH videos (required)")
-    _common(p)
+    common_arguments(p)
     p.add_argument("--split", default="official",
                    help="person split: official (Schuldt 2004), tutorial (PyTorch tutorial), openstl "
                         "(train 1-16, test 17-25), or a JSON file {split: [person ids]} (default: official)")
@@ -70,7 +71,7 @@ def _register_mnist(kinds: argparse._SubParsersAction) -> None:
         description="Generate Moving MNIST (Srivastava et al. 2015): digits from a fixed subset of the MNIST "
                     "file bounce inside a square canvas; reproducible by --seed.")
     p.add_argument("--mnist", help="MNIST images, IDX3 format, .gz or raw (required)")
-    _common(p)
+    common_arguments(p)
     p.add_argument("--counts", default="10000,2000,3000", help="sequences per split train,val,test (default: 10000,2000,3000)")
     p.add_argument("--digits", type=int, default=2, help="digits per sequence (default: 2)")
     p.add_argument("--size", type=int, default=64, help="canvas side in pixels (default: 64)")
@@ -80,7 +81,8 @@ def _register_mnist(kinds: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_mnist)
 
 
-def _required(args: argparse.Namespace, *names: str) -> None:
+def require(args: argparse.Namespace, *names: str) -> None:
+    """ValueError `--NAME is required` for the first of `names` left unset."""
     for name in names:
         if not getattr(args, name):
             raise ValueError(f"--{name} is required")
@@ -91,7 +93,7 @@ def run_kth(args: argparse.Namespace) -> int:
     from pipelines.kth import KthOptions, prepare_kth
     from pipelines.radar.preprocess import parse_hw
 
-    _required(args, "src", "out")
+    require(args, "src", "out")
     options = KthOptions(frame_len=args.frame_len, stride=args.stride, size=parse_hw(args.size, "--size"),
                          color=args.color, split=args.split, sequences=args.sequences)
     try:
@@ -106,7 +108,7 @@ def run_kth(args: argparse.Namespace) -> int:
 def run_mnist(args: argparse.Namespace) -> int:
     from pipelines.mnist import MnistOptions, prepare_mnist
 
-    _required(args, "mnist", "out")
+    require(args, "mnist", "out")
     try:
         counts = tuple(int(c) for c in args.counts.split(","))
     except ValueError:

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from jobs.cli import CommandError
-from jobs.commands.prepare import summary
+from jobs.commands.prepare import common_arguments, require, summary
 from pipelines.radar.days import SPLIT_MODES
 from pipelines.radar.formats import FORMATS
 from pipelines.radar.preprocess import parse_hw
@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--src", help="folder or .tar/.tar.gz/.zip archive of frames (required)")
     p.add_argument("--format", default="auto", metavar="|".join([*FORMATS, "auto"]),
                    help="input format; auto detects it from the file names (default: auto)")
-    p.add_argument("--out", help="dataset folder or s3:// URI to publish (required)")
+    common_arguments(p)
     p.add_argument("--in-len", type=int, default=5, help="input frames per window (default: 5)")
     p.add_argument("--out-len", type=int, default=15, help="target frames per window (default: 15)")
     p.add_argument("--stride", type=int, default=1, help="frames between window starts (default: 1)")
@@ -43,9 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--test-fraction", type=float, default=0.1,
                    help="share of days (--split days) or of frames (--split time) for test (default: 0.1)")
     p.add_argument("--strict", action="store_true", help="fail (exit 1, nothing published) if any input is rejected")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing dataset at --out")
     p.add_argument("--incremental", action="store_true", help="decode only days/blocks not in the existing dataset")
-    p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS or a local Ray)")
     p.set_defaults(func=run)
 
 
@@ -53,9 +51,7 @@ def run(args: argparse.Namespace) -> int:
     from pipelines.job import RejectedSourcesError
     from pipelines.radar.prepare import RadarOptions, prepare_radar
 
-    for flag, value in (("--src", args.src), ("--out", args.out)):
-        if not value:
-            raise ValueError(f"{flag} is required")
+    require(args, "src", "out")
     options = RadarOptions(
         in_len=args.in_len, out_len=args.out_len, stride=args.stride, size=parse_hw(args.size, "--size"),
         crop=parse_hw(args.crop, "--crop") if args.crop else None, split=args.split,
