@@ -20,7 +20,8 @@ TASKS = ("kth", "radar", "mnist")
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 
-def _check(gt: float | None = None, ge: float | None = None, le: float | None = None) -> dict:
+def bounds(gt: float | None = None, ge: float | None = None, le: float | None = None) -> dict:
+    """Field metadata: the value must be > gt, >= ge and <= le (None = no bound); checked on load."""
     return {"gt": gt, "ge": ge, "le": le}
 
 
@@ -46,12 +47,12 @@ class OptimConfig:
     """Optimizer. `alpha` is RMSProp's decay (smoothing constant); `betas` are Adam's."""
 
     name: Literal["adam", "adamw", "rmsprop", "sgd"] = "adam"
-    lr: float = field(default=1e-3, metadata=_check(gt=0))
-    weight_decay: float = field(default=0.0, metadata=_check(ge=0))
-    alpha: float = field(default=0.99, metadata=_check(gt=0, le=1))
-    momentum: float = field(default=0.0, metadata=_check(ge=0))
+    lr: float = field(default=1e-3, metadata=bounds(gt=0))
+    weight_decay: float = field(default=0.0, metadata=bounds(ge=0))
+    alpha: float = field(default=0.99, metadata=bounds(gt=0, le=1))
+    momentum: float = field(default=0.0, metadata=bounds(ge=0))
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    eps: float = field(default=1e-8, metadata=_check(gt=0))
+    eps: float = field(default=1e-8, metadata=bounds(gt=0))
 
 
 @dataclass
@@ -60,8 +61,8 @@ class ScheduleConfig:
     then `num_cycles` cosine waves to the last step (HF get_cosine_schedule_with_warmup)."""
 
     name: Literal["constant", "cosine_warmup"] = "constant"
-    warmup_steps: int = field(default=0, metadata=_check(ge=0))
-    num_cycles: float = field(default=0.5, metadata=_check(gt=0))
+    warmup_steps: int = field(default=0, metadata=bounds(ge=0))
+    num_cycles: float = field(default=0.5, metadata=bounds(gt=0))
 
 
 @dataclass
@@ -72,16 +73,16 @@ class DataConfig:
     of that many rows; a full permutation without Ray). Forecasting: the first `in_len` frames of a window are the input, the rest the target
     (None = the manifest's `in_len`, else half the window)."""
 
-    batch_size: int = field(default=32, metadata=_check(ge=1))
-    val_batch_size: int | None = field(default=None, metadata=_check(ge=1))
+    batch_size: int = field(default=32, metadata=bounds(ge=1))
+    val_batch_size: int | None = field(default=None, metadata=bounds(ge=1))
     hflip: bool = False
-    shuffle_buffer: int = field(default=0, metadata=_check(ge=0))
+    shuffle_buffer: int = field(default=0, metadata=bounds(ge=0))
     train_split: str = "train"
     val_split: str = "val"
-    limit_train: int | None = field(default=None, metadata=_check(ge=1))
-    limit_val: int | None = field(default=None, metadata=_check(ge=1))
-    in_len: int | None = field(default=None, metadata=_check(ge=1))
-    materialize_mb: float = field(default=256.0, metadata=_check(ge=0))
+    limit_train: int | None = field(default=None, metadata=bounds(ge=1))
+    limit_val: int | None = field(default=None, metadata=bounds(ge=1))
+    in_len: int | None = field(default=None, metadata=bounds(ge=1))
+    materialize_mb: float = field(default=256.0, metadata=bounds(ge=0))
 
 
 @dataclass
@@ -91,15 +92,15 @@ class TrainConfig:
     global gradient norm (None = off); `keep_checkpoints` top-k by `monitor` (the latest is
     always kept); `max_failures` worker-group restarts from the last checkpoint."""
 
-    epochs: int = field(default=1, metadata=_check(ge=1))
+    epochs: int = field(default=1, metadata=bounds(ge=1))
     monitor: str = "val_loss"
     mode: Literal["min", "max"] = "min"
-    patience: int | None = field(default=None, metadata=_check(ge=1))
-    grad_clip: float | None = field(default=None, metadata=_check(gt=0))
-    keep_checkpoints: int = field(default=2, metadata=_check(ge=1))
-    max_failures: int = field(default=0, metadata=_check(ge=-1))
+    patience: int | None = field(default=None, metadata=bounds(ge=1))
+    grad_clip: float | None = field(default=None, metadata=bounds(gt=0))
+    keep_checkpoints: int = field(default=2, metadata=bounds(ge=1))
+    max_failures: int = field(default=0, metadata=bounds(ge=-1))
     seed: int = 0
-    log_every_steps: int = field(default=10, metadata=_check(ge=1))
+    log_every_steps: int = field(default=10, metadata=bounds(ge=1))
     bf16: bool = True
 
 
@@ -186,10 +187,11 @@ def _set_dotted(raw: dict, key: str, value: Any) -> None:
 
 def from_dict(raw: dict[str, Any]) -> Config:
     """Build and validate a Config from plain data (a parsed YAML, or `Config.to_dict()`)."""
-    return _build(Config, raw, "")
+    return build_dataclass(Config, raw, "")
 
 
-def _build(cls: type, raw: Any, prefix: str):
+def build_dataclass(cls: type, raw: Any, prefix: str):
+    """`cls` from a mapping, recursively, with typed values and bounds; ValueError names `prefix.key`."""
     if not isinstance(raw, dict):
         raise ValueError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {raw!r}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -206,7 +208,7 @@ def _build(cls: type, raw: Any, prefix: str):
             continue
         hint = hints[name]
         if dataclasses.is_dataclass(hint):
-            values[name] = _build(hint, raw[name], f"{key}.")
+            values[name] = build_dataclass(hint, raw[name], f"{key}.")
         else:
             values[name] = _coerce(raw[name], hint, key)
             _check_range(values[name], f.metadata, key)

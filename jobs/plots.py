@@ -8,7 +8,8 @@ from typing import Sequence
 import numpy as np
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot on the headless Agg backend."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -20,7 +21,7 @@ def _pyplot():
 def learning_curve(series: dict[str, Sequence[tuple[int, float]]], path: Path, title: str = "") -> Path:
     """One panel per metric: `series` maps a metric name to `[(step, value), ...]` (optimizer steps
     on the x axis). Empty series are skipped; returns `path`."""
-    plt = _pyplot()
+    plt = pyplot()
     shown = {k: v for k, v in series.items() if v}
     fig, axes = plt.subplots(1, max(len(shown), 1), figsize=(4.5 * max(len(shown), 1), 3.4), squeeze=False)
     for ax, (name, points) in zip(axes[0], shown.items()):
@@ -39,7 +40,7 @@ def learning_curve(series: dict[str, Sequence[tuple[int, float]]], path: Path, t
 
 def confusion_matrix(matrix: np.ndarray, class_names: Sequence[str], path: Path, title: str = "") -> Path:
     """Counts `[n, n]` (rows = true class, columns = predicted) with row-normalised colours."""
-    plt = _pyplot()
+    plt = pyplot()
     matrix = np.asarray(matrix)
     rows = matrix.sum(axis=1, keepdims=True)
     share = np.divide(matrix, rows, out=np.zeros(matrix.shape), where=rows > 0)
@@ -64,7 +65,7 @@ def confusion_matrix(matrix: np.ndarray, class_names: Sequence[str], path: Path,
 def frame_strip(rows: dict[str, np.ndarray], path: Path, title: str = "", cmap: str = "gray") -> Path:
     """One row of frames per entry (e.g. input, target, forecast); each array is `[T, H, W]` or
     `[T, 1, H, W]` in [0, 1]. Rows may differ in length; the grid is as wide as the longest."""
-    plt = _pyplot()
+    plt = pyplot()
     frames = {name: np.asarray(a).reshape(len(a), *np.asarray(a).shape[-2:]) for name, a in rows.items()}
     cols = max(len(a) for a in frames.values())
     fig, axes = plt.subplots(len(frames), cols, figsize=(1.3 * cols, 1.4 * len(frames)), squeeze=False)

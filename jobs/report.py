@@ -188,7 +188,7 @@ def plot_lead_times(result: dict, out_dir: Path) -> list[Path]:
 
 def _lead_grid(result: dict, grid: list[list[str]], path: Path) -> Path:
     """One panel per metric key (rows x columns as in `grid`), one line per method."""
-    plt = plots._pyplot()
+    plt = plots.pyplot()
     step_min = result["protocol"].get("time_step_s", 0) / 60
     rows, cols = len(grid), max(len(row) for row in grid)
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows), squeeze=False)

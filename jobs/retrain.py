@@ -25,7 +25,7 @@ from typing import Any, Callable, Literal
 import yaml
 
 from jobs import paths, tracking
-from jobs.config import _build, _check, load_config
+from jobs.config import bounds, build_dataclass, load_config
 from jobs.locks import RetrainLock, lock_uri_for
 
 TASKS = ("kth", "radar", "mnist")
@@ -49,13 +49,13 @@ class RetrainConfig:
 
     train_config: str | None = None
     train_overrides: list[str] = field(default_factory=list)
-    workers: int = field(default=1, metadata=_check(ge=0))
+    workers: int = field(default=1, metadata=bounds(ge=0))
     init: Literal["warm-start", "from-scratch"] = "warm-start"
     metric: str | None = None
-    margin: float = field(default=0.0, metadata=_check(ge=0))
+    margin: float = field(default=0.0, metadata=bounds(ge=0))
     split: str = "test"
     prepare: dict[str, Any] = field(default_factory=dict)
-    lock_ttl_s: float = field(default=6 * 3600.0, metadata=_check(gt=0))
+    lock_ttl_s: float = field(default=6 * 3600.0, metadata=bounds(gt=0))
 
 
 def load_retrain_config(path: str | Path | None = None, **overrides: Any) -> RetrainConfig:
@@ -69,7 +69,7 @@ def load_retrain_config(path: str | Path | None = None, **overrides: Any) -> Ret
         if not isinstance(raw, dict):
             raise ValueError(f"--config {path}: top level must be a mapping")
     raw.update({k: v for k, v in overrides.items() if v is not None})
-    return _build(RetrainConfig, raw, "")
+    return build_dataclass(RetrainConfig, raw, "")
 
 
 @dataclass(frozen=True)
