@@ -1,18 +1,28 @@
 """ConvLSTM model library (Shi et al. 2015): cells, stacks, networks, tutorial interop, losses, factory.
 
 `convlstm.metrics`, `convlstm.baselines` and `convlstm.units` are imported by their module paths.
+The names below load on first use, so `import convlstm.units` (numpy only) does not import torch:
+the CLI starts without paying for it.
 """
-from convlstm.cell import ConvLSTMCell, LSTMPointwise
-from convlstm.factory import MODELS, build_model, model_spec
-from convlstm.interop import classifier_from_tutorial, stack_from_tutorial, to_tutorial_state_dict
-from convlstm.losses import (balanced_mae, balanced_mse, bce_loss, hko_balance_weights, mae_loss, mse_loss)
-from convlstm.networks import ConvLSTMClassifier, EncoderForecaster, FCLSTM, depth_to_space, space_to_depth
-from convlstm.stack import ConvLSTM
+from importlib import import_module
 
-__all__ = [
-    "ConvLSTMCell", "LSTMPointwise", "ConvLSTM",
-    "EncoderForecaster", "FCLSTM", "ConvLSTMClassifier", "space_to_depth", "depth_to_space",
-    "stack_from_tutorial", "classifier_from_tutorial", "to_tutorial_state_dict",
-    "bce_loss", "mse_loss", "mae_loss", "balanced_mse", "balanced_mae", "hko_balance_weights",
-    "MODELS", "build_model", "model_spec",
-]
+_EXPORTS = {
+    "convlstm.cell": ("ConvLSTMCell", "LSTMPointwise"),
+    "convlstm.factory": ("MODELS", "build_model", "model_spec"),
+    "convlstm.interop": ("classifier_from_tutorial", "stack_from_tutorial", "to_tutorial_state_dict"),
+    "convlstm.losses": ("balanced_mae", "balanced_mse", "bce_loss", "hko_balance_weights", "mae_loss", "mse_loss"),
+    "convlstm.networks": ("ConvLSTMClassifier", "EncoderForecaster", "FCLSTM", "depth_to_space", "space_to_depth"),
+    "convlstm.stack": ("ConvLSTM",),
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str):
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module 'convlstm' has no attribute {name!r}")
+    return getattr(import_module(_MODULE_OF[name]), name)
+
+
+def __dir__():
+    return __all__
