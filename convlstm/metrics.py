@@ -121,6 +121,25 @@ def _skill_scores(hits: np.ndarray, misses: np.ndarray, false_alarms: np.ndarray
     }
 
 
+class _PerLeadTime(_Accumulator):
+    """An accumulator of float sums (`_SUMS`) and integer counts (`_COUNTS`), one of each per lead time."""
+
+    _SUMS: tuple[str, ...] = ()
+    _COUNTS: tuple[str, ...] = ()
+
+    def __init__(self, lead_times: int) -> None:
+        self.lead_times = positive_int(lead_times, "lead_times")
+        super().__init__()
+
+    def _config(self) -> tuple:
+        return (self.lead_times,)
+
+    def _empty_state(self) -> dict[str, np.ndarray]:
+        state = {key: np.zeros(self.lead_times) for key in self._SUMS}
+        state.update({key: np.zeros(self.lead_times, dtype=np.int64) for key in self._COUNTS})
+        return state
+
+
 class CategoricalScores(_Accumulator):
     """Contingency table per threshold and lead time -> CSI, FAR, POD, HSS.
 
@@ -169,22 +188,15 @@ class CategoricalScores(_Accumulator):
                 **{f"{name}_overall": value for name, value in overall.items()}}
 
 
-class CorrelationScore(_Accumulator):
+class CorrelationScore(_PerLeadTime):
     """The ConvLSTM paper's correlation Σ P·T / sqrt(Σ P² · Σ T² + 1e-9) per frame, averaged over frames.
 
     A frame is one (sample, lead time) pair; the sums run over its valid pixels of all channels.
     Returns `correlation` `[T]` and `correlation_overall` (mean over every frame).
     """
 
-    def __init__(self, lead_times: int) -> None:
-        self.lead_times = positive_int(lead_times, "lead_times")
-        super().__init__()
-
-    def _config(self) -> tuple:
-        return (self.lead_times,)
-
-    def _empty_state(self) -> dict[str, np.ndarray]:
-        return {"correlation_sum": np.zeros(self.lead_times), "frames": np.zeros(self.lead_times, dtype=np.int64)}
+    _SUMS = ("correlation_sum",)
+    _COUNTS = ("frames",)
 
     def update(self, pred: Any, target: Any, mask: Any = None) -> None:
         """Accumulate one batch: pred, target (and mask) `[B, T, C, H, W]`."""
@@ -210,7 +222,7 @@ def balancing_weights(rain_mmh: np.ndarray) -> np.ndarray:
     return np.asarray(BALANCING_WEIGHTS)[bins]
 
 
-class RainfallErrors(_Accumulator):
+class RainfallErrors(_PerLeadTime):
     """Rainfall MSE/MAE (mm/h) and HKO-7's balanced B-MSE/B-MAE per lead time.
 
     Inputs are rain rates in mm/h (HKO-7 model outputs convert with
@@ -222,19 +234,7 @@ class RainfallErrors(_Accumulator):
     """
 
     _SUMS = ("squared_error_sum", "absolute_error_sum", "balanced_squared_sum", "balanced_absolute_sum")
-
-    def __init__(self, lead_times: int) -> None:
-        self.lead_times = positive_int(lead_times, "lead_times")
-        super().__init__()
-
-    def _config(self) -> tuple:
-        return (self.lead_times,)
-
-    def _empty_state(self) -> dict[str, np.ndarray]:
-        state = {key: np.zeros(self.lead_times) for key in self._SUMS}
-        state["pixels"] = np.zeros(self.lead_times, dtype=np.int64)
-        state["frames"] = np.zeros(self.lead_times, dtype=np.int64)
-        return state
+    _COUNTS = ("pixels", "frames")
 
     def update(self, pred: Any, target: Any, mask: Any = None) -> None:
         """Accumulate one batch of rain rates (mm/h): pred, target (and mask) `[B, T, C, H, W]`."""
@@ -285,7 +285,7 @@ def ssim_map(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
     return ((2 * mu_p * mu_t + c1) * (2 * cov + c2)) / ((mu_p**2 + mu_t**2 + c1) * (var_p + var_t + c2))
 
 
-class VideoScores(_Accumulator):
+class VideoScores(_PerLeadTime):
     """Video prediction scores on [0, 1] data, per frame and averaged over frames (OpenSTL's reporting).
 
     `mse`/`mae`: squared/absolute error summed over a frame's valid pixels (all channels).
@@ -297,19 +297,7 @@ class VideoScores(_Accumulator):
     """
 
     _SUMS = ("squared_error_sum", "absolute_error_sum", "psnr_sum", "ssim_sum", "cross_entropy_sum")
-
-    def __init__(self, lead_times: int) -> None:
-        self.lead_times = positive_int(lead_times, "lead_times")
-        super().__init__()
-
-    def _config(self) -> tuple:
-        return (self.lead_times,)
-
-    def _empty_state(self) -> dict[str, np.ndarray]:
-        state = {key: np.zeros(self.lead_times) for key in self._SUMS}
-        state["frames"] = np.zeros(self.lead_times, dtype=np.int64)
-        state["ssim_frames"] = np.zeros(self.lead_times, dtype=np.int64)
-        return state
+    _COUNTS = ("frames", "ssim_frames")
 
     def update(self, pred: Any, target: Any, mask: Any = None) -> None:
         """Accumulate one batch: pred, target (and mask) `[B, T, C, H, W]` in [0, 1]."""
