@@ -14,7 +14,7 @@ import pickle
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -74,7 +74,7 @@ def run_prepare(*, task: str, sources: list[Source], windows_fn: WindowsFn, out:
                 schema: dict, extra: dict | None = None, rejected: list[dict] | None = None,
                 members: dict[str, list] | None = None, overwrite: bool = False,
                 incremental: bool = False, strict: bool = False, address: str | None = None,
-                progress: bool = True) -> dict:
+                progress: bool = True, protect: Sequence[str] = ()) -> dict:
     """Decode `sources` into window shards at `out` and publish them; returns the manifest.
 
     `schema`: {column: {shape, dtype, ...}} (shape without the row axis; dtype numpy name or "str";
@@ -84,12 +84,13 @@ def run_prepare(*, task: str, sources: list[Source], windows_fn: WindowsFn, out:
     `incremental`: decode only sources not yet in the existing manifest and append their windows.
     `strict`: any rejection raises RejectedSourcesError and nothing is published.
     `extra`: task-specific top-level manifest keys (radar: time_step_s, grid, encoding, gaps).
+    `protect`: the user's input paths; `out` may not overlap them (pipelines.publish.check_target).
     """
     _check_args(task, sources, schema)
     rejected = [dict(r) for r in rejected or []]
     if strict and rejected:
         raise _strict_error(rejected)
-    with staging(out, overwrite=overwrite, incremental=incremental) as stage:
+    with staging(out, overwrite=overwrite, incremental=incremental, protect=protect) as stage:
         previous = stage.previous
         if previous is not None:
             _check_compatible(previous, task=task, params=params, schema=schema, members=members)

@@ -136,7 +136,7 @@ def prepare_kth(src: str | Path, out: str, options: KthOptions = KthOptions(), *
     return run_prepare(task=TASK, sources=sources, windows_fn=partial(video_windows, options=options),
                        out=out, params=params(options), schema=schema(options), rejected=rejected,
                        members=split, overwrite=overwrite, incremental=incremental, strict=strict,
-                       address=address, progress=progress)
+                       address=address, progress=progress, protect=[str(src)])
 
 
 def video_windows(source: Source, *, options: KthOptions) -> Iterator[dict]:

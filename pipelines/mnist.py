@@ -137,5 +137,5 @@ def prepare_mnist(mnist: str | Path, out: str, options: MnistOptions = MnistOpti
                        out=out, params=params, schema=schema(options),
                        extra={"subset_indices": subset.tolist()},
                        members={split: [s.name for s in sources if s.split == split] for split in SPLITS},
-                       overwrite=overwrite,
+                       overwrite=overwrite, protect=[str(mnist)],
                        address=address, progress=progress)

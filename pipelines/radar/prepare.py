@@ -103,7 +103,8 @@ def prepare_radar(src: Path, out: str, fmt: str = "auto", options: RadarOptions 
                            params=_params(radar, options, days), schema=schema(options),
                            extra=_extra(radar, step, grid, options, find_gaps(times, step)),
                            rejected=rejected, overwrite=overwrite, incremental=incremental,
-                           strict=strict, address=address, progress=progress)
+                           strict=strict, address=address, progress=progress,
+                           protect=[str(src)])
 
 
 def unit_windows(source: Source) -> Iterator[dict]:
