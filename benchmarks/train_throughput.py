@@ -1,7 +1,7 @@
 """Training throughput: samples/s of `convlstm train`'s loop and of its Ray Data feed alone.
 
 Shards: synthetic KTH-style videos (`pipelines.synthetic`) through the real `prepare_kth`, 15-frame
-grey windows at 60x80 (the tutorial's input). Training: `jobs.train.train` with the `kth-tiny`
+grey windows at 60x80 (the tutorial's input). Training: `jobs.training.driver.train` with the `kth-tiny`
 config (one 8-channel ConvLSTM layer, global batch 8), in one process without Ray (`workers=0`,
 reference) and on 1 and 2 Ray Train CPU workers (gloo DDP, the CPU share `train` picks), with the
 train split either materialized in the object store once (`train`'s default for small splits) or
@@ -98,7 +98,7 @@ def feed_rate(data: str, cfg, workers: int, epochs: int, materialize: bool) -> l
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    from jobs.train import default_cpus_per_worker
+    from jobs.training.driver import default_cpus_per_worker
     from pipelines.shards import read_dataset
 
     dataset = read_dataset(data, "train", columns=["frames", "label"])
@@ -116,9 +116,9 @@ def feed_rate(data: str, cfg, workers: int, epochs: int, materialize: bool) -> l
 
 
 def train_rate(data: str, cfg, workers: int, storage: str) -> tuple[list[float], float]:
-    """Per-epoch `samples_per_s` of `jobs.train.train` and the run's wall time in seconds."""
-    from jobs import tracking
-    from jobs.train import train
+    """Per-epoch `samples_per_s` of `jobs.training.driver.train` and the run's wall time in seconds."""
+    from jobs.registry import tracking
+    from jobs.training.driver import train
 
     started = time.perf_counter()
     summary = train(cfg, data, workers=workers, storage_path=storage, run_name=f"bench-{workers}w-{time.time_ns()}")
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("CONVLSTM_HOME", str(home))  # keep benchmark runs out of the project's MLflow
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
-    from jobs.config import load_config
+    from jobs.training.config import load_config
     from pipelines.ray_session import init_ray
 
     ray = init_ray()

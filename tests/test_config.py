@@ -7,8 +7,11 @@ import pytest
 import yaml
 
 from jobs.cli import main
-from jobs.config import CONFIG_DIR, TASKS, flatten, from_dict, load_config
-from jobs.optim import cosine_with_warmup
+from jobs.tasks import task_names
+from jobs.training.config import CONFIG_DIR, flatten, from_dict, load_config
+from jobs.training.optim import cosine_with_warmup
+
+TASKS = task_names()
 
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))

@@ -56,8 +56,8 @@ def independent_persistence(data: Path) -> dict[str, np.ndarray]:
         f, o = forecast >= t, target >= t
         hits, misses, false = ((a & b & mask).sum(axis=(0, 2, 3)) for a, b in ((f, o), (~f, o), (f, ~o)))
         with np.errstate(invalid="ignore", divide="ignore"):
-            scores[f"csi@{t:g}"] = hits / (hits + misses + false)
-            scores[f"pod@{t:g}"] = hits / (hits + misses)
+            scores[f"csi_ge_{t:g}"] = hits / (hits + misses + false)
+            scores[f"pod_ge_{t:g}"] = hits / (hits + misses)
     products = np.where(mask, forecast * target, 0).sum(axis=(2, 3))
     norms = np.where(mask, forecast**2, 0).sum(axis=(2, 3)) * np.where(mask, target**2, 0).sum(axis=(2, 3))
     scores["correlation"] = (products / np.sqrt(norms + 1e-9)).mean(axis=0)
@@ -93,8 +93,8 @@ def test_radar_evaluation_outputs(radar_result, radar_data, radar_model):
     skill = result["skill"]["model"]["per_lead"]
     np.testing.assert_allclose(as_array(skill["rainfall_mse_skill"]), 1 - as_array(model["per_lead"]["rainfall_mse"])
                                / as_array(persistence["per_lead"]["rainfall_mse"]))
-    np.testing.assert_allclose(as_array(skill["csi@0.5_gain"]),
-                               as_array(model["per_lead"]["csi@0.5"]) - as_array(persistence["per_lead"]["csi@0.5"]))
+    np.testing.assert_allclose(as_array(skill["csi_ge_0.5_gain"]),
+                               as_array(model["per_lead"]["csi_ge_0.5"]) - as_array(persistence["per_lead"]["csi_ge_0.5"]))
     assert not result["skipped"] and result["distributed"] is False
 
     markdown = (out / "evaluation.md").read_text()
@@ -115,13 +115,13 @@ def test_persistence_matches_independent_numpy(radar_result, radar_data):
         assert (summary is None) == bool(np.isnan(values).all()), key
         if summary is not None:
             assert summary == pytest.approx(np.nanmean(values), rel=1e-5), key
-    assert expected["rainfall_mse"].min() > 0 and np.nanmax(expected["csi@0.5"]) > 0  # the check is not vacuous
+    assert expected["rainfall_mse"].min() > 0 and np.nanmax(expected["csi_ge_0.5"]) > 0  # the check is not vacuous
 
 
 @pytest.mark.slow  # shares the module's trained model (prepare + train + register: ~40-90 s)
 def test_distributed_path_equals_single_process(radar_result, radar_data, radar_model, tmp_path):
     single, _ = radar_result
-    from jobs.evaluate import evaluate
+    from jobs.evaluation.evaluate import evaluate
 
     distributed = evaluate(radar_model, str(radar_data), out=tmp_path, distributed_min_windows=0)
     assert distributed["distributed"] is True
@@ -132,27 +132,27 @@ def test_distributed_path_equals_single_process(radar_result, radar_data, radar_
 
 @pytest.mark.slow  # shares the module's trained model (prepare + train + register: ~40-90 s)
 def test_evaluation_logged_to_the_model_run(radar_result):
-    from jobs import tracking
+    from jobs.registry import tracking
 
     result, _ = radar_result
     client = tracking.client()
     run = client.get_run(result["model"]["run_id"])
     summary = result["methods"]["model"]["summary"]
-    assert run.data.metrics["eval.test.model.rainfall_mse"] == pytest.approx(summary["rainfall_mse"])
-    assert "eval.test.persistence.csi_ge_0.5" in run.data.metrics
+    assert run.data.metrics["test_rainfall_mse"] == pytest.approx(summary["rainfall_mse"])
+    assert "test_persistence_csi_ge_0.5" in run.data.metrics
     logged = {f.path for f in client.list_artifacts(run.info.run_id, "evaluation/test")}
     assert {"evaluation/test/evaluation.json", "evaluation/test/evaluation.md"} <= logged
 
 
 @pytest.mark.slow  # shares the module's trained model (prepare + train + register: ~40-90 s)
 def test_model_score_is_the_primary_metric(radar_result, radar_data, radar_model):
-    from jobs.evaluate import model_score, primary_metric
+    from jobs.evaluation.evaluate import model_score, primary_metric
 
     result, _ = radar_result
     assert primary_metric("radar") == ("rainfall_mse", False)
     summary = result["methods"]["model"]["summary"]
     assert model_score(radar_model, str(radar_data)) == summary["rainfall_mse"]
-    assert model_score(radar_model, str(radar_data), metric="csi@0.5") == summary["csi@0.5"]
+    assert model_score(radar_model, str(radar_data), metric="csi_ge_0.5") == summary["csi_ge_0.5"]
     with pytest.raises(ValueError, match="metric must be one of"):
         model_score(radar_model, str(radar_data), metric="accuracy")
 
@@ -197,7 +197,11 @@ def test_kth_classification(ray_local, tmp_path):
 
 
 def test_published_figures_only_where_the_protocol_matches():
-    from jobs.report import evaluation_markdown, published_figures
+    from jobs.evaluation.report import evaluation_markdown
+    from jobs.tasks import task_class
+
+    def published_figures(task: str, protocol: dict) -> list[dict]:
+        return task_class(task).published_figures(protocol)
 
     paper = {"in_len": 5, "out_len": 15, "height": 100, "width": 100, "time_step_s": 360.0}
     tables = published_figures("radar", paper)
@@ -213,7 +217,7 @@ def test_published_figures_only_where_the_protocol_matches():
     result = {"task": "radar", "model": {"ref": "models:/x@champion"}, "protocol": {**paper, "thresholds_mmh": [0.5]},
               "data": {"path": "d", "split": "test", "windows": 1, "fingerprint": "f"},
               "primary_metric": {"name": "rainfall_mse", "higher_is_better": False},
-              "methods": {"model": {"summary": {"rainfall_mse": 1.25, "csi@0.5": None}, "per_lead": {}}}, "skill": {}}
+              "methods": {"model": {"summary": {"rainfall_mse": 1.25, "csi_ge_0.5": None}, "per_lead": {}}}, "skill": {}}
     markdown = evaluation_markdown(result)
     assert "## Published figures (the papers' numbers, not ours)" in markdown
     assert "| ConvLSTM(3x3)-3x3-64-3x3-64 | 1.42 | 0.577 | 0.195 | 0.66 | 0.908 |" in markdown

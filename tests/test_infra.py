@@ -236,7 +236,7 @@ def _subcommand_path(parser, argv: list[str]) -> tuple[str, ...]:
 
 def test_every_convlstm_command_in_infra_parses_and_its_help_runs():
     from jobs.cli import COMMAND_MODULES, build_parser
-    from jobs.config import load_config
+    from jobs.training.config import load_config
 
     commands = _infra_commands()
     subcommands = {argv[1] for _, argv in commands}

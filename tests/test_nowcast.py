@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from jobs.cli import main
-from jobs.nowcast import GIF_FRAME_MS
+from jobs.nowcast.forecast import GIF_FRAME_MS
 from tiny_models import IN_LEN, OUT_LEN, prepare_mch_tiny, train_tiny
 
 MODEL_NAME = "convlstm-radar-nowcasttest"
@@ -70,9 +70,9 @@ def test_inputs_preprocessed_like_the_training_windows(trained, mch, tmp_path):
     """--at 23:45 reads 23:35, 23:40, 23:45: the input frames of the test window starting at 23:35, so the
     forecast equals the model's on that window (same preprocessing, same nodata)."""
     from convlstm.units import pixel_to_dbz
-    from jobs.evaluate import predict
-    from jobs.modelio import load_model
-    from jobs.nowcast import nowcast, parse_time
+    from jobs.evaluation.evaluate import predict
+    from jobs.registry.modelio import load_model
+    from jobs.nowcast.forecast import nowcast, parse_time
     from pipelines.shards import read_windows
 
     model_ref, data = trained
@@ -126,8 +126,8 @@ def test_refuses_gap_and_other_time_step(trained, mch, tmp_path, capsys):
 
 
 def test_rain_colours_and_times():
-    from jobs.nowcast import parse_time
-    from jobs.report import NO_RAIN_COLOUR, NODATA_COLOUR, RAIN_COLOURS, colorize_rainrate
+    from jobs.nowcast.forecast import parse_time
+    from jobs.nowcast.images import NO_RAIN_COLOUR, NODATA_COLOUR, RAIN_COLOURS, colorize_rainrate
 
     rate = np.array([[0.0, 0.09, 0.1, 1.5], [30.0, 250.0, np.nan, 0.5]], dtype=np.float32)
     rgb = colorize_rainrate(rate, valid=np.array([[1, 1, 1, 0], [1, 1, 1, 1]]))

@@ -13,12 +13,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from jobs import tracking
+from jobs.registry import tracking
 from jobs.cli import main
-from jobs.config import load_config
-from jobs.locks import LockHeld, LockLost, RetrainLock, lock_uri_for
-from jobs.retrain import EXIT_LOCKED, REPORT_NAME, decide, load_retrain_config, new_sources, retrain
-from jobs.train import train
+from jobs.training.config import load_config
+from jobs.ops.locks import LockHeld, LockLost, RetrainLock, lock_uri_for
+from jobs.errors import EXIT_TEMPFAIL as EXIT_LOCKED
+from jobs.ops.retrain import REPORT_NAME, decide, load_retrain_config, new_sources, retrain
+from jobs.training.driver import train
 from pipelines.kth import KthOptions, prepare_kth
 from pipelines.manifest import load_manifest
 from pipelines.synthetic import write_kth_videos
@@ -73,7 +74,7 @@ def test_bad_lock_arguments(tmp_path):
 _CONTENDER = """
 import sys, time
 from pathlib import Path
-from jobs.locks import LockHeld, RetrainLock
+from jobs.ops.locks import LockHeld, RetrainLock
 uri, results, n, me = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 try:
     with RetrainLock(uri, ttl_s=120, owner=me):

@@ -14,7 +14,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from jobs.modelio import load_model
+from jobs.registry.modelio import load_model
 from pipelines.shards import read_windows
 from pipelines.synthetic import write_kth_videos
 
@@ -57,7 +57,7 @@ def _keys(prefix: str) -> list[str]:
 
 
 def test_retrain_lock_on_s3_is_exclusive_and_breaks_only_stale_leases(s3_env):
-    from jobs.locks import LockHeld, LockLost, RetrainLock, lock_uri_for
+    from jobs.ops.locks import LockHeld, LockLost, RetrainLock, lock_uri_for
 
     uri = lock_uri_for(f"s3://{BUCKET}/data/kth")
     assert uri == f"s3://{BUCKET}/data/kth.retrain.lock"

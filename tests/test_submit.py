@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs import submit as jobsubmit
+from jobs.ops import submit as jobsubmit
 
 VENV_BIN = Path(sys.executable).parent
 CONVLSTM = str(VENV_BIN / "convlstm")

@@ -20,8 +20,8 @@ def prepare_mch_tiny(shared_data: Path, out: Path) -> Path:
 def train_tiny(task: str, data: Path, name: str, *overrides: str) -> str:
     """Train the task's tiny config for one short epoch in this process, registered as `name`;
     returns the model URI (`models:/<name>@champion` for a new name)."""
-    from jobs.config import load_config
-    from jobs.train import train
+    from jobs.training.config import load_config
+    from jobs.training.driver import train
 
     cfg = load_config(f"{task}-tiny", task, [f"registry.name={name}", "train.epochs=1", *overrides])
     return train(cfg, str(data), workers=0, run_name=f"{name}-run").model_uri

@@ -1,0 +1,45 @@
+"""`convlstm nowcast`: forecast the next frames from the latest radar frames with a registered model."""
+from __future__ import annotations
+
+import argparse
+import json
+
+from jobs.cli import options
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from pipelines.radar.formats import FORMATS
+
+    p = sub.add_parser(
+        "nowcast", help="forecast from the latest radar frames; write dBZ/mm/h arrays, PNGs and a GIF",
+        description="Read the latest in-len frames up to --at from a radar folder or archive, preprocess them "
+                    "exactly as the model's training data (from the model's lineage), and write the forecast in "
+                    "dBZ and mm/h (.npy, valid times in forecast.json), rain-rate PNGs and an animated GIF. "
+                    "Input whose grid, time step or format conversion differ from the training data, or with "
+                    "a missing frame among those needed, is refused (exit 2).")
+    p.add_argument("--model", default="models:/convlstm-radar@champion",
+                   help="radar model: models:/NAME@ALIAS, a run id or a path "
+                        "(default: models:/convlstm-radar@champion)")
+    p.add_argument("--src", required=True, help="folder or .tar/.zip archive of radar frames")
+    p.add_argument("--format", default="auto", metavar="|".join([*FORMATS, "auto"]),
+                   help="input format; auto detects it from the file names (default: auto)")
+    p.add_argument("--at", help="forecast from the latest frame at or before this ISO time, UTC "
+                                "(default: the latest frame)")
+    p.add_argument("--out", required=True, help="output folder")
+    options.tracking_uri(p)
+    options.json_output(p, "forecast.json's content")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from jobs.nowcast.forecast import nowcast, parse_time
+
+    sidecar = nowcast(args.model, args.src, args.out, args.format, parse_time(args.at), args.tracking_uri)
+    if args.json:
+        print(json.dumps(sidecar))
+        return 0
+    print(f"inputs     {sidecar['input_times'][0]} .. {sidecar['input_times'][-1]} ({sidecar['format']})")
+    valid = sidecar["valid_times"]
+    print(f"forecast   {len(valid)} frames valid {valid[0]} .. {valid[-1]}")
+    print(f"outputs    {args.out}")
+    return 0

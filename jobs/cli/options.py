@@ -1,0 +1,67 @@
+"""Arguments that several commands share, declared once, and small argument helpers."""
+from __future__ import annotations
+
+import argparse
+
+from jobs.ops.submit import DEFAULT_ADDRESS
+
+
+def task(p: argparse.ArgumentParser) -> None:
+    """--task: a registered task (`jobs.tasks`); checked when the command runs, so --help stays light."""
+    from jobs.tasks.registry import BUILTIN
+
+    p.add_argument("--task", required=True, metavar="|".join(BUILTIN),
+                   help="the task (dataset kind) of the data and the model")
+
+
+def ray_address(p: argparse.ArgumentParser) -> None:
+    """--address: the Ray cluster to run on."""
+    p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS or a local Ray bound to 127.0.0.1)")
+
+
+def jobs_api_address(p: argparse.ArgumentParser) -> None:
+    """--address: the Ray Jobs API to talk to (submit, jobs)."""
+    p.add_argument("--address", default=None,
+                   help="Ray Jobs API URL, e.g. http://HEAD:8265 (default: RAY_API_SERVER_ADDRESS, RAY_ADDRESS, "
+                        f"else {DEFAULT_ADDRESS})")
+
+
+def tracking_uri(p: argparse.ArgumentParser) -> None:
+    """--tracking-uri: the MLflow tracking server or store."""
+    p.add_argument("--tracking-uri",
+                   help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or the embedded store under the project home)")
+
+
+def json_output(p: argparse.ArgumentParser, what: str) -> None:
+    """--json: print `what` as one JSON object instead of lines."""
+    p.add_argument("--json", action="store_true", help=f"print {what} as one JSON object")
+
+
+def dataset_output(p: argparse.ArgumentParser) -> None:
+    """--out, --overwrite and --address, shared by every `prepare` dataset."""
+    p.add_argument("--out", help="dataset folder or s3:// URI to publish (required)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the published dataset at --out (only a folder with this project's manifest.json; "
+                        "the old one stays until the new one is complete)")
+    ray_address(p)
+
+
+def require(args: argparse.Namespace, *names: str) -> None:
+    """ValueError `--NAME is required` for the first of `names` left unset."""
+    for name in names:
+        if not getattr(args, name):
+            raise ValueError(f"--{name.replace('_', '-')} is required")
+
+
+def dataset_summary(out: str, manifest: dict) -> str:
+    """Windows per split (and per class), rejected inputs (first five with reasons), fingerprint, path."""
+    lines = [f"{manifest['task']} dataset published at {out}"]
+    for split, info in manifest["splits"].items():
+        classes = ", ".join(f"{name} {n}" for name, n in info["per_class"].items())
+        lines.append(f"  {split}: {info['count']} windows" + (f" ({classes})" if classes else ""))
+    lines.append(f"rejected inputs: {len(manifest['rejected'])}")
+    lines += [f"  {r['file']}: {r['reason']}" for r in manifest["rejected"][:5]]
+    if len(manifest["rejected"]) > 5:
+        lines.append(f"  ... and {len(manifest['rejected']) - 5} more (manifest.json 'rejected')")
+    lines.append(f"fingerprint: {manifest['fingerprint']}")
+    return "\n".join(lines)

@@ -1,0 +1,58 @@
+"""`convlstm train`: train a ConvLSTM on prepared shards with Ray Train; track and register it in MLflow."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+from jobs.cli import options
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train", help="train on prepared shards (Ray Train DDP), log to MLflow, register the best model",
+        description="Train a ConvLSTM on the shards written by `convlstm prepare`. The config (YAML, "
+                    "validated) can be overridden with key.sub=value arguments, e.g. optim.lr=1e-3 "
+                    "train.epochs=5. Rerunning with the same --run-name resumes its latest checkpoint "
+                    "in the same MLflow run.")
+    options.task(p)
+    p.add_argument("--data", required=True, help="dataset folder or URI (with manifest.json)")
+    p.add_argument("--config", help="YAML file or packaged config name (default: the task's, e.g. kth; "
+                                    "kth-tiny for a one-minute run)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. optim.lr=1e-3")
+    p.add_argument("--workers", type=int, default=1, help="Ray Train workers (0: one process, no Ray)")
+    p.add_argument("--gpu", action="store_true", help="one GPU per worker (NCCL, bf16 autocast)")
+    p.add_argument("--cpus-per-worker", type=float, help="CPUs per worker (default: fits the cluster, "
+                                                         "leaving a CPU for Ray Data)")
+    options.ray_address(p)
+    options.tracking_uri(p)
+    p.add_argument("--experiment", help="MLflow experiment (default: convlstm-<task>)")
+    p.add_argument("--run-name", help="run name: MLflow run and checkpoint folder (default: <task>-<time>)")
+    p.add_argument("--storage", help="checkpoint storage folder or s3:// URI (default: <home>/outputs/train)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run's latest checkpoint (without --run-name: the newest run of the task)")
+    options.json_output(p, "the summary")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from jobs.training.config import load_config
+
+    cfg = load_config(args.config, args.task, args.overrides)
+    from jobs.training.driver import train  # after the config check: bad configs fail without loading torch
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    summary = train(cfg, args.data, workers=args.workers, use_gpu=args.gpu, address=args.address,
+                    tracking_uri=args.tracking_uri, experiment=args.experiment, run_name=args.run_name,
+                    resume=args.resume, storage_path=args.storage, cpus_per_worker=args.cpus_per_worker)
+    if args.json:
+        print(json.dumps(summary.to_dict()))
+        return 0
+    registered = (f"{summary.registered_name} version {summary.model_version} (@{summary.alias})"
+                  if summary.registered_name else "not registered")
+    print(f"run        {summary.run_name} ({summary.run_id}), {summary.status} after "
+          f"{summary.epochs} epochs / {summary.steps} steps")
+    print(f"best       {summary.monitor} = {summary.best_score:.6g} at epoch {summary.best_epoch}")
+    print(f"model      {registered}: {summary.model_uri}")
+    print(f"checkpoint {summary.best_checkpoint}")
+    return 0

@@ -1,1 +1,0 @@
-"""One module per `convlstm` subcommand; each has `register(subparsers)` and `run(args) -> int`."""

@@ -1,0 +1,320 @@
+"""`convlstm evaluate`: score a model and the no-training baselines on the same windows of one split.
+
+Every window is scored on its own, with the training task's scoring (`jobs.tasks`: input/target
+split, `convlstm.metrics` accumulators, metric names and summaries), into mergeable states summed in (source, start) order on
+the driver. Inference is bit-reproducible per window (see `predict`), so the Ray Data path
+(`map_batches` over the split, used from `distributed_min_windows` windows on) and the
+single-process path give identical numbers.
+
+Summaries and their names come from the task (`Task.summarize`), so `rainfall_mse` here is
+`val_rainfall_mse` in training and `test_rainfall_mse` in MLflow. Skill is relative to persistence:
+1 - error/error_persistence for MSE/MAE, the difference for CSI.
+
+MLflow: `log_to_run` logs the outputs into that run; `log=True` into the run that produced the model
+(its ref must resolve to one); otherwise nothing is logged. Metric keys are `<split>_<name>` for the
+model and `<split>_<method>_<name>` for a baseline (`metric_key`).
+"""
+from __future__ import annotations
+
+import json
+import math
+import pickle
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from convlstm.baselines import BASELINES, get_baseline
+from jobs.jsonable import to_jsonable
+from jobs.tasks import task_class
+from jobs.tasks.base import mean_over_leads
+
+DEFAULT_BASELINES = ("persistence", "optical-flow")
+DEFAULT_BATCH_SIZE = 8
+DISTRIBUTED_MIN_WINDOWS = 512
+
+
+def primary_metric(task: str) -> tuple[str, bool]:
+    """(metric name, higher is better) that ranks models of `task` (champion/challenger comparisons)."""
+    cls = task_class(task)
+    return cls.primary_metric, cls.higher_is_better
+
+
+def higher_is_better(metric: str, task: str) -> bool:
+    """Direction of a summary metric of `task`, e.g. `csi_ge_0.5` (higher) or `rainfall_mse` (lower)."""
+    return task_class(task).metric_higher_is_better(metric)
+
+
+def predict(model, x: np.ndarray, batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
+    """Model outputs for float32 inputs `[N, ...]` on the CPU, bit-reproducible per row.
+
+    Batches hold exactly `batch_size` rows (the last one padded with copies of its last row) and run
+    on one intra-op thread, as in a 1-CPU Ray task: CPU kernels pick their algorithm and reduction
+    order by shape and thread count, so either would make a row's output depend on its batch or process.
+    """
+    import torch
+
+    outputs = []
+    threads = torch.get_num_threads()
+    model.eval()
+    torch.set_num_threads(1)
+    try:
+        with torch.no_grad():
+            for start in range(0, len(x), batch_size):
+                chunk = x[start:start + batch_size]
+                padded = np.concatenate([chunk, np.repeat(chunk[-1:], batch_size - len(chunk), axis=0)])
+                outputs.append(model(torch.from_numpy(np.ascontiguousarray(padded))).float().numpy()[:len(chunk)])
+    finally:
+        torch.set_num_threads(threads)
+    return np.concatenate(outputs) if outputs else np.zeros((0,), dtype=np.float32)
+
+
+@dataclass
+class WindowScorer:
+    """Scores batches of windows into per-window metric states with the training task's own scoring
+    (`jobs.tasks`: input/target split, accumulators, mm/h conversion); picklable for Ray tasks."""
+
+    task: Any  # jobs.tasks.Task
+    model: Any
+    baselines: tuple[str, ...] = ()
+    batch_size: int = DEFAULT_BATCH_SIZE
+
+    @property
+    def methods(self) -> tuple[str, ...]:
+        return ("model", *self.baselines)
+
+    @property
+    def columns(self) -> list[str]:
+        return [*self.task.columns, "source", "start"]
+
+    def accumulators(self) -> dict[str, dict[str, Any]]:
+        """Fresh accumulators per method: {method: {name: accumulator}}."""
+        return {method: self.task.evaluator().accumulators for method in self.methods}
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> list[dict[str, dict[str, dict]]]:
+        """One state per window, in the batch's row order: [{method: {accumulator: state}}]."""
+        import torch
+
+        frames = batch["frames"].astype(np.float32) / 255.0
+        inputs, targets = self.task.inputs_targets(frames)
+        outputs = {"model": predict(self.model, inputs, self.batch_size)}
+        if targets is not None:
+            outputs.update({name: get_baseline(name, self.task.out_len)(inputs) for name in self.baselines})
+            for name, output in outputs.items():
+                if output.shape != targets.shape:
+                    raise ValueError(f"--model: {name} forecasts {list(output.shape[1:])} per window, the data's "
+                                     f"targets are {list(targets.shape[1:])}")
+        tensors = {k: torch.from_numpy(np.array(batch[k])) for k in self.task.columns}
+        states = []
+        for i in range(len(frames)):
+            window = {k: v[i:i + 1] for k, v in tensors.items()}
+            state = {}
+            for method, accumulators in self.accumulators().items():
+                # The model's raw output (logits for `bce` models); baselines forecast [0, 1] frames.
+                self.task.score(accumulators, torch.from_numpy(outputs[method][i:i + 1]), window,
+                                raw=method == "model")
+                state[method] = {name: acc.state() for name, acc in accumulators.items()}
+            states.append(state)
+        return states
+
+
+def _score_batch(batch: dict[str, np.ndarray], scorer: WindowScorer) -> dict[str, np.ndarray]:
+    """Ray Data UDF: a batch of windows -> rows (source, start, pickled per-window state)."""
+    states = scorer({k: np.asarray(v) for k, v in batch.items()})
+    return {"source": np.asarray(batch["source"]), "start": np.asarray(batch["start"]),
+            "state": np.array([pickle.dumps(s) for s in states], dtype=object)}
+
+
+def _window_states(scorer: WindowScorer, data: str, split: str, distributed: bool,
+                   address: str | None) -> list[tuple[tuple, dict]]:
+    """[((source, start), state)] of every window of the split, sorted by (source, start)."""
+    if distributed:
+        from pipelines.ray_session import init_ray
+        from pipelines.shards import read_dataset
+
+        init_ray(address)
+        rows = read_dataset(data, split, scorer.columns).map_batches(
+            _score_batch, fn_kwargs={"scorer": scorer}, batch_size=scorer.batch_size, batch_format="numpy").take_all()
+        keyed = [((row["source"], row["start"]), pickle.loads(row["state"])) for row in rows]
+    else:
+        from pipelines.shards import read_windows
+
+        windows = read_windows(data, split, scorer.columns)
+        keyed = []
+        for start in range(0, len(windows["source"]), scorer.batch_size):
+            batch = {k: v[start:start + scorer.batch_size] for k, v in windows.items()}
+            keyed += zip(zip(batch["source"], batch["start"]), scorer(batch))
+    return sorted(keyed, key=lambda item: item[0])
+
+
+def _merge(scorer: WindowScorer, keyed_states: list[tuple[tuple, dict]]) -> dict[str, dict[str, Any]]:
+    """Sum the per-window states in the given order into one accumulator per method and metric."""
+    totals: dict[str, dict[str, dict]] = {}
+    for _, state in keyed_states:
+        for method, parts in state.items():
+            for name, arrays in parts.items():
+                total = totals.setdefault(method, {}).setdefault(name, {})
+                for key, value in arrays.items():
+                    total[key] = total[key] + value if key in total else value.copy()
+    accumulators = scorer.accumulators()
+    for method, parts in totals.items():
+        for name, state in parts.items():
+            accumulators[method][name].load_state(state)
+    return accumulators
+
+
+def _skill(methods: dict[str, dict]) -> dict[str, dict]:
+    """Each non-persistence method against persistence: MSE/MAE skill 1 - m/p, CSI difference m - p."""
+    if "persistence" not in methods:
+        return {}
+    reference = methods["persistence"]
+    skill = {}
+    for name, method in methods.items():
+        if name == "persistence":
+            continue
+        per_lead = {}
+        for key, values in method["per_lead"].items():
+            base = np.asarray(reference["per_lead"][key], dtype=np.float64)
+            values = np.asarray(values, dtype=np.float64)
+            metric = key.split("_ge_")[0]
+            if metric in ("rainfall_mse", "rainfall_mae", "mse", "mae"):
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    per_lead[f"{key}_skill"] = np.where(base > 0, 1.0 - values / base, np.nan)
+            elif metric == "csi":
+                per_lead[f"{key}_gain"] = values - base
+        skill[name] = {"summary": {k: mean_over_leads(v) for k, v in per_lead.items()}, "per_lead": per_lead}
+    return skill
+
+
+def _check_lengths(task, trained) -> None:
+    lengths = (getattr(task, "in_len", None), getattr(task, "out_len", None))
+    if lengths != (getattr(trained, "in_len", None), getattr(trained, "out_len", None)):
+        raise ValueError(f"--data has {task.in_len} -> {task.out_len} frame windows, the model was trained on "
+                         f"{trained.in_len} -> {trained.out_len}")
+
+
+def score_model(model, config: dict, data: str, split: str = "test", baselines: tuple[str, ...] = DEFAULT_BASELINES,
+                *, trained_manifest: dict | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
+                distributed_min_windows: int = DISTRIBUTED_MIN_WINDOWS, address: str | None = None) -> dict:
+    """Score a loaded `model` (trained with the config dict `config`) and `baselines` on `split` of `data`.
+
+    Returns {task, data, protocol, primary_metric (name, higher_is_better, value), methods: {name:
+    {summary, per_lead}}, skill, skipped, distributed}. Baselines are skipped for tasks without forecast
+    targets (KTH classification).
+    Ray Data is used when the split has at least `distributed_min_windows` windows (0: always).
+    `trained_manifest` (the training data's) lets window lengths be checked before any work.
+    """
+    from jobs.training.config import from_dict
+    from jobs.tasks import get_task
+    from pipelines.manifest import load_manifest, manifest_path
+
+    if batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
+    if distributed_min_windows < 0:
+        raise ValueError(f"--distributed-min-windows must be >= 0, got {distributed_min_windows}")
+    unknown = [b for b in baselines if b not in BASELINES]
+    if unknown:
+        raise ValueError(f"--baselines must be among {', '.join(BASELINES)}, got {', '.join(unknown)}")
+    cfg, manifest = from_dict(config), load_manifest(data)
+    task = get_task(cfg, manifest)
+    if trained_manifest is not None:
+        _check_lengths(task, get_task(cfg, trained_manifest))
+    counts = {name: info["count"] for name, info in sorted(manifest["splits"].items())}
+    if not counts.get(split):
+        listed = ", ".join(f"{name} ({count})" for name, count in counts.items())
+        raise ValueError(f"--split {split!r} has no windows in {data} (splits: {listed})")
+    skipped = []
+    if not task.baselines and baselines:
+        skipped = [{"method": b, "reason": f"forecast baselines do not apply to {task.name}"} for b in baselines]
+        baselines = ()
+    scorer = WindowScorer(task, model, tuple(baselines), batch_size)
+    distributed = counts[split] >= distributed_min_windows
+    keyed = _window_states(scorer, str(data), split, distributed, address)
+    methods = {name: task.summarize(acc) for name, acc in _merge(scorer, keyed).items()}
+    name, higher = task.primary_metric, task.higher_is_better
+    return {
+        "task": cfg.task,
+        "data": {"path": str(data), "manifest": manifest_path(str(data)), "fingerprint": manifest["fingerprint"],
+                 "split": split, "windows": len(keyed)},
+        "protocol": task.protocol(manifest, split, getattr(task, "in_len", None), getattr(task, "out_len", None)),
+        "primary_metric": {"name": name, "higher_is_better": higher, "value": methods["model"]["summary"][name]},
+        "methods": methods,
+        "skill": _skill(methods),
+        "skipped": skipped,
+        "distributed": distributed,
+    }
+
+
+def evaluate(model_ref: str, data: str, split: str = "test", baselines: tuple[str, ...] = DEFAULT_BASELINES,
+             out: str | Path | None = None, *, batch_size: int = DEFAULT_BATCH_SIZE,
+             distributed_min_windows: int = DISTRIBUTED_MIN_WINDOWS, address: str | None = None,
+             tracking_uri: str | None = None, log_to_run: str | None = None, log: bool = False) -> dict:
+    """Load `model_ref` (models:/NAME@ALIAS, a run id or a path), score it (see `score_model`) and
+    write `evaluation.json`, `evaluation.md` and lead-time plots to `out` (default
+    `<home>/outputs/evaluations/<timestamp>`); log them to MLflow per the module docstring.
+    Returns the result written to `evaluation.json` (JSON types; undefined scores are None)."""
+    from jobs import paths
+    from jobs.evaluation import report
+    from jobs.registry.modelio import load_model
+
+    if log and log_to_run:
+        raise ValueError("give either --log (the model's own run) or --log-to-run RUN_ID, not both")
+    model, info = load_model(model_ref, tracking_uri=tracking_uri)
+    run_id = log_to_run or (info.get("run_id") if log else None)
+    if log and not run_id:
+        raise ValueError(f"--log: the model {model_ref} does not come from an MLflow run; use --log-to-run")
+    result = score_model(model, info["config"], data, split, baselines, trained_manifest=info.get("manifest"),
+                         batch_size=batch_size, distributed_min_windows=distributed_min_windows, address=address)
+    out = Path(out) if out else paths.outputs_dir() / "evaluations" / datetime.now().strftime("%Y%m%d-%H%M%S")
+    result = to_jsonable({
+        "model": {"ref": model_ref, "run_id": info.get("run_id"), "data_fingerprint": info.get("data_fingerprint"),
+                  "manifest_path": info.get("manifest_path")},
+        **result, "out": str(out), "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")})
+    out.mkdir(parents=True, exist_ok=True)
+    files = [out / "evaluation.json", out / "evaluation.md"]
+    files[0].write_text(json.dumps(result, indent=1, allow_nan=False) + "\n")
+    files[1].write_text(report.evaluation_markdown(result))
+    files += report.plot_lead_times(result, out)
+    if run_id:
+        log_evaluation(result, files, run_id, tracking_uri)
+    return result
+
+
+def metric_key(split: str, method: str, name: str) -> str:
+    """MLflow metric name of a summary score: `test_csi_ge_0.5` (the model), `test_persistence_csi_ge_0.5`."""
+    key = f"{split}_{name}" if method == "model" else f"{split}_{method}_{name}"
+    return re.sub(r"[^\w.\-/ :]", "_", key)
+
+
+def log_evaluation(result: dict, files: list[Path], run_id: str, tracking_uri: str | None = None) -> None:
+    """Log the scalar summaries as metrics and the files as artifacts under `evaluation/<split>/`."""
+    from jobs.registry import tracking
+
+    split = result["data"]["split"]
+    scored = {**result["methods"], **{f"{m}_vs_persistence": s for m, s in result["skill"].items()}}
+    rows = [(metric_key(split, method, name), value, 0)
+            for method, scores in scored.items()
+            for name, value in scores["summary"].items()
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)]
+    tracking.log_metrics(tracking_uri, run_id, rows)
+    tracking.log_artifacts(tracking_uri, run_id, files, f"evaluation/{split}")
+
+
+def model_score(model_ref: str, data: str, split: str = "test", metric: str | None = None, *,
+                tracking_uri: str | None = None, address: str | None = None) -> float:
+    """One summary score of `model_ref` on `split` (default: the task's primary metric), no baselines,
+    nothing written; NaN when undefined. For champion/challenger comparisons."""
+    from jobs.registry.modelio import load_model
+
+    model, info = load_model(model_ref, tracking_uri=tracking_uri)
+    result = score_model(model, info["config"], data, split, (), trained_manifest=info.get("manifest"),
+                         address=address)
+    summary = result["methods"]["model"]["summary"]
+    metric = metric or result["primary_metric"]["name"]
+    if metric not in summary or not isinstance(summary[metric], (int, float, type(None))):
+        scalars = [k for k, v in summary.items() if isinstance(v, (int, float))]
+        raise ValueError(f"metric must be one of {', '.join(scalars)}, got {metric!r}")
+    return float("nan") if summary[metric] is None else float(summary[metric])

@@ -1,0 +1,17 @@
+"""Tasks as plugins: one module per dataset kind (`kth`, `radar`, `mnist`), registered by name.
+
+`get_task(cfg, manifest)` builds the task for a config and a dataset; `task_class(name)` gives its
+class (metrics, primary metric and direction, baselines, published figures) without data. Names
+load on first use, so importing `jobs.tasks.registry` (as config validation does) needs no torch.
+"""
+from jobs.tasks.registry import check_name, get_task, register, task_class, task_names
+
+__all__ = ["Evaluator", "ForecastTask", "Task", "check_name", "get_task", "register", "task_class", "task_names"]
+
+
+def __getattr__(name: str):
+    if name in ("Evaluator", "ForecastTask", "Task"):
+        from jobs.tasks import base
+
+        return getattr(base, name)
+    raise AttributeError(f"module 'jobs.tasks' has no attribute {name!r}")

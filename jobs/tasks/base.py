@@ -1,0 +1,304 @@
+"""What every task provides, and the plumbing they share (`Task`, `Evaluator`, `ForecastTask`).
+
+A task knows one kind of dataset: its shard columns, model family and losses, batch -> loss, its
+metrics and their names (the same in training's `val_<name>`, evaluation's summaries, reports and
+MLflow), its primary metric and direction, baselines, published figures and previews.
+
+Batches are dicts of tensors as stored (uint8 `frames` `[B, T, C, H, W]`, int64 `label`, uint8
+`mask`) on the worker's device; `frames / 255` happens here, on that device. KTH classifies whole
+clips (cross-entropy, accuracy, confusion matrix). Radar and Moving MNIST forecast: the first
+`in_len` frames are the input, the remaining `out_len` the target; radar scores rain rates in mm/h
+(dBZ from HKO-7 pixels, Z = 58.53 R^1.56) at the HKO-7 thresholds (event = value >= threshold) on
+valid (mask = 1) pixels, Moving MNIST scores [0, 1] intensities (OpenSTL / paper conventions).
+"""
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from jobs import plots
+from jobs.jsonable import to_jsonable
+
+if TYPE_CHECKING:
+    from jobs.training.config import Config
+
+FORECAST_LOSSES = ("bce", "mse", "mae", "balanced_mse", "balanced_mae")
+
+
+def mean_over_leads(values: Any) -> float | None:
+    """The mean of the finite per-lead values (the paper's averaging); None when there is none."""
+    finite = np.asarray(values, dtype=np.float64)
+    finite = finite[~np.isnan(finite)]
+    return float(finite.mean()) if finite.size else None
+
+
+class Task:
+    """One kind of dataset and what training, evaluation and reports do with it.
+
+    Class attributes (the task's identity; subclasses set them):
+    `name` (the manifest's `task`), `model_family` (the default `convlstm.factory` name),
+    `losses` (accepted `loss.name`s), `primary_metric` and `higher_is_better` (ranks models; a
+    summary name), `lower_is_better` (summary names where smaller wins), `baselines` (default
+    no-training methods for `evaluate`; () = none apply), `table_metrics` (evaluation.md columns),
+    `published` (papers' tables, each with the `protocol` it needs), `cmap` (previews).
+    """
+
+    name: str = ""
+    model_family: str = ""
+    losses: tuple[str, ...] = ()
+    primary_metric: str = "loss"
+    higher_is_better: bool = False
+    lower_is_better: frozenset[str] = frozenset()
+    baselines: tuple[str, ...] = ()
+    table_metrics: tuple[str, ...] = ()
+    published: tuple[dict, ...] = ()
+    columns: list[str]
+
+    def __init__(self, cfg: "Config", manifest: dict):
+        if cfg.loss.name not in self.losses:
+            raise ValueError(f"loss.name: {self.name} trains with one of {', '.join(self.losses)}, "
+                             f"got {cfg.loss.name!r}")
+        self.cfg = cfg
+        self.frames_shape = list(manifest["schema"]["frames"]["shape"])  # [T, C, H, W]
+
+    @classmethod
+    def metric_higher_is_better(cls, metric: str) -> bool:
+        """Direction of a summary metric name (`val_`/`<split>_` prefixes allowed)."""
+        for prefix in ("val_", "test_", "train_"):
+            metric = metric.removeprefix(prefix)
+        return metric.split("_ge_")[0] not in cls.lower_is_better and metric != "loss"
+
+    @classmethod
+    def protocol(cls, manifest: dict, split: str, in_len: int | None = None, out_len: int | None = None) -> dict:
+        """What decides comparability with published figures: frame counts, grid, split protocol."""
+        frames = manifest["schema"]["frames"]["shape"]
+        return {"height": frames[-2], "width": frames[-1]}
+
+    @classmethod
+    def published_figures(cls, protocol: dict) -> list[dict]:
+        """Published tables whose protocol (frame counts, grid) equals `protocol`; [] when none match."""
+        return [table for table in cls.published
+                if all(protocol.get(key) == value for key, value in table["protocol"].items())]
+
+    @staticmethod
+    def batch_rows(batch: dict[str, torch.Tensor]) -> int:
+        return int(batch["frames"].shape[0])
+
+    def example_input(self, preview: dict[str, torch.Tensor]) -> np.ndarray:
+        """A float32 `[1, T_in, C, H, W]` model input in [0, 1] from the preview window."""
+        return (preview["input"].float().numpy() / 255.0)[None]
+
+    # --- the dataset behind the task, for scheduled retraining (`jobs.ops.retrain`)
+
+    @classmethod
+    def new_sources(cls, src: str, manifest: dict, prepare: dict[str, Any], fmt: str | None,
+                    known: set[str]) -> list[str]:
+        """Names of the sources under `src` that are not in `known` (the dataset's decoded and rejected ones)."""
+        raise NotImplementedError(f"task {cls.name} has no incremental data source")
+
+    @classmethod
+    def extend_dataset(cls, src: str, data: str, manifest: dict, prepare: dict[str, Any], fmt: str | None,
+                       address: str | None) -> dict:
+        """Add the new sources under `src` to the dataset at `data`, built with the manifest's
+        `params` plus `prepare`; returns the new manifest."""
+        raise NotImplementedError(f"task {cls.name} has no incremental data source")
+
+    def data_params(self) -> dict[str, Any]:
+        """Model arguments the data decides (channels, frame size, classes, forecast length)."""
+        raise NotImplementedError
+
+    def with_data_params(self) -> Config:
+        """The config with every `data_params` key that `model.params` leaves out filled in from the
+        manifest (tiny configs rely on this); explicit values are kept and checked by `check_model`."""
+        from convlstm.factory import MODELS
+
+        accepted = inspect.signature(MODELS[self.cfg.model.name]).parameters if self.cfg.model.name in MODELS else {}
+        filled = {k: v for k, v in self.data_params().items() if k in accepted and k not in self.cfg.model.params}
+        model = self.cfg.model.model_copy(update={"params": {**self.cfg.model.params, **filled}})
+        return self.cfg.model_copy(update={"model": model})
+
+    def check_model(self, model: torch.nn.Module) -> None:
+        """Run `model` on one blank input window; ValueError unless the output has the task's shape."""
+        with torch.no_grad():
+            output = model(torch.zeros(1, *self.input_shape))
+        if list(output.shape[1:]) != self.output_shape:
+            raise ValueError(f"it maps [1, {', '.join(map(str, self.input_shape))}] to {list(output.shape)}, "
+                             f"the data needs [1, {', '.join(map(str, self.output_shape))}]")
+
+    def metric_names(self) -> list[str]:
+        return sorted(self.evaluator().compute()[0])
+
+    def evaluator(self) -> "Evaluator":
+        raise NotImplementedError
+
+    def inputs_targets(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Windows `[N, T, C, H, W]` in [0, 1] -> (model inputs, target frames or None when the task
+        has no frames to forecast; baselines need targets)."""
+        raise NotImplementedError
+
+    def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor], train: bool) -> torch.Tensor:
+        """Training loss of one batch (`train` enables augmentation)."""
+        raise NotImplementedError
+
+    def forward(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Evaluation pass: (raw model output, loss) of one batch, no augmentation."""
+        raise NotImplementedError
+
+    def score(self, accumulators: dict[str, Any], output: torch.Tensor, batch: dict[str, torch.Tensor],
+              raw: bool = True) -> None:
+        """Add one batch's `output` against its targets to `accumulators` (`evaluator()`'s). `raw`: the
+        model's own output (logits for `bce` models); False: forecast frames in [0, 1] (baselines)."""
+        raise NotImplementedError
+
+    def summarize(self, accumulators: dict[str, Any]) -> dict[str, dict]:
+        """{"summary": {metric name: value}, "per_lead": {metric name: per-lead array}} of filled
+        accumulators: the one definition of the task's metrics and their names."""
+        raise NotImplementedError
+
+    def preview(self, batch: dict[str, torch.Tensor], output: torch.Tensor) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def figures(self, evaluation: dict, preview: dict[str, torch.Tensor], folder: Path) -> list[Path]:
+        raise NotImplementedError
+
+
+def options_with(options, prepare: dict[str, Any]):
+    """Dataset `options` (a frozen dataclass) with the `prepare` overrides of a retrain config;
+    ValueError naming `prepare.<key>` for an unknown option."""
+    names = {f.name for f in dataclasses.fields(options)}
+    unknown = sorted(set(prepare) - names)
+    if unknown:
+        raise ValueError(f"prepare.{unknown[0]}: unknown option (known: {', '.join(sorted(names))})")
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in prepare.items()}
+    if "days_file" in values:
+        values["days_file"] = Path(values["days_file"])
+    return dataclasses.replace(options, **values)
+
+
+def scaled(frames: torch.Tensor) -> torch.Tensor:
+    return frames.float() / 255.0
+
+
+def _to_uint8(x: torch.Tensor) -> torch.Tensor:
+    return (x.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu()
+
+
+class Evaluator:
+    """A mean validation loss plus mergeable accumulators (`convlstm.metrics`). `state()` holds only
+    sums and counts (keys `<part>.<array>`), so ranks merge by a SUM all-reduce."""
+
+    def __init__(self, task: Task, accumulators: dict[str, Any]):
+        self.task = task
+        self.accumulators = accumulators
+        self.loss_sum, self.rows = 0.0, 0
+
+    def update(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        output, loss = self.task.forward(model, batch)
+        rows = self.task.batch_rows(batch)
+        self.loss_sum += float(loss) * rows
+        self.rows += rows
+        self.task.score(self.accumulators, output, batch)
+        return output
+
+    def state(self) -> dict[str, np.ndarray]:
+        state = {"loss.sum": np.array([self.loss_sum]), "loss.rows": np.array([float(self.rows)])}
+        for name, acc in self.accumulators.items():
+            state.update({f"{name}.{k}": v for k, v in acc.state().items()})
+        return state
+
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        self.loss_sum, self.rows = float(state["loss.sum"][0]), int(state["loss.rows"][0])
+        for name, acc in self.accumulators.items():
+            prefix = f"{name}."
+            acc.load_state({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+
+    def compute(self) -> tuple[dict[str, float], dict[str, Any]]:
+        """(`val_*` scalars for metrics and checkpoint ranking, the full JSON-able evaluation)."""
+        results = {name: acc.compute() for name, acc in self.accumulators.items()}
+        loss = self.loss_sum / self.rows if self.rows else float("nan")
+        summary = self.task.summarize(self.accumulators)["summary"]
+        scalars = {"val_loss": loss, **{f"val_{k}": (math.nan if v is None else float(v)) for k, v in summary.items()
+                                        if v is None or isinstance(v, (int, float)) and not isinstance(v, bool)}}
+        return scalars, to_jsonable({"loss": loss, "windows": self.rows, **results})
+
+
+class ForecastTask(Task):
+    """Radar / Moving MNIST: `[B, in_len, C, H, W]` -> `[B, out_len, C, H, W]` in [0, 1]."""
+
+    model_family = "encoder_forecaster"
+    losses = FORECAST_LOSSES
+    baselines = ("persistence", "optical-flow")
+    cmap = "gray"
+
+    def __init__(self, cfg: Config, manifest: dict):
+        super().__init__(cfg, manifest)
+        window = self.frames_shape[0]
+        self.in_len = cfg.data.in_len or manifest["params"].get("in_len") or window // 2
+        if not 1 <= self.in_len < window:
+            raise ValueError(f"data.in_len: must leave at least one target frame of the {window}-frame "
+                             f"windows, got {self.in_len}")
+        self.out_len = window - self.in_len
+        self.input_shape = [self.in_len, *self.frames_shape[1:]]
+        self.output_shape = [self.out_len, *self.frames_shape[1:]]
+        self.has_mask = "mask" in manifest["schema"]
+        self.columns = ["frames", "mask"] if self.has_mask else ["frames"]
+        self.logits = cfg.model.params.get("output_activation", "sigmoid") is None
+        if (cfg.loss.name == "bce") != self.logits:
+            raise ValueError("model.params.output_activation: the bce loss takes logits (null), the other "
+                             "losses [0, 1] frames (sigmoid)")
+        from convlstm import losses
+
+        self._loss_fn = {"bce": losses.bce_loss, "mse": losses.mse_loss, "mae": losses.mae_loss,
+                         "balanced_mse": losses.balanced_mse, "balanced_mae": losses.balanced_mae}[cfg.loss.name]
+
+    def data_params(self) -> dict[str, Any]:
+        _, channels, height, width = self.frames_shape
+        return {"in_channels": channels, "out_frames": self.out_len, "frame_size": channels * height * width}
+
+    def inputs_targets(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Windows `[N, T, C, H, W]` in [0, 1] -> (model inputs, target frames)."""
+        return frames[:, :self.in_len], frames[:, self.in_len:]
+
+    def _split(self, batch):
+        x = scaled(batch["frames"])
+        mask = batch["mask"][:, self.in_len:].float() if self.has_mask else None
+        return x[:, :self.in_len], x[:, self.in_len:], mask
+
+    def probabilities(self, output: torch.Tensor, raw: bool = True) -> torch.Tensor:
+        """Model output -> forecast frames in [0, 1] (sigmoid of logits for `bce` models); `raw=False`:
+        `output` already is frames in [0, 1] (a baseline's forecast)."""
+        return torch.sigmoid(output) if raw and self.logits else output
+
+    @classmethod
+    def protocol(cls, manifest, split, in_len=None, out_len=None):
+        return {**super().protocol(manifest, split), "in_len": in_len, "out_len": out_len}
+
+    def loss(self, model, batch, train):
+        inputs, target, mask = self._split(batch)
+        return self._criterion(model(inputs).float(), target, mask)
+
+    def forward(self, model, batch):
+        inputs, target, mask = self._split(batch)
+        output = model(inputs).float()
+        return output, self._criterion(output, target, mask)
+
+    def _criterion(self, output: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        if self.cfg.loss.name == "bce":
+            return self._loss_fn(output, target, mask)
+        return self._loss_fn(self.probabilities(output), target, mask)
+
+    def preview(self, batch, output):
+        frames = batch["frames"][0].cpu()
+        return {"input": frames[:self.in_len], "target": frames[self.in_len:],
+                "forecast": _to_uint8(self.probabilities(output[0]))}
+
+    def figures(self, evaluation, preview, folder):
+        rows = {k: preview[k].float().numpy() / 255.0 for k in ("input", "target", "forecast")}
+        return [plots.frame_strip(rows, folder / "frames.png", title="validation window: input / target / forecast",
+                                  cmap=self.cmap)]

@@ -1,0 +1,111 @@
+"""Radar nowcasting: `[B, in_len, 1, H, W]` HKO-7 pixels -> `[B, out_len, 1, H, W]` in [0, 1].
+
+Scores rain rates in mm/h (dBZ from HKO-7 pixels, Z = 58.53 R^1.56) on valid (mask = 1) pixels:
+rainfall MSE/MAE and HKO-7's balanced B-MSE/B-MAE, correlation, and CSI/FAR/POD/HSS at the HKO-7
+thresholds with an event when value >= threshold (names `csi_ge_0.5`, ...). Summaries are means
+over lead times of the per-lead scores (the paper's averaging). Primary metric: rainfall MSE.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from jobs.tasks.base import Evaluator, ForecastTask, mean_over_leads, options_with
+from jobs.tasks.registry import register
+
+SHI_TABLE2 = {
+    "source": "Shi et al. 2015, Table 2 (HKO radar echo, 5 -> 15 frames at 100x100)",
+    "protocol": {"in_len": 5, "out_len": 15, "height": 100, "width": 100},
+    "header": ("model", "rainfall_mse", "csi_ge_0.5", "far_ge_0.5", "pod_ge_0.5", "correlation"),
+    "rows": (
+        ("ConvLSTM(3x3)-3x3-64-3x3-64", 1.420, 0.577, 0.195, 0.660, 0.908),
+        ("ROVER1", 1.712, 0.516, 0.308, 0.636, 0.843),
+        ("ROVER2", 1.684, 0.522, 0.301, 0.642, 0.850),
+        ("ROVER3", 1.685, 0.522, 0.301, 0.642, 0.849),
+        ("FC-LSTM-2000-2000", 1.865, 0.286, 0.335, 0.351, 0.774),
+    ),
+}
+HKO7_TRAJGRU = {
+    "source": "HKO-7 benchmark (Shi et al. 2017), PyTorch TrajGRU reimplementation (5 -> 20 frames at 480x480)",
+    "protocol": {"in_len": 5, "out_len": 20, "height": 480, "width": 480},
+    "header": ("model", "csi_ge_0.5", "csi_ge_2", "csi_ge_5", "csi_ge_10", "csi_ge_30"),
+    "rows": (("TrajGRU", 0.5496, 0.4772, 0.3774, 0.2863, 0.1794),),
+}
+CATEGORICAL = ("csi", "far", "pod", "hss")
+
+
+def threshold_name(score: str, threshold: float) -> str:
+    """`csi_ge_0.5`: the score at an event threshold in mm/h (event when value >= threshold)."""
+    return f"{score}_ge_{threshold:g}"
+
+
+@register
+class RadarTask(ForecastTask):
+    name = "radar"
+    primary_metric = "rainfall_mse"
+    lower_is_better = frozenset({"rainfall_mse", "rainfall_mae", "b_mse", "b_mae", "far"})
+    table_metrics = ("rainfall_mse", "rainfall_mae", "csi_ge_0.5", "far_ge_0.5", "pod_ge_0.5", "hss_ge_0.5",
+                     "correlation")
+    published = (SHI_TABLE2, HKO7_TRAJGRU)
+    cmap = "viridis"
+
+    @classmethod
+    def protocol(cls, manifest, split, in_len=None, out_len=None):
+        from convlstm.metrics import HKO7_THRESHOLDS_MMH
+
+        return {**super().protocol(manifest, split, in_len, out_len), "time_step_s": manifest["time_step_s"],
+                "thresholds_mmh": list(HKO7_THRESHOLDS_MMH)}
+
+    @classmethod
+    def new_sources(cls, src, manifest, prepare, fmt, known):
+        """New UTC days (`YYYY-MM-DD`) with frames under `src` (a folder or an archive)."""
+        from pipelines.radar.archive import source_folder
+        from pipelines.radar.days import day_of
+        from pipelines.radar.formats import list_frames, resolve_format
+
+        known_days = {name.split("/")[0] for name in known}  # paper-blocks units are `<day>/bNN`
+        with source_folder(Path(src)) as root:
+            frames, _ = list_frames(root, resolve_format(fmt or manifest["params"]["format"], root))
+        return sorted({day_of(frame.time) for frame in frames} - known_days)
+
+    @classmethod
+    def extend_dataset(cls, src, data, manifest, prepare, fmt, address):
+        from pipelines.radar.prepare import RadarOptions, prepare_radar
+
+        params = manifest["params"]
+        if params.get("days") and "days_file" not in prepare:
+            raise ValueError("prepare.days_file: the dataset's days come from a days file; give its path")
+        options = RadarOptions(in_len=params["in_len"], out_len=params["out_len"], stride=params["stride"],
+                               size=tuple(params["size"]), crop=tuple(params["crop"]) if params["crop"] else None,
+                               split=params["split"], seed=params["seed"], val_fraction=params["val_fraction"],
+                               test_fraction=params["test_fraction"])
+        return prepare_radar(Path(src), data, fmt or params["format"], options_with(options, prepare),
+                             incremental=True, address=address, progress=False)
+
+    def evaluator(self) -> Evaluator:
+        from convlstm.metrics import HKO7_THRESHOLDS_MMH, CategoricalScores, CorrelationScore, RainfallErrors
+
+        return Evaluator(self, {
+            "rainfall": RainfallErrors(self.out_len),
+            "categorical": CategoricalScores(HKO7_THRESHOLDS_MMH, self.out_len),
+            "correlation": CorrelationScore(self.out_len),
+        })
+
+    def score(self, accumulators, output, batch, raw=True):
+        from convlstm.units import scaled_pixel_to_rainrate
+
+        _, target, mask = self._split(batch)
+        pred_mmh = scaled_pixel_to_rainrate(self.probabilities(output, raw).clamp(0, 1).cpu().numpy())
+        target_mmh = scaled_pixel_to_rainrate(target.cpu().numpy())
+        mask = mask.cpu().numpy() if mask is not None else None
+        for acc in accumulators.values():
+            acc.update(pred_mmh, target_mmh, mask)
+
+    def summarize(self, accumulators):
+        rainfall, categorical = accumulators["rainfall"].compute(), accumulators["categorical"].compute()
+        per_lead = {name if name.startswith("b_") else f"rainfall_{name}": rainfall[name]
+                    for name in ("mse", "mae", "b_mse", "b_mae")}
+        per_lead["correlation"] = accumulators["correlation"].compute()["correlation"]
+        for score in CATEGORICAL:
+            for i, threshold in enumerate(categorical["thresholds"]):
+                per_lead[threshold_name(score, threshold)] = categorical[score][i]
+        return {"summary": {k: mean_over_leads(v) for k, v in per_lead.items()}, "per_lead": per_lead}

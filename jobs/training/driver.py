@@ -1,0 +1,348 @@
+"""`convlstm train`: the driver that runs the per-worker loop (`jobs.training.loop`) on Ray Train.
+
+`train()` validates everything before touching a cluster, opens (or, on resume, reopens) the MLflow
+run, hands every worker one frozen `WorkerSpec`, runs `train_loop` on Ray Train workers (`workers >= 1`,
+DDP: gloo on CPU, NCCL on GPU) or in this process (`workers = 0`), then logs artifacts and the best
+checkpoint as a registered MLflow model.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import tempfile
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from jobs import paths, plots
+from jobs.errors import CommandError, NonFiniteLossError
+from jobs.registry import tracking
+from jobs.tasks import Task, get_task
+from jobs.training import checkpoints
+from jobs.training.config import Config, flatten
+from jobs.training.loop import STATUS_NON_FINITE, WorkerSpec, ray_worker, train_loop
+from pipelines import storage
+
+DEFAULT_RUN_NAME = re.compile(r"^(kth|radar|mnist)-\d{8}-\d{6}$")
+
+
+@dataclass
+class TrainSummary:
+    run_id: str
+    run_name: str
+    experiment_id: str
+    status: str  # completed | early_stopped
+    epochs: int  # epochs completed in total (resumes included)
+    steps: int
+    monitor: str
+    best_score: float
+    best_epoch: int
+    best_checkpoint: str
+    registered_name: str | None
+    model_version: str | None
+    alias: str | None
+    model_uri: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# ----------------------------------------------------------------------------- driver
+
+
+def train(
+    cfg: Config,
+    data: str | Path,
+    *,
+    workers: int = 1,
+    use_gpu: bool = False,
+    address: str | None = None,
+    tracking_uri: str | None = None,
+    experiment: str | None = None,
+    run_name: str | None = None,
+    resume: bool = False,
+    storage_path: str | None = None,
+    cpus_per_worker: float | None = None,
+    progress_dir: str | None = None,
+    init_from: str | None = None,
+) -> TrainSummary:
+    """Train `cfg` on the shards at `data` and register the best checkpoint; returns the summary.
+
+    `workers=0` runs in this process without Ray. Checkpoints go to `<storage_path>/<run_name>`
+    (default `<home>/outputs/train`, `s3://` allowed). An existing checkpoint of `run_name` is
+    resumed in its MLflow run; `resume=True` insists on one (and without a `run_name` picks the
+    newest default-named run of the task). `init_from` (a `jobs.registry.modelio` reference) warm-starts a
+    new run from that model's weights (same model spec required). Raises ValueError /
+    FileNotFoundError before any cluster work for bad arguments, NonFiniteLossError or
+    CommandError when training fails.
+    """
+    from pipelines.manifest import load_manifest
+
+    data = str(data)
+    if workers < 0:
+        raise ValueError(f"workers must be >= 0, got {workers}")
+    if use_gpu and workers == 0 and not torch.cuda.is_available():
+        raise ValueError("--gpu with --workers 0 trains in this process, which sees no CUDA device")
+    if cpus_per_worker is not None and cpus_per_worker <= 0:
+        raise ValueError(f"cpus_per_worker must be > 0, got {cpus_per_worker}")
+    if workers == 0 and storage_path and storage.is_remote(storage_path):
+        raise ValueError(f"storage_path {storage_path}: object-store checkpoints need Ray workers (workers >= 1)")
+    manifest = load_manifest(data)
+    cfg = get_task(cfg, manifest).with_data_params()
+    task = get_task(cfg, manifest)
+    _check_monitor(cfg, task)
+    model_spec = _check_model(cfg, task)
+    init_weights = _init_weights(init_from, model_spec, tracking_uri) if init_from else None
+    steps_per_epoch, worker_batch = _steps_per_epoch(cfg, manifest, max(workers, 1))
+    storage_path = storage_path or str(paths.outputs_dir() / "train")
+    if not storage.is_remote(storage_path):
+        storage_path = os.path.abspath(storage_path)  # Ray Train wants absolute local paths
+    if resume and run_name is None:
+        run_name = _newest_run(storage_path, cfg.task)
+        if run_name is None:
+            raise FileNotFoundError(f"--resume: no {cfg.task} run with a checkpoint under {storage_path}")
+    run_name = run_name or _new_run_name(cfg.task)
+    resume_from = checkpoints.latest(storage_path, run_name)
+    if resume and resume_from is None:
+        raise FileNotFoundError(f"--resume: run {run_name!r} has no checkpoint under {storage_path}")
+    previous = checkpoints.load(resume_from) if resume_from else None
+    if previous is not None:
+        _check_resumable(previous, cfg, manifest, run_name)
+
+    uri = tracking.resolve_uri(tracking_uri)
+    experiment_id = tracking.ensure_experiment(uri, experiment or f"convlstm-{cfg.task}")
+    if previous is not None:
+        run_id = previous["run_id"]
+        tracking.reopen_run(uri, run_id)
+    else:
+        tags = tracking.run_tags(cfg.task, manifest, _manifest_path(data))
+        if init_from:
+            tags[f"{tracking.TAG_PREFIX}init_from"] = init_from
+        run_id = tracking.create_run(uri, experiment_id, run_name, tags, flatten(cfg.to_dict()))
+        _log_config(uri, run_id, cfg)
+    spec = WorkerSpec(
+        config=cfg, manifest=manifest, manifest_path=_manifest_path(data), data=data, columns=tuple(task.columns),
+        run_id=run_id, tracking_uri=uri, steps_per_epoch=steps_per_epoch, worker_batch_size=worker_batch,
+        storage_path=storage_path, run_name=run_name, resume_from=resume_from, use_gpu=use_gpu,
+        local=workers == 0, progress_dir=progress_dir, init_weights=init_weights)
+    try:
+        outcome = train_loop(spec) if workers == 0 else _fit_ray(spec, workers, address, cpus_per_worker)
+        if outcome["status"] == STATUS_NON_FINITE:
+            last = checkpoints.latest(storage_path, run_name)
+            raise NonFiniteLossError(f"{outcome['message']}; training stopped, last good checkpoint: "
+                                     f"{last or 'none (no epoch completed)'}")
+        summary = _finish(cfg, task, uri, run_id, experiment_id, run_name, storage_path, outcome)
+    except BaseException as exc:
+        tracking.client(uri).set_tag(run_id, f"{tracking.TAG_PREFIX}error", str(exc)[:5000])
+        tracking.end_run(uri, run_id, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+        raise
+    tracking.end_run(uri, run_id, "FINISHED")
+    return summary
+
+
+def _check_monitor(cfg: Config, task: Task) -> None:
+    names = task.metric_names()
+    if cfg.train.monitor not in names:
+        raise ValueError(f"train.monitor: {cfg.train.monitor!r} is not a validation metric of {cfg.task} "
+                         f"(choose from {', '.join(names)})")
+
+
+def _check_model(cfg: Config, task: Task) -> dict[str, Any]:
+    """Build the model on the driver and run it on one blank window, so `model.*` settings that
+    cannot be built or do not fit the data fail before any cluster work; returns the model spec."""
+    from convlstm.factory import build_model, model_spec
+
+    try:
+        model = build_model(cfg.model.name, **cfg.model.params)
+    except (TypeError, ValueError, KeyError) as exc:
+        raise ValueError(f"model: cannot build {cfg.model.name!r} from model.params: {exc}") from None
+    try:
+        task.check_model(model)
+    except (ValueError, RuntimeError) as exc:
+        raise ValueError(f"model.params: the model does not fit the {cfg.task} data: {exc}") from None
+    return model_spec(model)
+
+
+def _init_weights(ref: str, spec: dict[str, Any], tracking_uri: str | None) -> dict[str, torch.Tensor]:
+    from jobs.registry.modelio import load_state
+
+    state = load_state(ref, tracking_uri)
+    if state["model_spec"] != spec:
+        raise ValueError(f"init_from: {ref} is a {state['model_spec']}, the config builds {spec}")
+    return state["model"]
+
+
+def _steps_per_epoch(cfg: Config, manifest: dict, workers: int) -> tuple[int, int]:
+    """Optimizer steps per epoch and the per-worker batch size; every worker gets the same number
+    of rows (Ray Data's equal split drops the remainder)."""
+    if cfg.data.batch_size % workers:
+        raise ValueError(f"data.batch_size ({cfg.data.batch_size}) must be divisible by the number of "
+                         f"workers ({workers}): it is the global batch")
+    for key in ("train_split", "val_split"):
+        split = getattr(cfg.data, key)
+        if split not in manifest["splits"] or not manifest["splits"][split]["count"]:
+            raise ValueError(f"data.{key}: the dataset has no windows in split {split!r} "
+                             f"(splits: {', '.join(sorted(manifest['splits']))})")
+    rows = manifest["splits"][cfg.data.train_split]["count"]
+    if cfg.data.limit_train:
+        rows = min(rows, cfg.data.limit_train)
+    per_worker = cfg.data.batch_size // workers
+    if rows < workers:
+        raise ValueError(f"data.train_split: {rows} windows cannot feed {workers} workers")
+    return math.ceil((rows // workers) / per_worker), per_worker
+
+
+def _new_run_name(task: str) -> str:
+    return f"{task}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def _newest_run(storage_path: str, task: str) -> str | None:
+    names = {rel.split("/", 1)[0] for rel in storage.list_files(storage_path, checkpoints.CHECKPOINT_FILE)}
+    ours = sorted(n for n in names if DEFAULT_RUN_NAME.match(n) and n.startswith(f"{task}-"))
+    return ours[-1] if ours else None
+
+
+def _manifest_path(data: str) -> str:
+    from pipelines.manifest import manifest_path
+
+    return manifest_path(data if storage.is_remote(data) else os.path.abspath(data))
+
+
+def _check_resumable(previous: dict, cfg: Config, manifest: dict, run_name: str) -> None:
+    if previous["task"] != cfg.task:
+        raise ValueError(f"run {run_name!r} trained task {previous['task']!r}, not {cfg.task!r}")
+    if previous["data_fingerprint"] != manifest["fingerprint"]:
+        raise ValueError(f"run {run_name!r} trained on data {previous['data_fingerprint'][:12]}, "
+                         f"this dataset is {manifest['fingerprint'][:12]}: start a new run")
+    if previous["config"]["model"] != cfg.to_dict()["model"]:
+        raise ValueError(f"model: run {run_name!r} was trained with {previous['config']['model']}, "
+                         f"not {cfg.to_dict()['model']}")
+    if previous["epoch"] >= cfg.train.epochs:
+        raise ValueError(f"train.epochs: run {run_name!r} already completed {previous['epoch']} epochs; "
+                         f"raise train.epochs to continue it")
+
+
+def _log_config(uri: str, run_id: str, cfg: Config) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "config.yaml"
+        path.write_text(cfg.to_yaml())
+        tracking.log_artifacts(uri, run_id, [path])
+
+
+def _fit_ray(spec: WorkerSpec, workers: int, address: str | None, cpus_per_worker: float | None) -> dict[str, Any]:
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    from pipelines.ray_session import init_ray
+    from pipelines.shards import read_dataset
+
+    cfg = spec.config
+    ray = init_ray(address)
+    datasets, rows = {}, {}
+    for name, split, limit in (("train", cfg.data.train_split, cfg.data.limit_train),
+                               ("val", cfg.data.val_split, cfg.data.limit_val)):
+        ds = read_dataset(spec.data, split, columns=list(spec.columns))
+        ds = ds.limit(limit) if limit else ds
+        rows[name] = int(min(spec.manifest["splits"][split]["count"], limit or math.inf))
+        small = rows[name] * _window_bytes(spec.manifest, list(spec.columns)) <= cfg.data.materialize_mb * 2**20
+        datasets[name] = ds.materialize() if small else ds
+    # Validation: disjoint parts, one per rank, none dropped (Ray Train's own split is equal-sized and
+    # drops the remainder), so each window is scored once and the merged scores are exact.
+    bounds = [rows["val"] * rank // workers for rank in range(1, workers)]
+    parts = datasets.pop("val").split_at_indices(bounds) if workers > 1 else [datasets.pop("val")]
+    datasets.update({f"val_{rank}": part for rank, part in enumerate(parts)})
+    resources = {"CPU": cpus_per_worker or default_cpus_per_worker(ray, workers, spec.use_gpu)}
+    if spec.use_gpu:
+        resources["GPU"] = 1
+    trainer = TorchTrainer(
+        ray_worker,
+        train_loop_config={"spec": spec},
+        scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=spec.use_gpu,
+                                               resources_per_worker=resources),
+        run_config=ray.train.RunConfig(
+            name=spec.run_name, storage_path=spec.storage_path,
+            checkpoint_config=ray.train.CheckpointConfig(
+                num_to_keep=cfg.train.keep_checkpoints, checkpoint_score_attribute=cfg.train.monitor,
+                checkpoint_score_order=cfg.train.mode),
+            failure_config=ray.train.FailureConfig(max_failures=cfg.train.max_failures)),
+        datasets=datasets,
+        dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
+    )
+    try:
+        result = trainer.fit()
+    except ray.train.TrainingFailedError as exc:
+        raise CommandError(f"training failed: {exc}") from exc
+    return result.return_value
+
+
+def _window_bytes(manifest: dict, columns: list[str]) -> int:
+    """Bytes of one window's `columns` as stored (tensor columns by shape and dtype)."""
+    schema = manifest["schema"]
+    return sum(math.prod(schema[c]["shape"]) * np.dtype(schema[c]["dtype"]).itemsize for c in columns)
+
+
+def default_cpus_per_worker(ray, workers: int, use_gpu: bool) -> float:
+    """One CPU per worker when there is room, else a share that leaves one CPU for Ray Data's
+    read tasks (2 CPU workers on a 2-CPU Ray get 0.5 each)."""
+    total = ray.cluster_resources().get("CPU", 1.0)
+    if use_gpu or total - 1 >= workers:
+        return 1.0
+    return max(0.1, round((total - 1) / workers, 2)) if total > 1 else round(total / (workers + 1), 2)
+
+
+def _finish(cfg: Config, task: Task, uri: str, run_id: str, experiment_id: str, run_name: str,
+            storage_path: str, outcome: dict) -> TrainSummary:
+    """Artifacts (evaluation JSON, plots) and the best checkpoint as a registered model."""
+    from jobs.registry.modelio import build_from_spec
+
+    last = checkpoints.load(checkpoints.latest(storage_path, run_name))
+    best_dir = checkpoints.best(storage_path, run_name, cfg.train.monitor, cfg.train.mode)
+    best = checkpoints.load(best_dir)
+    model = build_from_spec(best["model_spec"])
+    model.load_state_dict(best["model"])
+    model.eval()
+    monitor, score = cfg.train.monitor, float(best["metrics"][cfg.train.monitor])
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        files = [_evaluation_json(best, monitor, tmp / "evaluation.json"), _learning_curve(uri, run_id, monitor, tmp)]
+        files += task.figures(best["evaluation"], best["preview"], tmp)
+        tracking.log_artifacts(uri, run_id, files)
+        weights = tmp / checkpoints.CHECKPOINT_FILE
+        torch.save({k: v for k, v in best.items() if k not in ("optimizer", "scheduler")}, weights)
+        example = task.example_input(best["preview"])
+        with torch.no_grad():
+            output = model(torch.from_numpy(example)).float().numpy()
+        registered = tracking.log_and_register_model(
+            uri, run_id, model, example, output, [weights],
+            cfg.registered_model_name if cfg.registry.register_model else None,
+            description=(f"{cfg.task} ConvLSTM from run {run_id} ({run_name}), epoch {best['epoch']}: "
+                         f"{monitor} = {score:.6g} on data {best['data_fingerprint'][:12]}"),
+            version_tags={"run_id": run_id, "task": cfg.task, "data_fingerprint": best["data_fingerprint"],
+                          "manifest_path": best["manifest_path"], "monitor": monitor, "score": f"{score:.6g}"},
+        )
+    return TrainSummary(
+        run_id=run_id, run_name=run_name, experiment_id=experiment_id, status=outcome["status"],
+        epochs=last["epoch"], steps=last["step"], monitor=monitor, best_score=score, best_epoch=best["epoch"],
+        best_checkpoint=best_dir, registered_name=registered.name if registered else None,
+        model_version=registered.version if registered else None, alias=registered.alias if registered else None,
+        model_uri=registered.model_uri if registered else f"runs:/{run_id}/model")
+
+
+def _evaluation_json(best: dict, monitor: str, path: Path) -> Path:
+    payload = {"epoch": best["epoch"], "step": best["step"], "monitor": monitor, "score": best["metrics"][monitor],
+               "data_fingerprint": best["data_fingerprint"], "manifest_path": best["manifest_path"],
+               "metrics": best["metrics"], "evaluation": best["evaluation"]}
+    path.write_text(json.dumps(payload, indent=1, default=float) + "\n")
+    return path
+
+
+def _learning_curve(uri: str, run_id: str, monitor: str, folder: Path) -> Path:
+    keys = ["train_loss", "train_loss_epoch", "val_loss", monitor, "lr"]
+    series = {k: tracking.metric_history(uri, run_id, k) for k in dict.fromkeys(keys)}
+    return plots.learning_curve(series, folder / "learning_curve.png", title=f"run {run_id[:8]}")
