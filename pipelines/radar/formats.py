@@ -1,9 +1,11 @@
 """The registry of radar input formats, format detection, and the listing/probing of frame files.
 
 Listing walks a folder: files whose names parse as the chosen format become frames; files with a
-radar extension (.png, .gif, .pgm[.gz], .h5) whose names do not parse are rejected; anything else
-(README, PROVENANCE.md, HKO-7 .mask files) is ignored. A second file with the same timestamp is
-rejected as a duplicate.
+radar extension (.png, .gif, .pgm[.gz], .h5, .hdf, .hdf5, .nc) whose names do not parse are rejected;
+anything else (README, PROVENANCE.md, HKO-7 .mask files) is ignored. A second file with the same
+timestamp is rejected as a duplicate. Formats with a content `sniff` (odim, bom: self-describing
+HDF5) also take files of their extensions whose names do not parse, and take each frame's time from
+its content when it is readable.
 """
 from __future__ import annotations
 
@@ -16,10 +18,11 @@ from typing import Iterable
 
 import numpy as np
 
-from pipelines.radar import fmi, hko, knmi, mch
+from pipelines.radar import bom, fmi, hko, knmi, mch, odim
 from pipelines.radar.frame_format import FrameError, RadarFormat
 
-FORMATS: dict[str, RadarFormat] = {f.name: f for f in (hko.FORMAT, mch.FORMAT, fmi.FORMAT, knmi.FORMAT)}
+FORMATS: dict[str, RadarFormat] = {f.name: f for f in (hko.FORMAT, mch.FORMAT, fmi.FORMAT, knmi.FORMAT,
+                                                        odim.FORMAT, bom.FORMAT)}
 _DECODE_ERRORS = (OSError, EOFError, ValueError, KeyError, zlib.error)
 
 
@@ -33,27 +36,35 @@ class FrameFile:
 
 
 def get_format(name: str) -> RadarFormat:
-    """The format called `name` (hko, mch, fmi, knmi); ValueError naming --format otherwise."""
+    """The format called `name` (hko, mch, fmi, knmi, odim, bom); ValueError naming --format otherwise."""
     if name not in FORMATS:
         raise ValueError(f"--format must be one of {', '.join(FORMATS)} or auto, got {name!r}")
     return FORMATS[name]
 
 
-def detect_format(names: Iterable[str]) -> RadarFormat:
-    """The one format whose pattern file names match; ValueError when none or several do."""
-    found = {fmt.name for name in names for fmt in FORMATS.values() if fmt.timestamp(name)}
+def detect_format(files: Iterable[str | Path]) -> RadarFormat:
+    """The one format whose pattern the file names match; when no name matches, the one whose `sniff`
+    recognises the content of files (given as paths) with its extensions. ValueError when none or
+    several formats are found."""
+    files = list(files)
+    found = {fmt.name for file in files for fmt in FORMATS.values() if fmt.timestamp(Path(file).name)}
     if not found:
-        raise ValueError(f"--format auto: no file name matches any of {', '.join(FORMATS)}")
+        found = {fmt.name for file in files if isinstance(file, Path) for fmt in FORMATS.values()
+                 if fmt.sniff and fmt.claims(file.name) and fmt.sniff(file)}
+    if not found:
+        by_content = " or ".join(f.name for f in FORMATS.values() if f.sniff)
+        raise ValueError(f"--format auto: no file name matches any of {', '.join(FORMATS)} "
+                         f"and no file's content is {by_content}")
     if len(found) > 1:
         raise ValueError(f"--format auto: mixed formats in the source ({', '.join(sorted(found))}); pass --format")
     return FORMATS[found.pop()]
 
 
 def resolve_format(name: str, root: Path) -> RadarFormat:
-    """`get_format(name)`, or for "auto" the format detected from the file names under `root`."""
+    """`get_format(name)`, or for "auto" the format detected from the files under `root` (names, then content)."""
     if name != "auto":
         return get_format(name)
-    return detect_format(p.name for p in sorted(root.rglob("*")) if p.is_file())
+    return detect_format(p for p in sorted(root.rglob("*")) if p.is_file())
 
 
 def list_frames(root: Path, fmt: RadarFormat) -> tuple[list[FrameFile], list[dict]]:
@@ -63,6 +74,13 @@ def list_frames(root: Path, fmt: RadarFormat) -> tuple[list[FrameFile], list[dic
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         name = path.relative_to(root).as_posix()
         time = fmt.timestamp(path.name)
+        if fmt.sniff and (time is not None or fmt.claims(path.name)):
+            # The content's time wins; an unreadable file keeps its name's time, so probing rejects it with a reason.
+            time = fmt.sniff(path) or time
+            if time is None:
+                rejected.append({"file": name, "reason": f"name does not parse as {fmt.name} "
+                                                          f"and the content is not {fmt.name}"})
+                continue
         if time is None:
             if any(f.claims(path.name) for f in FORMATS.values()):
                 rejected.append({"file": name, "reason": f"name does not parse as {fmt.name}"})

@@ -24,6 +24,10 @@ class RadarFormat:
     dBZ float32 `[H, W]`, NaN = nodata, -inf = no echo (below any threshold). `time_step_s` is the
     frame interval, used by formats that store accumulations. `source_zr` ({a, b}) is the Z-R
     relation the decoder applies to rain amounts, None for formats that store reflectivity.
+    `sniff(path) -> datetime | None`, for formats recognisable by content (self-describing HDF5),
+    returns the frame's UTC time read from the file when the file is of this format, else None
+    (never raises); it lets `--format auto` and listing accept files whose names do not parse, and
+    its time takes precedence over the name's.
     """
 
     name: str
@@ -34,6 +38,7 @@ class RadarFormat:
     decode: Callable[[Path, float], np.ndarray]
     conversion: str
     source_zr: dict | None = None
+    sniff: Callable[[Path], datetime | None] | None = None
 
     def timestamp(self, filename: str) -> datetime | None:
         """UTC time from a file name, or None when the name is not of this format."""
