@@ -174,7 +174,7 @@ def test_detect_format_from_names_and_refuse_mixed_or_unknown(shared_data):
     with pytest.raises(ValueError, match="no file name matches"):
         detect_format(["radar.gif", "README.md"])
     with pytest.raises(ValueError, match="--format"):
-        get_format("odim")
+        get_format("grib")
 
 
 def test_bad_names_truncated_empty_and_off_grid_frames_are_rejected(mch_dir, tmp_path):

@@ -409,7 +409,7 @@ def test_prepare_opera_sample_auto_end_to_end(ray_local, opera_files, tmp_path, 
 
 
 def test_prepare_bom_sample_auto_end_to_end_and_nowcast_input(ray_local, shared_data, bom_files, tmp_path, capsys):
-    from jobs.nowcast import read_input
+    from jobs.nowcast.forecast import read_input
 
     src = shared_data / "radar-bom-sample"
     out = tmp_path / "ds"

@@ -173,7 +173,7 @@ def test_prepare_fmi_and_knmi_paper_blocks(ray_local, shared_data, tmp_path, fmt
 
 @pytest.mark.parametrize("argv, message", [
     ([], "--src is required"),
-    (["--src", "{mch}", "--format", "odim"], "--format must be one of"),
+    (["--src", "{mch}", "--format", "grib"], "--format must be one of"),
     (["--src", "{mch}", "--crop", "700x700"], "--crop 700x700 is larger than the frames (640x710)"),
     (["--src", "{mch}", "--size", "64"], "--size must look like HxW"),
     (["--src", "{mch}", "--in-len", "0"], "--in-len must be >= 1"),

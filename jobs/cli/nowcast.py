@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(default: models:/convlstm-radar@champion)")
     p.add_argument("--src", required=True, help="folder or .tar/.zip archive of radar frames")
     p.add_argument("--format", default="auto", metavar="|".join([*FORMATS, "auto"]),
-                   help="input format; auto detects it from the file names (default: auto)")
+                   help="input format; auto detects it from the file names, or by content for ODIM_H5 and NetCDF (default: auto)")
     p.add_argument("--at", help="forecast from the latest frame at or before this ISO time, UTC "
                                 "(default: the latest frame)")
     p.add_argument("--out", required=True, help="output folder")

@@ -1,4 +1,4 @@
-"""`convlstm prepare radar`: radar frames (folder or .tar/.zip; HKO-7, MeteoSwiss, FMI, KNMI) -> window shards.
+"""`convlstm prepare radar`: radar frames (folder or .tar/.zip; HKO-7, MeteoSwiss, FMI, KNMI, ODIM_H5, BoM NetCDF) -> window shards.
 
 Registered by `jobs.cli.prepare` under its datasets. Bad arguments and sources without
 usable frames end with a one-line error and exit 2 before anything is written; with --strict any
@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "or by the paper's 40-frame blocks. No window spans a missing frame.")
     p.add_argument("--src", help="folder or .tar/.tar.gz/.zip archive of frames (required)")
     p.add_argument("--format", default="auto", metavar="|".join([*FORMATS, "auto"]),
-                   help="input format; auto detects it from the file names (default: auto)")
+                   help="input format; auto detects it from the file names, or by content for ODIM_H5 and NetCDF (default: auto)")
     options.dataset_output(p)
     p.add_argument("--in-len", type=int, default=5, help="input frames per window (default: 5)")
     p.add_argument("--out-len", type=int, default=15, help="target frames per window (default: 15)")
