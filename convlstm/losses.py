@@ -12,9 +12,6 @@ import torch.nn.functional as F
 
 from convlstm import units
 
-HKO_RAIN_THRESHOLDS_MMH = (2.0, 5.0, 10.0, 30.0)
-HKO_BALANCE_WEIGHTS = (1.0, 2.0, 5.0, 10.0, 30.0)
-
 
 def _checked_mask(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor | None:
     if pred.dim() != 5:
@@ -63,15 +60,15 @@ def mae_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None
 
 
 def hko_thresholds_scaled() -> torch.Tensor:
-    """The rain-rate thresholds 2, 5, 10, 30 mm/h as scaled HKO-7 pixels p/255 in [0, 1] (unrounded)."""
-    return torch.from_numpy(units.rainrate_to_scaled_pixel(np.asarray(HKO_RAIN_THRESHOLDS_MMH)))
+    """HKO-7's balancing thresholds (2, 5, 10, 30 mm/h) as scaled pixels p/255 in [0, 1] (unrounded)."""
+    return torch.from_numpy(units.rainrate_to_scaled_pixel(np.asarray(units.BALANCING_THRESHOLDS_MMH)))
 
 
 def hko_balance_weights(target: torch.Tensor) -> torch.Tensor:
-    """HKO-7 balancing weights for scaled pixels `target` (p/255): 1 below 2 mm/h, 2 in [2, 5),
-    5 in [5, 10), 10 in [10, 30), 30 at >= 30 mm/h (a pixel exactly at a threshold gets the higher weight)."""
+    """HKO-7 balancing weights (`convlstm.units.BALANCING_WEIGHTS`) for scaled pixels `target` (p/255):
+    1 below 2 mm/h, 2 in [2, 5), ..., 30 at >= 30 mm/h, as `convlstm.metrics.balancing_weights` in mm/h."""
     thresholds = hko_thresholds_scaled().to(device=target.device, dtype=target.dtype)
-    weights = torch.tensor(HKO_BALANCE_WEIGHTS, device=target.device, dtype=target.dtype)
+    weights = torch.tensor(units.BALANCING_WEIGHTS, device=target.device, dtype=target.dtype)
     return weights[torch.bucketize(target.contiguous(), thresholds, right=True)]
 
 

@@ -20,11 +20,8 @@ import numpy as np
 import torch
 
 from convlstm.checks import positive_int
-from convlstm.units import rainrate_to_scaled_pixel
-
-HKO7_THRESHOLDS_MMH = (0.5, 2.0, 5.0, 10.0, 30.0)
-BALANCING_THRESHOLDS_MMH = (2.0, 5.0, 10.0, 30.0)
-BALANCING_WEIGHTS = (1.0, 2.0, 5.0, 10.0, 30.0)
+from convlstm.units import (BALANCING_THRESHOLDS_MMH, BALANCING_WEIGHTS, HKO7_THRESHOLDS_MMH,  # noqa: F401
+                            rainrate_to_scaled_pixel)
 SSIM_WINDOW = 11
 SSIM_SIGMA = 1.5
 SSIM_K1, SSIM_K2 = 0.01, 0.03

@@ -13,6 +13,11 @@ HKO_ZR_A = 58.53
 HKO_ZR_B = 1.56
 DBZ_MIN = -10.0
 DBZ_RANGE = 70.0
+# HKO-7's evaluation thresholds (mm/h; an event is value >= threshold) and its balancing rule: a pixel
+# weighs BALANCING_WEIGHTS[i] where i counts the BALANCING_THRESHOLDS_MMH at or below its rain rate.
+HKO7_THRESHOLDS_MMH = (0.5, 2.0, 5.0, 10.0, 30.0)
+BALANCING_THRESHOLDS_MMH = (2.0, 5.0, 10.0, 30.0)
+BALANCING_WEIGHTS = (1.0, 2.0, 5.0, 10.0, 30.0)
 
 
 def pixel_to_dbz(pixel):

@@ -18,6 +18,7 @@ from pipelines import storage
 # Bump when any pipeline's output for the same inputs and parameters changes.
 PIPELINE_VERSION = "1"
 MANIFEST_NAME = "manifest.json"
+SPLITS = ("train", "val", "test")  # the standard splits, in this order
 # Keys that describe the run rather than the data (`rejected` names input paths on this machine).
 _NOT_FINGERPRINTED = ("fingerprint", "created", "rejected")
 _CHUNK = 1 << 20

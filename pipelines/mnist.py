@@ -18,11 +18,11 @@ from typing import Iterator
 import numpy as np
 
 from pipelines.job import Source, run_prepare
+from pipelines.manifest import SPLITS
 
 TASK = "mnist"
 DIGIT = 28
 SPEED_RANGE = (2.0, 5.0)  # px per frame
-SPLITS = ("train", "val", "test")
 _IDX3_MAGIC = 0x00000803
 
 

@@ -91,3 +91,29 @@ def test_cosine_schedule_matches_the_hf_formula():
     # two cycles: back at the top half-way through the decay, at zero a quarter of the way
     assert math.isclose(cosine_with_warmup(600, 200, 1000, 2), 1.0)
     assert math.isclose(cosine_with_warmup(400, 200, 1000, 2), 0.0, abs_tol=1e-12)
+
+
+def test_forecast_tasks_need_two_input_frames():
+    """One input frame leaves the encoder's state weights without a gradient, which breaks DDP."""
+    from jobs.tasks import get_task
+
+    with pytest.raises(ValueError, match=r"^data\.in_len: must be >= 2"):
+        load_config("radar-tiny", "radar", ["data.in_len=1"])
+    manifest = {"task": "radar", "params": {"in_len": 1},
+                "schema": {"frames": {"shape": [4, 1, 8, 8]}, "mask": {"shape": [4, 1, 8, 8]}}}
+    with pytest.raises(ValueError, match=r"^data\.in_len: needs >= 2 input frames"):
+        get_task(load_config("radar-tiny", "radar"), manifest)
+    assert get_task(load_config("radar-tiny", "radar", ["data.in_len=2"]), manifest).out_len == 2
+
+
+def test_yaml_syntax_errors_name_the_file_and_line(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("task: kth\nmodel: {name: classifier\nloss: {name: cross_entropy}\n")
+    with pytest.raises(ValueError, match=rf"^config {bad}:\d+: YAML syntax error"):
+        load_config(str(bad), "kth")
+    assert main(["train", "--task", "kth", "--data", str(tmp_path), "--config", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and str(bad) in err
+    assert main(["train", "--task", "kth", "--data", str(tmp_path), "--config", "kth-tiny", "optim.betas=[1,"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "optim.betas" in err and "not valid YAML" in err

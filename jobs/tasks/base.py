@@ -240,9 +240,10 @@ class ForecastTask(Task):
         super().__init__(cfg, manifest)
         window = self.frames_shape[0]
         self.in_len = cfg.data.in_len or manifest["params"].get("in_len") or window // 2
-        if not 1 <= self.in_len < window:
-            raise ValueError(f"data.in_len: must leave at least one target frame of the {window}-frame "
-                             f"windows, got {self.in_len}")
+        if not 2 <= self.in_len < window:
+            # One input frame leaves the encoder's state-to-state weights without a gradient (DDP fails).
+            raise ValueError(f"data.in_len: needs >= 2 input frames and at least one target frame of the "
+                             f"{window}-frame windows, got {self.in_len}")
         self.out_len = window - self.in_len
         self.input_shape = [self.in_len, *self.frames_shape[1:]]
         self.output_shape = [self.out_len, *self.frames_shape[1:]]

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from pipelines.radar.timeline import window_starts
+from pipelines.manifest import SPLITS
 
-SPLITS = ("train", "val", "test")
 SPLIT_MODES = ("days", "paper-blocks", "time")
 BLOCK_FRAMES = 40
 BLOCK_DEAL = ("train",) * 4 + ("val", "test")
