@@ -7,8 +7,12 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import shutil
+import stat
 import struct
+import tarfile
+import zipfile
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -191,3 +195,145 @@ def test_avi_whose_header_claims_a_huge_frame_is_rejected_before_decoding(ray_lo
     reasons = {r["file"]: r["reason"] for r in load_manifest(out)["rejected"]}
     assert reasons[str(huge)] == "frames are 4000x3000, KTH videos are 160x120"
     assert reasons[str(absurd)]  # OpenCV cannot decode it at all: rejected, never allocated
+
+
+# --- 4./6. archives: bombs, traversal and links refused in one line; plain zipfile.writestr zips accepted --
+
+def mch_zip(path: Path, mch_src: Path, count: int = 40, extra: dict[str, bytes] | None = None) -> Path:
+    """A zip written like most scripts do, zipfile.writestr(name, data): permission bits, no file type."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for frame in sorted(mch_src.rglob("*.gif"))[:count]:
+            zf.writestr(f"mch/{frame.parent.name}/{frame.name}", frame.read_bytes())
+        for name, data in (extra or {}).items():
+            zf.writestr(name, data)
+    return path
+
+
+def assert_refused(argv: list, capsys, root: Path, *needles: str) -> str:
+    """Exit 2, one line naming the needles, nothing published, nothing under `root` changed."""
+    before = snapshot(root)
+    rc, _, err = run(argv, capsys)
+    assert rc == 2, err
+    line = one_line_error(err, *needles)
+    assert snapshot(root) == before
+    assert not list(root.glob(".radar-src-*")) and not list(root.glob("*.tmp-*"))
+    return line
+
+
+def test_zip_written_by_writestr_is_accepted(ray_local, mch_src, tmp_path, capsys):
+    archive = mch_zip(tmp_path / "mch.zip", mch_src, extra={"mch/README.txt": b"notes"})
+    assert (zipfile.ZipFile(archive).infolist()[0].external_attr >> 16) == 0o600  # no S_IFREG bit
+    rc, printed, err = run(["prepare", "radar", "--src", archive, "--out", tmp_path / "ds", *RADAR_ARGS], capsys)
+    assert rc == 0, err
+    assert "train: 34 windows" in printed and load_manifest(tmp_path / "ds")["rejected"] == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds", "mch", "mch.zip"]
+
+
+def test_only_radar_members_are_unpacked(mch_src, tmp_path):
+    from pipelines.radar.archive import source_folder
+
+    archive = mch_zip(tmp_path / "mch.zip", mch_src, count=3,
+                      extra={"mch/README.txt": b"notes", "mch/blob.bin": bytes(1 << 20), "mch/x.mask": b"m"})
+    with source_folder(archive) as root:
+        names = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+    assert names == ["mch/20160711/AQC161932045V_00005.801.gif", "mch/20160711/AQC161932050V_00005.801.gif",
+                     "mch/20160711/AQC161932055V_00005.801.gif", "mch/x.mask"]
+
+
+def bomb_zip(path: Path, mch_src: Path, megabytes: int = 8) -> Path:
+    """3 real frames and one 'frame' of `megabytes` MB of zeros (deflated to a few kB)."""
+    return mch_zip(path, mch_src, count=3,
+                   extra={"mch/20160711/AQC161932100V_00005.801.gif": bytes(megabytes << 20)})
+
+
+def test_zip_bomb_is_refused_by_the_size_cap(mch_src, tmp_path, capsys):
+    archive = bomb_zip(tmp_path / "bomb.zip", mch_src)
+    assert archive.stat().st_size < 200_000
+    assert_refused(["prepare", "radar", "--src", archive, "--out", tmp_path / "ds", "--max-unpacked-mb", "1",
+                    *RADAR_ARGS], capsys, tmp_path, f"--src {archive}", "--max-unpacked-mb 1 MB")
+
+
+@pytest.mark.parametrize("kind", ["zip", "tar.gz"])
+def test_archive_bomb_is_refused_by_the_ratio_cap(mch_src, tmp_path, capsys, kind):
+    """Default size cap; a zip member expanding 1000x, or a .tar.gz whose members declare over 100x
+    the archive's bytes (a tar.gz has no per-member compressed size), is refused before extraction."""
+    archive = bomb_zip(tmp_path / "bomb.zip", mch_src, megabytes=8 if kind == "zip" else 32)
+    if kind == "tar.gz":
+        with zipfile.ZipFile(archive) as zf, tarfile.open(tmp_path / "bomb.tar.gz", "w:gz") as tar:
+            for info in zf.infolist():
+                member = tarfile.TarInfo(info.filename)
+                member.size = info.file_size
+                tar.addfile(member, zf.open(info))
+        archive.unlink()
+        archive = tmp_path / "bomb.tar.gz"
+    assert_refused(["prepare", "radar", "--src", archive, "--out", tmp_path / "ds", *RADAR_ARGS],
+                   capsys, tmp_path, f"--src {archive}", "(more than 100x): refusing a likely")
+
+
+def test_zip_member_larger_than_declared_is_refused(mch_src, tmp_path, capsys):
+    """A central directory that under-declares a member's size: never more than the declared bytes
+    are written, and the member is refused (its CRC does not match)."""
+    archive = bomb_zip(tmp_path / "liar.zip", mch_src, megabytes=4)
+    data = bytearray(archive.read_bytes())
+    with zipfile.ZipFile(archive) as zf:
+        info = zf.getinfo("mch/20160711/AQC161932100V_00005.801.gif")
+    central = data.rfind(b"PK\x01\x02", 0, data.find(b"PK\x05\x06"))  # the bomb is the last entry
+    struct.pack_into("<I", data, central + 24, 50_000)  # uncompressed size
+    struct.pack_into("<I", data, info.header_offset + 22, 50_000)
+    archive.write_bytes(bytes(data))
+    assert_refused(["prepare", "radar", "--src", archive, "--out", tmp_path / "ds", *RADAR_ARGS],
+                   capsys, tmp_path, f"--src {archive}", "unreadable archive")
+
+
+def _zip_with(path: Path, info: zipfile.ZipInfo, data: bytes) -> Path:
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("mch/AQC161932045V_00005.801.gif", b"GIF89a")
+        zf.writestr(info, data)
+    return path
+
+
+def _tar_with(path: Path, member: tarfile.TarInfo, data: bytes = b"") -> Path:
+    with tarfile.open(path, "w") as tar:
+        member.size = len(data) if member.isfile() else 0
+        tar.addfile(member, io.BytesIO(data) if member.isfile() else None)
+    return path
+
+
+def _symlink_zip_info() -> zipfile.ZipInfo:
+    info = zipfile.ZipInfo("mch/AQC161932050V_00005.801.gif")
+    info.external_attr = (stat.S_IFLNK | 0o777) << 16
+    return info
+
+
+def _tar_member(name: str, kind: bytes = tarfile.REGTYPE, link: str = "") -> tarfile.TarInfo:
+    member = tarfile.TarInfo(name)
+    member.type, member.linkname = kind, link
+    return member
+
+
+MALICIOUS = {
+    "zip-dotdot": lambda p: _zip_with(p / "a.zip", zipfile.ZipInfo("../AQC161932050V_00005.801.gif"), b"x"),
+    "zip-absolute": lambda p: _zip_with(p / "a.zip", zipfile.ZipInfo("/tmp/AQC161932050V_00005.801.gif"), b"x"),
+    "zip-symlink": lambda p: _zip_with(p / "a.zip", _symlink_zip_info(), b"/etc/passwd"),
+    "tar-dotdot": lambda p: _tar_with(p / "a.tar", _tar_member("../AQC161932050V_00005.801.gif"), b"x"),
+    "tar-absolute": lambda p: _tar_with(p / "a.tar", _tar_member(str(p / "abs.gif")), b"x"),
+    "tar-symlink": lambda p: _tar_with(p / "a.tar", _tar_member("x.gif", tarfile.SYMTYPE, "/etc/passwd")),
+    "tar-hardlink": lambda p: _tar_with(p / "a.tar", _tar_member("x.gif", tarfile.LNKTYPE, "/etc/passwd")),
+}
+
+
+@pytest.mark.parametrize("kind", list(MALICIOUS))
+def test_traversal_and_link_members_are_refused(tmp_path, capsys, kind):
+    work = tmp_path / "work"
+    work.mkdir()
+    archive = MALICIOUS[kind](work)
+    needle = "unsafe member" if kind.endswith(("dotdot", "absolute")) else "link or special file"
+    assert_refused(["prepare", "radar", "--src", archive, "--out", work / "ds", *RADAR_ARGS],
+                   capsys, tmp_path, f"--src {archive}", needle)
+
+
+@pytest.mark.parametrize("value", ["0", "-5"])
+def test_max_unpacked_mb_must_be_positive(mch_src, tmp_path, capsys, value):
+    archive = mch_zip(tmp_path / "mch.zip", mch_src, count=3)
+    assert_refused(["prepare", "radar", "--src", archive, "--out", tmp_path / "ds", "--max-unpacked-mb", value,
+                    *RADAR_ARGS], capsys, tmp_path, "--max-unpacked-mb must be > 0")

@@ -26,13 +26,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or the embedded store)")
     p.add_argument("--json", action="store_true", help="print forecast.json's content as one JSON object")
+    p.add_argument("--max-unpacked-mb", type=float,
+                   help="an archive --src may unpack to at most this many MB (default: 10240)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from jobs.nowcast import nowcast, parse_time
+    from pipelines.radar.archive import unpack_limit
 
-    sidecar = nowcast(args.model, args.src, args.out, args.format, parse_time(args.at), args.tracking_uri)
+    with unpack_limit(args.max_unpacked_mb):
+        sidecar = nowcast(args.model, args.src, args.out, args.format, parse_time(args.at), args.tracking_uri)
     if args.json:
         print(json.dumps(sidecar))
         return 0

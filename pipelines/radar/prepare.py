@@ -20,7 +20,7 @@ import numpy as np
 from convlstm.units import HKO_ZR_A, HKO_ZR_B
 from pipelines import storage
 from pipelines.job import Dropped, Source, run_prepare
-from pipelines.radar.archive import source_folder
+from pipelines.radar.archive import check_limit, source_folder
 from pipelines.radar.days import Unit, load_days_file, plan_units
 from pipelines.radar.formats import FrameFile, get_format, list_frames, probe_frames, resolve_format
 from pipelines.radar.frame_format import RadarFormat
@@ -72,8 +72,11 @@ def schema(options: RadarOptions) -> dict:
 
 def prepare_radar(src: Path, out: str, fmt: str = "auto", options: RadarOptions = RadarOptions(), *,
                   strict: bool = False, overwrite: bool = False, incremental: bool = False,
-                  address: str | None = None, progress: bool = True) -> dict:
+                  address: str | None = None, progress: bool = True, max_unpacked_mb: float | None = None) -> dict:
     """Build radar window shards at `out` from the frames in `src` (folder or .tar/.zip); returns the manifest.
+
+    An archive `src` unpacks (its radar frames only) beside `out`, to at most `max_unpacked_mb` MB
+    (default archive.DEFAULT_MAX_UNPACKED_MB; see pipelines.radar.archive for the bomb checks).
 
     Raises ValueError / FileNotFoundError (naming the flag) before writing anything for bad
     arguments or a source without usable frames; `strict` makes any rejected input fail the run
@@ -83,7 +86,9 @@ def prepare_radar(src: Path, out: str, fmt: str = "auto", options: RadarOptions 
     if fmt != "auto":
         get_format(fmt)  # fail on a bad --format before unpacking anything
     days = load_days_file(options.days_file) if options.days_file else None
-    with source_folder(Path(src), _unpack_dir(out)) as root:
+    if max_unpacked_mb is not None:
+        check_limit(max_unpacked_mb)
+    with source_folder(Path(src), _unpack_dir(out), max_mb=max_unpacked_mb) as root:
         radar = resolve_format(fmt, root)
         frames, rejected = list_frames(root, radar)
         frames, grid, bad = probe_frames(frames, radar)
