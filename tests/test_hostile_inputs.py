@@ -332,6 +332,21 @@ def test_traversal_and_link_members_are_refused(tmp_path, capsys, kind):
                    capsys, tmp_path, f"--src {archive}", needle)
 
 
+def test_nowcast_archive_input_obeys_max_unpacked_mb(mch_src, tmp_path, capsys):
+    """nowcast's --max-unpacked-mb sets the limit jobs.nowcast's source_folder calls obey."""
+    from pipelines.radar.archive import source_folder, unpack_limit
+
+    archive = mch_zip(tmp_path / "mch.zip", mch_src)  # 40 frames, 2 MB
+    with unpack_limit(1), pytest.raises(ValueError, match="--max-unpacked-mb 1 MB"):
+        with source_folder(archive):
+            pass
+    with unpack_limit(3), source_folder(archive) as root:
+        assert len(list(root.rglob("*.gif"))) == 40
+    with pytest.raises(SystemExit):
+        main(["nowcast", "--help"])
+    assert "--max-unpacked-mb" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("value", ["0", "-5"])
 def test_max_unpacked_mb_must_be_positive(mch_src, tmp_path, capsys, value):
     archive = mch_zip(tmp_path / "mch.zip", mch_src, count=3)
