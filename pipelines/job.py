@@ -101,6 +101,8 @@ def run_prepare(*, task: str, sources: list[Source], windows_fn: WindowsFn, out:
     `protect`: the user's input paths; `out` may not overlap them (pipelines.publish.check_target).
     """
     _check_args(task, sources, schema)
+    if not sources and not incremental:
+        raise ValueError(f"{task}: no sources to decode; refusing to publish an empty dataset")
     rejected = [dict(r) for r in rejected or []]
     if strict and rejected:
         raise _strict_error(rejected)

@@ -66,7 +66,8 @@ def find_videos(src: str | Path) -> list[Path]:
 def plan(src: str | Path, options: KthOptions) -> tuple[list[Source], list[dict], dict[str, list[int]]]:
     """Videos under `src` -> (sources to decode, files rejected by name, split definition).
 
-    Raises ValueError before any decoding when a known person is in no split (see pipelines.splits).
+    Raises ValueError before any decoding when a known person is in no split (see pipelines.splits)
+    and, naming --src, when no video is left to decode (an empty folder publishes nothing).
     """
     split = person_split.load_split(options.split)
     by_person = person_split.person_splits(split)
@@ -95,6 +96,10 @@ def plan(src: str | Path, options: KthOptions) -> tuple[list[Source], list[dict]
                               meta={"label": CATEGORIES.index(action), "person": person,
                                     "scenario": scenario, "ranges": ranges}))
     person_split.check_covered(persons, split, options.split)
+    if not sources:
+        found = f"{len(rejected)} .avi file(s), none usable; first: {rejected[0]['file']}: {rejected[0]['reason']}" \
+            if rejected else "no .avi video in it"
+        raise ValueError(f"--src {src}: {found}; nothing to prepare")
     return sources, rejected, split
 
 

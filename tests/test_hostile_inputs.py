@@ -352,3 +352,31 @@ def test_max_unpacked_mb_must_be_positive(mch_src, tmp_path, capsys, value):
     archive = mch_zip(tmp_path / "mch.zip", mch_src, count=3)
     assert_refused(["prepare", "radar", "--src", archive, "--out", tmp_path / "ds", "--max-unpacked-mb", value,
                     *RADAR_ARGS], capsys, tmp_path, "--max-unpacked-mb must be > 0")
+
+
+# --- 9. an empty source publishes nothing: exit 2 naming the parameter --------------------------------
+
+@pytest.mark.parametrize("dataset", ["kth", "radar"])
+@pytest.mark.parametrize("content", ["empty", "readme-only"])
+def test_empty_source_folder_is_refused(tmp_path, capsys, dataset, content):
+    src = tmp_path / "src"
+    src.mkdir()
+    if content == "readme-only":
+        (src / "README.md").write_text("no data here")
+    assert_refused(["prepare", dataset, "--src", src, "--out", tmp_path / "ds"], capsys, tmp_path,
+                   f"--src {src}", "nothing to prepare")
+    assert not (tmp_path / "ds").exists()
+
+
+def test_kth_source_without_any_usable_video_is_refused(tmp_path, capsys):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "person1_boxing.avi").write_bytes(b"")  # name does not parse
+    assert_refused(["prepare", "kth", "--src", src, "--out", tmp_path / "ds", *KTH_ARGS], capsys, tmp_path,
+                   f"--src {src}", "none usable", "person1_boxing.avi")
+
+
+def test_mnist_counts_producing_nothing_are_refused(shared_data, tmp_path, capsys):
+    mnist = shared_data / "mnist" / "t10k-images-idx3-ubyte.gz"
+    assert_refused(["prepare", "mnist", "--mnist", mnist, "--out", tmp_path / "ds", "--counts", "0,0,0"],
+                   capsys, tmp_path, "--counts 0,0,0", "nothing to prepare")
