@@ -8,10 +8,16 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import json
+import os
 import shutil
+import signal
 import stat
 import struct
+import subprocess
+import sys
 import tarfile
+import time
 import zipfile
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -380,3 +386,70 @@ def test_mnist_counts_producing_nothing_are_refused(shared_data, tmp_path, capsy
     mnist = shared_data / "mnist" / "t10k-images-idx3-ubyte.gz"
     assert_refused(["prepare", "mnist", "--mnist", mnist, "--out", tmp_path / "ds", "--counts", "0,0,0"],
                    capsys, tmp_path, "--counts 0,0,0", "nothing to prepare")
+
+
+# --- 8. staging folders of killed runs are swept by later runs; live ones are kept -------------------
+
+DEAD_PID = 2 ** 22 + 7  # above Linux's largest pid_max: no process has it
+
+
+def _killed_stage(out: Path) -> Path:
+    """Run `pipelines.publish.staging(out)` in a child process and kill -9 it inside: its staging
+    folder stays behind, as after a real kill."""
+    code = ("import sys, time; from pipelines.publish import staging\n"
+            "with staging(sys.argv[1]) as stage:\n"
+            "    open(stage.path + '/half-written.parquet', 'w').write('x'); print(stage.path, flush=True)\n"
+            "    time.sleep(600)\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    child = subprocess.Popen([sys.executable, "-c", code, str(out)], stdout=subprocess.PIPE, text=True, env=env)
+    path = Path(child.stdout.readline().strip())
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    child.stdout.close()
+    assert path.is_dir() and path.name.startswith(f"{out.name}.tmp-")
+    return path
+
+
+def _marker(folder: Path, **fields) -> Path:
+    """A staging folder with an owner marker of this process, `fields` overridden (`age` in seconds)."""
+    from pipelines.publish import OWNER_FILE, claim
+
+    age = fields.pop("age", 0)
+    folder.mkdir()
+    claim(folder)
+    marker = json.loads((folder / OWNER_FILE).read_text())
+    marker.update(fields, created=time.time() - age)
+    (folder / OWNER_FILE).write_text(json.dumps(marker))
+    (folder / "data.bin").write_bytes(b"x")
+    return folder
+
+
+def test_staging_folders_of_killed_runs_are_swept(ray_local, kth_src, tmp_path, capsys):
+    from pipelines.publish import OWNER_FILE
+
+    out = tmp_path / "out"
+    killed = _killed_stage(out)
+    live = _marker(tmp_path / "out.tmp-0000000live0")  # this process: running
+    reused = _marker(tmp_path / "out.tmp-00000reused0", start="1")  # our pid, but another process's start
+    far_old = _marker(tmp_path / "out.tmp-000000farold", host="elsewhere", age=8 * 24 * 3600)
+    far_new = _marker(tmp_path / "out.tmp-000000farnew", host="elsewhere", age=3600)
+    unmarked = tmp_path / "out.tmp-0000unmarked"
+    unmarked.mkdir()
+    other_out = _marker(tmp_path / "other.tmp-0000000dead", pid=DEAD_PID)
+
+    rc, _, err = run(["prepare", "kth", "--src", kth_src, "--out", out, *KTH_ARGS], capsys)
+    assert rc == 0, err
+    assert not killed.exists() and not reused.exists() and not far_old.exists()
+    assert live.is_dir() and far_new.is_dir() and unmarked.is_dir()
+    assert other_out.is_dir()  # another dataset's staging: swept by that dataset's next run
+    assert not (out / OWNER_FILE).exists() and (out / "manifest.json").is_file()
+
+
+def test_unpacked_archives_of_killed_runs_are_swept(ray_local, mch_src, tmp_path, capsys):
+    archive = mch_zip(tmp_path / "mch.zip", mch_src, count=8)
+    dead = _marker(tmp_path / ".radar-src-dead0001", pid=DEAD_PID)
+    live = _marker(tmp_path / ".radar-src-live0001")
+    rc, _, err = run(["prepare", "radar", "--src", archive, "--out", tmp_path / "ds", *RADAR_ARGS], capsys)
+    assert rc == 0, err
+    assert not dead.exists() and live.is_dir()
+    assert sorted(p.name for p in tmp_path.glob(".radar-src-*")) == [live.name]

@@ -31,6 +31,7 @@ from typing import IO, Callable, Iterator
 DEFAULT_MAX_UNPACKED_MB = 10_240  # 10 GiB: decades of 5-minute frames of one radar composite
 MAX_RATIO = 100  # radar frames are already compressed (GIF, PNG, gzip, HDF5): ~1-10x in practice
 _RATIO_FLOOR = 1 << 20  # expansions below 1 MiB never count as bombs (tiny members compress well)
+UNPACK_PREFIX = ".radar-src-"
 _CHUNK = 1 << 20
 _MB = 1 << 20
 _max_unpacked_mb: ContextVar[float] = ContextVar("max_unpacked_mb", default=DEFAULT_MAX_UNPACKED_MB)
@@ -99,7 +100,8 @@ def source_folder(src: Path, workdir: Path | None = None, *, keep: Callable[[str
                   max_mb: float | None = None) -> Iterator[Path]:
     """The folder to read frames from: `src` itself, or a temporary folder (under `workdir`, else
     the system temp) holding the archive's `keep` members (default: radar frames and masks),
-    removed on exit. `max_mb`: see `safe_extract`."""
+    removed on exit. `max_mb`: see `safe_extract`. The folder carries an owner marker, and
+    `.radar-src-*` folders of dead runs in the same place are removed first (pipelines.publish)."""
     src = Path(src)
     if src.is_dir():
         yield src
@@ -108,7 +110,11 @@ def source_folder(src: Path, workdir: Path | None = None, *, keep: Callable[[str
         raise FileNotFoundError(f"--src {src} does not exist")
     if not is_archive(src):
         raise ValueError(f"--src {src} is neither a folder nor a .tar/.zip archive")
-    with tempfile.TemporaryDirectory(prefix=".radar-src-", dir=workdir) as tmp:
+    from pipelines.publish import claim, sweep_stale
+
+    sweep_stale(workdir or tempfile.gettempdir(), UNPACK_PREFIX)  # left by killed runs (owner marker)
+    with tempfile.TemporaryDirectory(prefix=UNPACK_PREFIX, dir=workdir) as tmp:
+        claim(tmp)
         safe_extract(src, Path(tmp), keep=keep, max_mb=max_mb)
         yield Path(tmp)
 
