@@ -14,10 +14,12 @@ from __future__ import annotations
 import gzip
 import io
 import shutil
+import struct
 import time
 import zlib
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 from PIL import Image
@@ -26,7 +28,7 @@ from pipelines.job import Rejected
 from pipelines.kth import decode_video
 from pipelines.radar.formats import FrameFile, get_format, probe_frames, read_dbz
 from pipelines.radar.frame_format import FrameError
-from pipelines.synthetic import render, write_video
+from pipelines.synthetic import render, write_oversized_avi, write_video
 
 CASES = 48  # per format: 12 of each mutation kind
 KINDS = ("magic", "truncate", "bitflip", "header")
@@ -170,3 +172,45 @@ def test_compressed_payloads_cannot_expand_without_bound(tmp_path):
     png.with_suffix(".mask").write_bytes(zlib.compress(bytes(50 << 20), 1))
     with pytest.raises(FrameError, match="mask"):
         read_dbz(hko, png, 300.0)
+
+
+def _png_header(width: int, height: int) -> bytes:
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    chunk = b"IHDR" + ihdr
+    return (MAGIC["hko"] + struct.pack(">I", len(ihdr)) + chunk + struct.pack(">I", zlib.crc32(chunk))
+            + struct.pack(">I", 0) + b"IEND" + struct.pack(">I", zlib.crc32(b"IEND")))
+
+
+def _knmi_header(path: Path, width: int, height: int) -> None:
+    with h5py.File(path, "w") as f:  # chunked + compressed, nothing written: a few kB on disk
+        f.create_dataset("image1/image_data", shape=(height, width), dtype="uint16", chunks=(256, 256),
+                         compression="gzip")
+
+
+OVERSIZED = {
+    "mch": lambda p: p.write_bytes(b"GIF89a" + struct.pack("<HHBBB", 30000, 30000, 0x80, 0, 0) + bytes(6)
+                                   + b"," + struct.pack("<HHHHB", 0, 0, 30000, 30000, 0) + b"\x08\x02\x4c\x01\x00;"),
+    "fmi": lambda p: p.write_bytes(b"P5\n30000 30000\n255\n" + bytes(1000)),
+    "fmi-gz": lambda p: p.write_bytes(gzip.compress(b"P5\n5000 5000\n255\n" + bytes(5000 * 5000))),
+    "hko": lambda p: p.write_bytes(_png_header(30000, 30000)),
+    "knmi": lambda p: _knmi_header(p, 30000, 30000),
+    "kth": lambda p: write_oversized_avi(p, 4000, 3000),
+}
+
+
+@pytest.mark.parametrize("fmt", list(OVERSIZED))
+def test_oversized_headers_are_refused_before_decoding(fmt, tmp_path):
+    """A header claiming a huge grid (30000x30000, or 5000x5000 in a 25 kB gzip) is a rejection, fast."""
+    path = tmp_path / NAMES[fmt]
+    OVERSIZED[fmt](path)
+    started = time.monotonic()
+    if fmt == "kth":
+        with pytest.raises(Rejected, match="4000x3000"):
+            decode_video(str(path), (30, 40), False)
+    else:
+        radar = get_format(fmt.removesuffix("-gz"))
+        [rejection] = probe_frames([FrameFile(path, path.name, radar.timestamp(path.name))], radar)[2]
+        assert "header claims" in rejection["reason"]
+        with pytest.raises(FrameError, match="header claims"):
+            read_dbz(radar, path, 300.0)
+    assert time.monotonic() - started < 2.0

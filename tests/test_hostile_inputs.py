@@ -192,6 +192,26 @@ def test_nowcast_input_with_an_oversized_frame_is_refused_in_one_line(mch_src):
     assert "\n" not in str(caught.value)
 
 
+def test_hostile_videos_among_good_ones_are_rejected_inputs(ray_local, kth_src, tmp_path, capsys):
+    good = next(kth_src.rglob("*.avi"))
+    hostile = {"zero-byte": b"", "wrong-magic": b"\x89PNG\r\n\x1a\n" + good.read_bytes()[8:],
+               "random": bytes(range(256)) * 64, "truncated": good.read_bytes()[:3000]}
+    paths = {}
+    for person, (kind, data) in enumerate(hostile.items(), start=12):
+        paths[kind] = kth_src / "boxing" / f"person{person}_boxing_d1_uncomp.avi"
+        paths[kind].write_bytes(data)
+    before = snapshot(kth_src)
+    out = tmp_path / "out"
+    rc, printed, err = run(["prepare", "kth", "--src", kth_src, "--out", out, *KTH_ARGS], capsys)
+    assert rc == 0, err
+    manifest = load_manifest(out)
+    reasons = {r["file"]: r["reason"] for r in manifest["rejected"]}
+    assert set(reasons) == {str(p) for p in paths.values()} and all(reasons.values())
+    assert manifest["splits"]["train"]["count"] == 2  # the good 10-frame video, windows of 5
+    assert snapshot(kth_src) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kth", "out"]
+
+
 def test_avi_whose_header_claims_a_huge_frame_is_rejected_before_decoding(ray_local, kth_src, tmp_path, capsys):
     huge = write_oversized_avi(kth_src / "boxing" / "person12_boxing_d1_uncomp.avi", 4000, 3000)
     absurd = write_oversized_avi(kth_src / "boxing" / "person13_boxing_d1_uncomp.avi", 30000, 30000)

@@ -49,6 +49,7 @@ def probe(path: Path) -> tuple[int, int]:
 
 
 def decode(path: Path, time_step_s: float) -> np.ndarray:
+    probe(path)  # the header's grid first: an oversized claim is refused before the pixels are inflated
     pv = _open_pgm(_read(path), load=True)
     dbz = 0.5 * pv.astype(np.float32) - 32.0
     dbz[pv == NODATA_VALUE] = np.nan
