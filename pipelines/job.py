@@ -4,7 +4,10 @@ Each `Source` is one unit of decoding work. `windows_fn(source)` runs inside a R
 yields one dict per window with the schema's columns. A source's windows are collected before they
 are written, so a source that fails halfway (truncated video) contributes nothing: any exception
 rejects just that source (listed in the manifest's `rejected` with its reason) and the job goes on.
-The driver holds source descriptions and per-source counts, never windows.
+A source made of many files (a radar day) can instead drop one bad file and keep the windows that
+do not need it: `windows_fn` then yields a `Dropped(file, reason)` among its windows, and the file
+is listed in `rejected` (with the source's name) while the source stays. The driver holds source
+descriptions and per-source counts, never windows.
 """
 from __future__ import annotations
 
@@ -46,6 +49,15 @@ class Rejected(Exception):
     """Raised by a windows function: the source is skipped and listed in `rejected` with str(exc)."""
 
 
+@dataclass(frozen=True)
+class Dropped:
+    """Yielded by a windows function among its windows: `file`, one input of the source, could not be
+    used (listed in `rejected` with `reason`); the source's other windows are kept."""
+
+    file: str
+    reason: str
+
+
 class RejectedSourcesError(RuntimeError):
     """strict=True and at least one source was rejected; nothing was published."""
 
@@ -71,7 +83,8 @@ class _Ledger:
 
 
 def run_prepare(*, task: str, sources: list[Source], windows_fn: WindowsFn, out: str, params: dict,
-                schema: dict, extra: dict | None = None, rejected: list[dict] | None = None,
+                schema: dict, extra: dict | Callable[[list[dict]], dict] | None = None,
+                rejected: list[dict] | None = None,
                 members: dict[str, list] | None = None, overwrite: bool = False,
                 incremental: bool = False, strict: bool = False, address: str | None = None,
                 progress: bool = True, protect: Sequence[str] = ()) -> dict:
@@ -83,10 +96,13 @@ def run_prepare(*, task: str, sources: list[Source], windows_fn: WindowsFn, out:
     `splits[split]["members"]` (e.g. person ids); default: the names of each split's sources.
     `incremental`: decode only sources not yet in the existing manifest and append their windows.
     `strict`: any rejection raises RejectedSourcesError and nothing is published.
-    `extra`: task-specific top-level manifest keys (radar: time_step_s, grid, encoding, gaps).
+    `extra`: task-specific top-level manifest keys (radar: time_step_s, grid, encoding, gaps), or a
+    function of the final `rejected` list returning them (radar: files dropped while decoding are gaps).
     `protect`: the user's input paths; `out` may not overlap them (pipelines.publish.check_target).
     """
     _check_args(task, sources, schema)
+    if not sources and not incremental:
+        raise ValueError(f"{task}: no sources to decode; refusing to publish an empty dataset")
     rejected = [dict(r) for r in rejected or []]
     if strict and rejected:
         raise _strict_error(rejected)
@@ -97,16 +113,18 @@ def run_prepare(*, task: str, sources: list[Source], windows_fn: WindowsFn, out:
         todo = [s for s in sources if previous is None or s.name not in previous["sources"]]
         done, failed = _decode(todo, windows_fn, schema, stage.path, address, progress) if todo else ({}, {})
         rejected += [failed[name] for name in sorted(failed)]
+        rejected += [{"file": d["file"], "source": name, "reason": d["reason"]}
+                     for name in sorted(done) for d in done[name].pop("dropped", [])]
         if strict and rejected:
             raise _strict_error(rejected)
         splits = _splits(sources, done, members, previous, schema)
         for split in splits:
             storage.make_dirs(split_dir(stage.path, split))
+        rejected = _merge_rejections(previous, rejected, retried={s.name for s in todo})
         manifest = mf.build_manifest(
             task=task, params=params, schema=schema, splits=splits,
-            sources={**(previous or {}).get("sources", {}), **done},
-            rejected=_merge_rejections(previous, rejected, retried={s.name for s in todo}),
-            extra=extra)
+            sources={**(previous or {}).get("sources", {}), **done}, rejected=rejected,
+            extra=extra(rejected) if callable(extra) else extra)
         stage.commit(manifest)
     return manifest
 
@@ -174,9 +192,10 @@ def _decode_batch(batch: dict[str, np.ndarray], *, windows_fn: WindowsFn, schema
 
     for blob in batch["source"]:
         source: Source = pickle.loads(blob)
+        dropped: list[Dropped] = []
         try:
             checksum = mf.sources_checksum(source.paths)
-            columns = stack_windows(windows_fn(source), schema)
+            columns = stack_windows(_windows_only(windows_fn(source), dropped), schema)
         except SchemaError:
             raise
         except Exception as exc:  # unreadable, truncated, wrong size...: reject this source only
@@ -186,10 +205,21 @@ def _decode_batch(batch: dict[str, np.ndarray], *, windows_fn: WindowsFn, schema
         count = len(next(iter(columns.values())))
         entry = {**checksum, "split": source.split, "windows": count,
                  "per_class": _per_class(columns, schema)}
+        if dropped:  # taken out of the entry by run_prepare, into `rejected`
+            entry["dropped"] = [{"file": d.file, "reason": d.reason} for d in dropped]
         ray.get(ledger.record.remote(source.name, entry))
         if count:
             columns[SPLIT_COLUMN] = np.full(count, source.split, dtype=object)
             yield to_table(columns, schema)
+
+
+def _windows_only(items: Iterator, dropped: list[Dropped]) -> Iterator[dict]:
+    """The windows among `items`; `Dropped` notes go to `dropped`."""
+    for item in items:
+        if isinstance(item, Dropped):
+            dropped.append(item)
+        else:
+            yield item
 
 
 def _rejection(source: Source, reason: str) -> dict:

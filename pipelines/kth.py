@@ -24,6 +24,7 @@ from pipelines.sequences import load_sequences
 TASK = "kth"
 CATEGORIES = ("boxing", "handclapping", "handwaving", "jogging", "running", "walking")
 HEIGHT, WIDTH = 120, 160  # KTH frame size
+MAX_FRAMES = 20_000  # per video (13 min at 25 fps); KTH's longest is ~1500: a bound on decoded memory
 _NAME = re.compile(r"^person(\d+)_([a-z]+)_(d[1-4])(?:_uncomp)?\.avi$")
 
 
@@ -65,7 +66,8 @@ def find_videos(src: str | Path) -> list[Path]:
 def plan(src: str | Path, options: KthOptions) -> tuple[list[Source], list[dict], dict[str, list[int]]]:
     """Videos under `src` -> (sources to decode, files rejected by name, split definition).
 
-    Raises ValueError before any decoding when a known person is in no split (see pipelines.splits).
+    Raises ValueError before any decoding when a known person is in no split (see pipelines.splits)
+    and, naming --src, when no video is left to decode (an empty folder publishes nothing).
     """
     split = person_split.load_split(options.split)
     by_person = person_split.person_splits(split)
@@ -94,6 +96,10 @@ def plan(src: str | Path, options: KthOptions) -> tuple[list[Source], list[dict]
                               meta={"label": CATEGORIES.index(action), "person": person,
                                     "scenario": scenario, "ranges": ranges}))
     person_split.check_covered(persons, split, options.split)
+    if not sources:
+        found = f"{len(rejected)} .avi file(s), none usable; first: {rejected[0]['file']}: {rejected[0]['reason']}" \
+            if rejected else "no .avi video in it"
+        raise ValueError(f"--src {src}: {found}; nothing to prepare")
     return sources, rejected, split
 
 
@@ -161,23 +167,37 @@ def decode_video(path: str, size: tuple[int, int], color: bool) -> np.ndarray:
     """All frames of a 160x120 KTH video as uint8 `[N, C, H, W]` (C = 1 gray or 3 RGB) at `size` (H, W).
 
     Raises Rejected for files OpenCV cannot open, videos without frames, frames that are not
-    160x120, and truncated files (fewer frames decoded than the header declares, minus one).
+    160x120 (checked from the header before decoding when the header states a size), more than
+    MAX_FRAMES frames, truncated files (fewer frames decoded than the header declares, minus one)
+    and any OpenCV error on a malformed file.
     """
     import cv2
 
-    capture = cv2.VideoCapture(str(path))
-    if not capture.isOpened():
-        raise Rejected("unreadable: OpenCV cannot open it as a video (empty or not a video file)")
-    declared = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
-    conversion = cv2.COLOR_BGR2RGB if color else cv2.COLOR_BGR2GRAY
-    frames = []
     try:
+        return _decode_video(cv2, path, size, color)
+    except cv2.error as exc:
+        raise Rejected(f"unreadable: OpenCV error: {str(exc).strip().splitlines()[-1]}") from exc
+
+
+def _decode_video(cv2, path: str, size: tuple[int, int], color: bool) -> np.ndarray:
+    capture = cv2.VideoCapture(str(path))
+    try:
+        if not capture.isOpened():
+            raise Rejected("unreadable: OpenCV cannot open it as a video (empty or not a video file)")
+        declared = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+        width, height = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        if width and height and (height, width) != (HEIGHT, WIDTH):
+            raise Rejected(f"frames are {width}x{height}, KTH videos are {WIDTH}x{HEIGHT}")
+        conversion = cv2.COLOR_BGR2RGB if color else cv2.COLOR_BGR2GRAY
+        frames = []
         while True:
             ok, frame = capture.read()
             if not ok:
                 break
             if frame.shape[:2] != (HEIGHT, WIDTH):
                 raise Rejected(f"frames are {frame.shape[1]}x{frame.shape[0]}, KTH videos are {WIDTH}x{HEIGHT}")
+            if len(frames) == MAX_FRAMES:
+                raise Rejected(f"more than {MAX_FRAMES} frames (MAX_FRAMES); KTH videos hold a few hundred")
             small = cv2.resize(cv2.cvtColor(frame, conversion), (size[1], size[0]), interpolation=cv2.INTER_AREA)
             frames.append(small.transpose(2, 0, 1) if color else small[None])
     finally:

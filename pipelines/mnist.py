@@ -41,6 +41,8 @@ class MnistOptions:
     def __post_init__(self):
         if len(self.counts) != len(SPLITS) or min(self.counts) < 0:
             raise ValueError(f"--counts must be three non-negative numbers (train,val,test), got {self.counts}")
+        if not sum(self.counts):
+            raise ValueError(f"--counts {','.join(map(str, self.counts))}: no sequence to generate; nothing to prepare")
         for name in ("digits", "frames", "subset", "chunk"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")

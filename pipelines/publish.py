@@ -6,17 +6,32 @@ existing dataset keeps the old one readable until the new one is complete: incre
 starts from hard links to the old files. Locally the final swap is two renames; on object stores
 (no rename) the old manifest is deleted first, the staged objects copied, the new manifest written
 last, so readers that go through the manifest never see a half-written dataset as finished.
+
+Staging folders left behind by a killed run (kill -9, power loss) are swept by later runs: each
+staging folder holds an owner marker (OWNER_FILE: pid, host, boot id, process start time, creation
+time), removed just before publishing. `staging` removes the `<out>.tmp-*` siblings whose owner is
+gone: a dead (or reused) pid on this host, or, for another host, a marker older than STALE_AFTER_S.
+Folders without a readable marker are never touched. Radar archive unpacking (`.radar-src-*`)
+uses the same markers (`claim`, `sweep_stale`). Local paths only: object stores are not swept.
 """
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import socket
+import time
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterator, Sequence
 
 from pipelines import storage
 from pipelines.manifest import MANIFEST_NAME, load_manifest, manifest_path, write_manifest
+
+OWNER_FILE = ".convlstm-owner.json"
+STALE_AFTER_S = 7 * 24 * 3600  # a marker from another host this old belongs to a dead run
 
 
 @dataclass
@@ -37,6 +52,7 @@ class Stage:
         self.published = True
 
     def _commit_local(self, manifest: dict) -> None:
+        storage.remove(storage.join(self.path, OWNER_FILE))
         write_manifest(self.path, manifest)
         if not storage.exists(self.out):
             storage.move(self.path, self.out)
@@ -114,8 +130,14 @@ def staging(out: str, *, overwrite: bool = False, incremental: bool = False,
                               "or --incremental to add new sources")
     previous = load_manifest(out) if existing and incremental else None
     stage = Stage(out=out, path=storage.sibling(out, f".tmp-{uuid.uuid4().hex[:12]}"), previous=previous)
+    local = not storage.is_remote(out)
+    if local:
+        target = Path(storage.resolve(out)[1])
+        sweep_stale(target.parent, f"{target.name}.tmp-")
     try:
         storage.make_dirs(stage.path)
+        if local:
+            claim(storage.resolve(stage.path)[1])
         if previous is not None:
             storage.link_tree(out, stage.path)
             storage.remove(manifest_path(stage.path))
@@ -124,3 +146,70 @@ def staging(out: str, *, overwrite: bool = False, incremental: bool = False,
         if not stage.published:
             storage.remove(stage.path)
 
+
+
+# --- owner markers of staging folders -----------------------------------------------------------------
+
+def claim(folder: str | Path) -> None:
+    """Write this process's owner marker into the (new, local) staging `folder`."""
+    marker = {"pid": os.getpid(), "host": socket.gethostname(), "boot_id": _boot_id(),
+              "start": _start_time(os.getpid()), "created": time.time()}
+    (Path(folder) / OWNER_FILE).write_text(json.dumps(marker) + "\n")
+
+
+def sweep_stale(parent: str | Path, prefix: str) -> list[Path]:
+    """Remove the folders in `parent` named `prefix*` whose owner marker says their run is gone
+    (see the module docstring); returns them. Errors (permissions, races with another sweeper) are
+    ignored: sweeping never fails a run."""
+    removed = []
+    try:
+        candidates = [p for p in Path(parent).iterdir() if p.name.startswith(prefix) and p.is_dir()]
+    except OSError:
+        return removed
+    for folder in candidates:
+        try:
+            marker = json.loads((folder / OWNER_FILE).read_text())
+        except (OSError, ValueError):
+            continue  # no marker (being created, or not ours): never touched
+        if isinstance(marker, dict) and owner_is_gone(marker):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
+def owner_is_gone(marker: dict, now: float | None = None) -> bool:
+    """True when the process that wrote `marker` no longer runs: on this host (same hostname and boot
+    id) its pid is dead or belongs to a later process; elsewhere its marker is older than STALE_AFTER_S."""
+    try:
+        if marker.get("host") == socket.gethostname() and marker.get("boot_id") == _boot_id():
+            return not _alive(int(marker["pid"]), marker.get("start"))
+        return (now if now is not None else time.time()) - float(marker["created"]) > STALE_AFTER_S
+    except (KeyError, TypeError, ValueError):
+        return False  # a marker we cannot read is left alone
+
+
+def _alive(pid: int, start: str | None) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # exists, another user's
+    current = _start_time(pid)
+    return start is None or current is None or current == start
+
+
+def _start_time(pid: int) -> str | None:
+    """The process's start time since boot (Linux /proc, clock ticks) to tell a reused pid; None elsewhere."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return fields[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _boot_id() -> str | None:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return None

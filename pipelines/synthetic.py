@@ -11,6 +11,7 @@ KTH's: d1 plain, d2 slow zoom (scale changes), d3 lighter clothes, d4 darker (in
 from __future__ import annotations
 
 import math
+import struct
 from pathlib import Path
 
 import cv2
@@ -155,3 +156,19 @@ def write_bad_inputs(root: str | Path, person: int = 1, short_frames: int = 3) -
     write_video(paths["short"], render("jogging", "d1", short_frames, rng))
     write_video(paths["wrong_size"], render("running", "d1", 20, rng, size=(240, 320)))
     return paths
+
+
+def write_oversized_avi(path: str | Path, width: int = 30000, height: int = 30000, frames: int = 3) -> Path:
+    """A hostile AVI: a few real uncompressed (RGBA) 160x120 frames behind headers (`avih` and the
+    stream's BITMAPINFOHEADER) claiming `width` x `height` pixels; a decoder trusting the header
+    would allocate width * height * 4 bytes per frame. Returns `path`."""
+    path = Path(path)
+    write_video(path, render("boxing", "d1", frames, np.random.default_rng(0)), codec="RGBA")
+    data = bytearray(path.read_bytes())
+    avih, strf = data.find(b"avih"), data.find(b"strf")
+    if avih < 0 or strf < 0:
+        raise RuntimeError(f"OpenCV wrote an AVI without avih/strf headers at {path}")
+    struct.pack_into("<II", data, avih + 8 + 32, width, height)  # dwWidth, dwHeight
+    struct.pack_into("<ii", data, strf + 8 + 4, width, height)  # biWidth, biHeight
+    path.write_bytes(bytes(data))
+    return path

@@ -302,7 +302,7 @@ def test_odim_polar_volume_huge_grid_and_bad_time_are_refused(tmp_path):
         f.create_dataset("dataset1/data1/data", shape=(9000, 9000), dtype=np.uint8, chunks=(64, 64))
         f.create_group("dataset1/data1/what").attrs["quantity"] = np.bytes_("DBZH")
     assert huge.stat().st_size < 100_000
-    with pytest.raises(FrameError, match="9000x9000, expected a non-empty grid of at most 8192x8192"):
+    with pytest.raises(FrameError, match="header claims a 9000x9000 grid"):
         read_dbz(fmt, huge, 300.0)
     bad_time = write_odim(tmp_path / "time.h5", [("DBZH", RAW_DBZH, DBZH_ATTRS)], time="25h")
     assert odim.sniff(bad_time) is None
@@ -357,8 +357,8 @@ def test_bom_bad_files_are_refused(tmp_path):
     huge = tmp_path / "huge.nc"
     with h5py.File(huge, "w") as f:
         f.attrs["Conventions"] = np.bytes_("CF-1.7")
-        f.create_dataset("precipitation", shape=(20000, 16), dtype=np.int16, chunks=(64, 16))
-    with pytest.raises(FrameError, match="20000x16, expected a non-empty grid of at most 8192x8192"):
+        f.create_dataset("precipitation", shape=(20000, 1000), dtype=np.int16, chunks=(64, 16))
+    with pytest.raises(FrameError, match="header claims a 1000x20000 grid"):
         fmt.probe(huge)
     plain = tmp_path / "plain.nc"
     with h5py.File(plain, "w") as f:  # HDF5, but neither NetCDF nor Rainfields

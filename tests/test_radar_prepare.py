@@ -130,21 +130,27 @@ def test_archive_with_a_gap_and_bad_files_rejects_them_and_strict_publishes_noth
     assert not (tmp_path / "strict").exists()
 
 
-def test_frame_truncated_past_its_header_rejects_its_day(ray_local, mch_files, tmp_path):
+def test_frame_truncated_past_its_header_is_a_gap_in_its_day(ray_local, mch_files, tmp_path):
     src = tmp_path / "frames"
     src.mkdir()
     for path in mch_files[:6]:
         shutil.copy(path, src / path.name)
-    truncated = src / mch_files[2].name
+    truncated = src / mch_files[1].name
     truncated.write_bytes(truncated.read_bytes()[:4000])
     out = tmp_path / "ds"
     assert convlstm("--src", src, "--out", out, "--in-len", 2, "--out-len", 2, "--size", "16x16",
                     "--val-fraction", 0, "--test-fraction", 0) == 0
     manifest = load_manifest(out)
     [rejection] = manifest["rejected"]
-    assert rejection["source"] == "2016-07-11"
-    assert rejection["reason"].startswith(f"{mch_files[2].name}: unreadable mch frame")
-    assert manifest["splits"]["train"]["count"] == 0 and manifest["sources"] == {}
+    assert rejection["file"] == mch_files[1].name and rejection["source"] == "2016-07-11"
+    assert rejection["reason"].startswith("unreadable mch frame")
+    assert manifest["gaps"] == [{"after": "2016-07-11T20:45:00Z", "before": "2016-07-11T20:55:00Z", "missing": 1}]
+    # The day keeps the window of its 4 frames after the gap (20:55-21:10).
+    assert manifest["splits"]["train"]["count"] == 1 and manifest["sources"]["2016-07-11"]["windows"] == 1
+    windows = read_windows(str(out), "train")
+    assert starts(windows) == [MCH_FIRST + FIVE_MIN * 2]
+    assert_windows_match(windows, {MCH_FIRST + FIVE_MIN * k: f for k, f in enumerate(mch_files)},
+                         mch_reference, None, (16, 16))
 
 
 @pytest.mark.parametrize("fmt, folder, decode", [("fmi", "radar-fmi-sample", fmi_reference),

@@ -28,13 +28,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output folder")
     options.tracking_uri(p)
     options.json_output(p, "forecast.json's content")
+    options.max_unpacked_mb(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from jobs.nowcast.forecast import nowcast, parse_time
+    from pipelines.radar.archive import unpack_limit
 
-    sidecar = nowcast(args.model, args.src, args.out, args.format, parse_time(args.at), args.tracking_uri)
+    with unpack_limit(args.max_unpacked_mb):
+        sidecar = nowcast(args.model, args.src, args.out, args.format, parse_time(args.at), args.tracking_uri)
     if args.json:
         print(json.dumps(sidecar))
         return 0

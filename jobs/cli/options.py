@@ -46,6 +46,13 @@ def dataset_output(p: argparse.ArgumentParser) -> None:
     ray_address(p)
 
 
+def max_unpacked_mb(p: argparse.ArgumentParser) -> None:
+    """--max-unpacked-mb: the cap on what an archive --src may expand to."""
+    p.add_argument("--max-unpacked-mb", type=float,
+                   help="an archive --src may unpack to at most this many MB (default: 10240); archives "
+                        "expanding over 100x are refused as bombs")
+
+
 def require(args: argparse.Namespace, *names: str) -> None:
     """ValueError `--NAME is required` for the first of `names` left unset."""
     for name in names:

@@ -18,11 +18,11 @@ import h5py
 import numpy as np
 
 from convlstm.units import rainrate_to_dbz
+from pipelines.radar.preprocess import check_grid
 from pipelines.radar.frame_format import FrameError, RadarFormat
 
 VARIABLE = "precipitation"
 AMOUNT_UNITS = ("kg m-2", "mm")
-MAX_SIDE = 8192
 ZR_A, ZR_B = 200.0, 1.6
 CONVERSION = ("precipitation PV: mm = scale_factor*PV + add_offset, PV = _FillValue or mm < 0 -> nodata; "
               "R [mm/h] = mm * 3600 / (valid_time - start_time) s (else time_step_s); "
@@ -47,9 +47,7 @@ def _variable(f: h5py.File) -> h5py.Dataset:
     if not isinstance(data, h5py.Dataset) or data.ndim != 2 or data.dtype.kind not in "iuf":
         what = "missing" if data is None else f"{getattr(data, 'dtype', 'a group')} {getattr(data, 'shape', '')}"
         raise FrameError(f"{VARIABLE} is {what}, expected a 2-D numeric variable")
-    if not 0 < min(data.shape) <= max(data.shape) <= MAX_SIDE:
-        raise FrameError(f"{VARIABLE} is {data.shape[0]}x{data.shape[1]}, "
-                         f"expected a non-empty grid of at most {MAX_SIDE}x{MAX_SIDE}")
+    check_grid(*data.shape)  # before any data is read
     units = _scalar(data.attrs.get("units", b"mm"))
     if units not in AMOUNT_UNITS:
         raise FrameError(f"{VARIABLE} units {units!r}, expected an accumulation in {' or '.join(AMOUNT_UNITS)}")

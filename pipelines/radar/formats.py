@@ -20,10 +20,11 @@ import numpy as np
 
 from pipelines.radar import bom, fmi, hko, knmi, mch, odim
 from pipelines.radar.frame_format import FrameError, RadarFormat
+from pipelines.radar.preprocess import LIBRARY_ERRORS
 
 FORMATS: dict[str, RadarFormat] = {f.name: f for f in (hko.FORMAT, mch.FORMAT, fmi.FORMAT, knmi.FORMAT,
                                                         odim.FORMAT, bom.FORMAT)}
-_DECODE_ERRORS = (OSError, EOFError, ValueError, KeyError, zlib.error)
+_DECODE_ERRORS = (OSError, EOFError, ValueError, KeyError, zlib.error, *LIBRARY_ERRORS)
 
 
 @dataclass(frozen=True)

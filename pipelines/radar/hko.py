@@ -3,7 +3,8 @@ canonical encoding (dBZ = p * 70 / 255 - 10).
 
 HKO-7 ships validity masks as `radarPNG_mask/.../RADyymmddHHMM00.mask` (zlib-compressed bool
 array, True = valid, same shape as the PNG); one beside the PNG is accepted too. Without a mask
-every pixel is valid.
+every pixel is valid. The PNG header's grid is checked against preprocess.MAX_GRID_PIXELS before
+decoding, and a mask never inflates beyond the frame's pixel count.
 """
 from __future__ import annotations
 
@@ -12,10 +13,10 @@ import zlib
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from convlstm.units import pixel_to_dbz
 from pipelines.radar.frame_format import FrameError, RadarFormat
+from pipelines.radar.preprocess import open_image
 
 CONVERSION = ("HKO-7 pixel p (8-bit grayscale PNG): dBZ = p*70/255 - 10; "
               "nodata from the optional .mask (zlib bool, True = valid)")
@@ -33,25 +34,36 @@ def mask_path(path: Path) -> Path | None:
 
 
 def probe(path: Path) -> tuple[int, int]:
-    with Image.open(path) as im:
+    with open_image(path) as im:
         if im.mode != "L":
             raise FrameError(f"expected 8-bit grayscale PNG, got mode {im.mode}")
         return im.size[1], im.size[0]
 
 
 def decode(path: Path, time_step_s: float) -> np.ndarray:
-    with Image.open(path) as im:
+    with open_image(path) as im:
         if im.mode != "L":
             raise FrameError(f"expected 8-bit grayscale PNG, got mode {im.mode}")
         pixel = np.asarray(im)
     dbz = pixel_to_dbz(pixel)
     mpath = mask_path(path)
     if mpath is not None:
-        valid = np.frombuffer(zlib.decompress(mpath.read_bytes()), dtype=bool)
+        valid = np.frombuffer(_inflate_mask(mpath, pixel.size), dtype=bool)
         if valid.size != pixel.size:
             raise FrameError(f"mask {mpath.name} holds {valid.size} pixels, frame {pixel.size}")
         dbz[~valid.reshape(pixel.shape)] = np.nan
     return dbz
+
+
+def _inflate_mask(path: Path, pixels: int) -> bytes:
+    """The mask's bytes, inflating at most one byte more than `pixels` (a zlib bomb stops there)."""
+    inflater = zlib.decompressobj()
+    raw = inflater.decompress(path.read_bytes(), pixels + 1)
+    if len(raw) > pixels:
+        raise FrameError(f"mask {path.name} expands beyond the frame's {pixels} pixels")
+    if not inflater.eof:
+        raise FrameError(f"mask {path.name} is truncated (incomplete zlib stream)")
+    return raw
 
 
 FORMAT = RadarFormat(

@@ -2,6 +2,7 @@
 
 Palette index i: 0, 1 and 251-254 are "no precipitation" (no echo), 2..250 are
 dBZ = 0.5 * i - 35.75, 255 is nodata (outside radar coverage), as pysteps decodes product AQC.
+The header's grid is checked against preprocess.MAX_GRID_PIXELS before any pixel is decoded.
 """
 from __future__ import annotations
 
@@ -9,16 +10,16 @@ import re
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from pipelines.radar.frame_format import FrameError, RadarFormat
+from pipelines.radar.preprocess import open_image
 
 CONVERSION = "palette index i: 0, 1, 251-254 -> no echo; 2..250 -> dBZ = 0.5*i - 35.75; 255 -> nodata"
 NODATA_INDEX = 255
 
 
 def _open_indices(path: Path, load: bool):
-    with Image.open(path) as im:
+    with open_image(path) as im:
         if im.format != "GIF" or im.mode != "P":
             raise FrameError(f"expected a palette GIF, got {im.format} mode {im.mode}")
         return np.asarray(im) if load else (im.size[1], im.size[0])

@@ -20,10 +20,10 @@ import h5py
 import numpy as np
 
 from convlstm.units import rainrate_to_dbz
+from pipelines.radar.preprocess import check_grid
 from pipelines.radar.frame_format import FrameError, RadarFormat
 
 QUANTITIES = ("DBZH", "TH", "RATE", "ACRR")  # the usable fields, in order of preference
-MAX_SIDE = 8192
 ZR_A, ZR_B = 200.0, 1.6
 CONVERSION = ("ODIM_H5 composite, field chosen by quantity (DBZH, TH, RATE, ACRR): value = gain*raw + offset, "
               "raw nodata -> nodata, raw undetect -> no echo; DBZH/TH in dBZ as is; RATE R [mm/h]; "
@@ -96,9 +96,7 @@ def _field(f: h5py.File) -> tuple[str, str, h5py.Dataset]:
     if not isinstance(data, h5py.Dataset) or data.ndim != 2 or data.dtype.kind not in "iuf":
         what = "missing" if data is None else f"{getattr(data, 'dtype', 'a group')} {getattr(data, 'shape', '')}"
         raise FrameError(f"{node}/data is {what}, expected a 2-D numeric array")
-    if not 0 < min(data.shape) <= max(data.shape) <= MAX_SIDE:
-        raise FrameError(f"{node}/data is {data.shape[0]}x{data.shape[1]}, "
-                         f"expected a non-empty grid of at most {MAX_SIDE}x{MAX_SIDE}")
+    check_grid(*data.shape)  # before any data is read
     return node, quantity, data
 
 

@@ -4,7 +4,9 @@ The driver lists and probes the frames (bad names, unreadable headers and off-gr
 rejected up front and become gaps), infers the time step, plans days or paper blocks and their
 windows from the timestamps alone, and hands one `Source` per unit with windows to the generic
 driver. Each decode task decodes the frames of its unit once and cuts its windows; a frame that
-fails to decode there rejects its whole unit (the driver cannot keep part of a source).
+passes the header probe but fails to decode there is a gap like a missing file: it is dropped
+(listed in `rejected` and in `gaps`) and the unit keeps the windows of the gap-free runs around it,
+cut every `stride` frames from the start of each run as `plan_units` does.
 """
 from __future__ import annotations
 
@@ -17,14 +19,14 @@ import numpy as np
 
 from convlstm.units import HKO_ZR_A, HKO_ZR_B
 from pipelines import storage
-from pipelines.job import Rejected, Source, run_prepare
-from pipelines.radar.archive import source_folder
+from pipelines.job import Dropped, Source, run_prepare
+from pipelines.radar.archive import check_limit, source_folder
 from pipelines.radar.days import Unit, load_days_file, plan_units
-from pipelines.radar.formats import FrameFile, get_format, list_frames, probe_frames, resolve_format
+from pipelines.radar.formats import FORMATS, FrameFile, get_format, list_frames, probe_frames, resolve_format
 from pipelines.radar.frame_format import RadarFormat
 from pipelines.radar.preprocess import check_crop
 from pipelines.radar.sequence import load_frames
-from pipelines.radar.timeline import find_gaps, infer_time_step, iso
+from pipelines.radar.timeline import find_gaps, infer_time_step, iso, window_starts
 
 TASK = "radar"
 FRAMES_ENCODING = "hko7-pixel: dBZ = p*70/255 - 10"
@@ -70,8 +72,11 @@ def schema(options: RadarOptions) -> dict:
 
 def prepare_radar(src: Path, out: str, fmt: str = "auto", options: RadarOptions = RadarOptions(), *,
                   strict: bool = False, overwrite: bool = False, incremental: bool = False,
-                  address: str | None = None, progress: bool = True) -> dict:
+                  address: str | None = None, progress: bool = True, max_unpacked_mb: float | None = None) -> dict:
     """Build radar window shards at `out` from the frames in `src` (folder or .tar/.zip); returns the manifest.
+
+    An archive `src` unpacks (its radar frames only) beside `out`, to at most `max_unpacked_mb` MB
+    (default archive.DEFAULT_MAX_UNPACKED_MB; see pipelines.radar.archive for the bomb checks).
 
     Raises ValueError / FileNotFoundError (naming the flag) before writing anything for bad
     arguments or a source without usable frames; `strict` makes any rejected input fail the run
@@ -81,7 +86,10 @@ def prepare_radar(src: Path, out: str, fmt: str = "auto", options: RadarOptions 
     if fmt != "auto":
         get_format(fmt)  # fail on a bad --format before unpacking anything
     days = load_days_file(options.days_file) if options.days_file else None
-    with source_folder(Path(src), _unpack_dir(out)) as root:
+    if max_unpacked_mb is not None:
+        check_limit(max_unpacked_mb)
+    with source_folder(Path(src), _unpack_dir(out), max_mb=max_unpacked_mb) as root:
+        _check_has_frames(src, root)
         radar = resolve_format(fmt, root)
         frames, rejected = list_frames(root, radar)
         frames, grid, bad = probe_frames(frames, radar)
@@ -99,26 +107,44 @@ def prepare_radar(src: Path, out: str, fmt: str = "auto", options: RadarOptions 
         if not sources:
             raise ValueError(f"--src {src}: no gap-free run of {options.length} frames (--in-len + --out-len) "
                              f"within one {'day' if options.split == 'days' else 'block'}")
+        time_of = {f.name: f.time for f in frames}
+
+        def extra(rejected: list[dict]) -> dict:
+            """Frames dropped while decoding (this run or, incrementally, an earlier one) are gaps too."""
+            dropped = {time_of[r["file"]] for r in rejected if r["file"] in time_of}
+            return _extra(radar, step, grid, options, find_gaps([t for t in times if t not in dropped], step))
+
         return run_prepare(task=TASK, sources=sources, windows_fn=unit_windows, out=out,
-                           params=_params(radar, options, days), schema=schema(options),
-                           extra=_extra(radar, step, grid, options, find_gaps(times, step)),
+                           params=_params(radar, options, days), schema=schema(options), extra=extra,
                            rejected=rejected, overwrite=overwrite, incremental=incremental,
                            strict=strict, address=address, progress=progress,
                            protect=[str(src)])
 
 
-def unit_windows(source: Source) -> Iterator[dict]:
-    """Decode task: decode each frame of a day/block once, yield its windows (see `schema`)."""
+def _check_has_frames(src: Path, root: Path) -> None:
+    """ValueError naming --src when no file under `root` has a radar frame extension (empty source)."""
+    if not any(p.is_file() and any(f.claims(p.name) for f in FORMATS.values()) for p in root.rglob("*")):
+        extensions = sorted({e for f in FORMATS.values() for e in f.extensions})
+        raise ValueError(f"--src {src}: no radar frame ({', '.join(extensions)}) in it; nothing to prepare")
+
+
+def unit_windows(source: Source) -> Iterator[dict | Dropped]:
+    """Decode task: decode each frame of a day/block once, yield its windows (see `schema`), and a
+    `Dropped` for each frame that cannot be decoded (a gap: no window spans it)."""
     meta = source.meta
     radar = get_format(meta["format"])
     frames = [FrameFile(Path(path), name, datetime.fromisoformat(time))
               for path, name, time in zip(source.paths, meta["names"], meta["times"])]
     pixels, valid, errors = load_frames(radar, frames, meta["time_step_s"], tuple(meta["grid"]),
                                         tuple(meta["crop"]) if meta["crop"] else None, tuple(meta["size"]))
+    length, starts = meta["length"], meta["starts"]
     if errors:
-        raise Rejected("; ".join(f"{frames[i].name}: {why}" for i, why in sorted(errors.items())))
-    length = meta["length"]
-    for start in meta["starts"]:
+        for i, why in sorted(errors.items()):
+            yield Dropped(frames[i].name, why)
+        kept = [i for i in range(len(frames)) if i not in errors]
+        step = timedelta(seconds=meta["time_step_s"])
+        starts = [kept[k] for k in window_starts([frames[i].time for i in kept], step, length, meta["stride"])]
+    for start in starts:
         yield {"frames": pixels[start:start + length, None],
                "mask": valid[start:start + length, None].astype(np.uint8),
                "source": source.name,
@@ -139,7 +165,8 @@ def _source(unit: Unit, frames: list[FrameFile], radar: RadarFormat, step: timed
         name=unit.id, paths=[str(f.path) for f in frames], split=unit.split,
         meta={"format": radar.name, "names": [f.name for f in frames],
               "times": [iso(t) for t in unit.times], "starts": list(unit.starts),
-              "length": options.length, "time_step_s": step.total_seconds(), "grid": list(grid),
+              "length": options.length, "stride": options.stride, "time_step_s": step.total_seconds(),
+              "grid": list(grid),
               "crop": list(options.crop) if options.crop else None, "size": list(options.size)})
 
 

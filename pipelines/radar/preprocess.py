@@ -3,13 +3,55 @@
 Resizing uses cv2.INTER_AREA on the uint8 pixels. The mask is resized by area too: an output
 pixel is valid only if every source pixel it covers (with non-zero weight) is valid, and pixels
 that end up invalid hold 0.
+
+Frame size limits, shared by the format decoders: a frame header claiming more than
+MAX_GRID_PIXELS pixels is refused (FrameError) before any pixel is decoded, so a few hostile bytes
+cannot make a decoder allocate gigabytes. LIBRARY_ERRORS are the exceptions PIL raises for
+malformed files beyond OSError/ValueError; `formats` turns them into FrameError.
 """
 from __future__ import annotations
 
+import struct
+import warnings
+from contextlib import contextmanager
+from typing import IO, Iterator
+
 import cv2
 import numpy as np
+from PIL import Image
 
 from convlstm.units import DBZ_MIN, dbz_to_pixel
+from pipelines.radar.frame_format import FrameError
+
+# Largest source grid (height * width) accepted: 4096 x 4096, about 18x the largest supported
+# composite (FMI 1226x760; HKO-7 480x480, MeteoSwiss 640x710, KNMI 765x700, OPERA ~2200x1900).
+MAX_GRID_PIXELS = 4096 * 4096
+LIBRARY_ERRORS = (IndexError, SyntaxError, struct.error, Image.DecompressionBombError)
+
+
+def check_grid(height: int, width: int) -> tuple[int, int]:
+    """(height, width) from a frame header; FrameError unless both are >= 1 and the grid holds at
+    most MAX_GRID_PIXELS pixels."""
+    height, width = int(height), int(width)
+    if height < 1 or width < 1 or height * width > MAX_GRID_PIXELS:
+        raise FrameError(f"header claims a {width}x{height} grid; frames may hold 1 to "
+                         f"{MAX_GRID_PIXELS} pixels (MAX_GRID_PIXELS)")
+    return height, width
+
+
+@contextmanager
+def open_image(source: str | IO[bytes]) -> Iterator[Image.Image]:
+    """A PIL image with only its header read, its size checked by `check_grid` (PIL's own
+    decompression-bomb check, at a higher limit, also becomes a FrameError)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(source)
+    except Image.DecompressionBombError as exc:
+        raise FrameError(f"header claims an oversized grid: {exc}") from exc
+    with image:
+        check_grid(image.size[1], image.size[0])
+        yield image
 
 
 def parse_hw(text: str, flag: str) -> tuple[int, int]:
