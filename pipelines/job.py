@@ -118,6 +118,10 @@ def run_prepare(*, task: str, sources: list[Source], windows_fn: WindowsFn, out:
         if strict and rejected:
             raise _strict_error(rejected)
         splits = _splits(sources, done, members, previous, schema)
+        if not any(info["count"] for info in splits.values()):
+            first = f" (first: {rejected[0]['file']}: {rejected[0]['reason']})" if rejected else ""
+            raise ValueError(f"{task}: no windows from {len(sources)} source(s), {len(rejected)} input(s) "
+                             f"rejected{first}; refusing to publish an empty dataset")
         for split in splits:
             storage.make_dirs(split_dir(stage.path, split))
         rejected = _merge_rejections(previous, rejected, retried={s.name for s in todo})

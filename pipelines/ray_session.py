@@ -1,7 +1,11 @@
 """Connect to Ray: a cluster when an address is given (or RAY_ADDRESS is set), else a local one.
 
-Local Ray binds its dashboard to 127.0.0.1. Call `init_ray()` at the start of every job; it
-is a no-op when Ray is already initialised (tests share one session-wide instance).
+A local Ray is bound to the loopback interface (Ray's single-machine mode: its node address is
+127.0.0.1, so its gRPC servers and the autoscaler and dashboard metrics endpoints, which answer
+without authentication, are not reachable from the network), runs without its dashboard and
+without the per-node Prometheus export. RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=1 and
+RAY_enable_metrics_collection=1, set by the user, restore Ray's defaults. Call `init_ray()` at the start of every job; it is a no-op when Ray is already initialised (tests
+share one session-wide instance).
 """
 from __future__ import annotations
 
@@ -22,6 +26,23 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, quiet: boo
         kwargs["logging_level"] = logging.WARNING
     if address:
         ray.init(address=address, **kwargs)
-    else:
+        return ray
+    saved = {name: os.environ.get(name) for name in _LOCAL_ONLY}
+    for name, value in _LOCAL_ONLY.items():
+        os.environ.setdefault(name, value)  # read by the Ray processes this call starts
+    from ray._private import ray_constants
+
+    local_only = os.environ[_CLUSTER] == "0"
+    clustered, ray_constants.ENABLE_RAY_CLUSTER = ray_constants.ENABLE_RAY_CLUSTER, not local_only  # read at import
+    try:
         ray.init(num_cpus=num_cpus, include_dashboard=False, dashboard_host="127.0.0.1", **kwargs)
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = clustered
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
     return ray
+
+
+_CLUSTER = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+_LOCAL_ONLY = {_CLUSTER: "0", "RAY_enable_metrics_collection": "0"}

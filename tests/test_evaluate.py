@@ -172,6 +172,52 @@ def test_bad_arguments_exit_2(radar_model, radar_data, capsys):
     assert main(["evaluate", "--model", "models:/no-such-model@champion", "--data", str(radar_data)]) == 2
 
 
+def test_training_and_evaluate_agree_on_the_validation_scores(radar_model, radar_data, tmp_path):
+    """Validation runs in float32 with the task's own summaries, so the registered checkpoint's
+    `val_<name>` equals `convlstm evaluate --split val`'s `<name>` (batches differ: float tolerance)."""
+    from jobs.evaluation.evaluate import evaluate
+    from jobs.registry.modelio import load_state
+
+    metrics = load_state(radar_model)["metrics"]
+    summary = evaluate(radar_model, str(radar_data), "val", (), out=tmp_path)["methods"]["model"]["summary"]
+    for name in ("rainfall_mse", "rainfall_mae", "correlation", "b_mse"):
+        assert metrics[f"val_{name}"] == pytest.approx(summary[name], rel=1e-4), name
+    assert metrics["val_rainfall_mse"] > 0
+
+
+def test_data_unlike_the_training_data_is_refused(radar_model, shared_data, tmp_path, capsys):
+    """Same window shape, other source crop: the scores would not mean what they say (exit 2)."""
+    from pipelines.radar.prepare import RadarOptions, prepare_radar
+
+    other = tmp_path / "mch-crop400"
+    prepare_radar(shared_data / "radar-mch-sample", str(other), "mch",
+                  RadarOptions(in_len=IN_LEN, out_len=OUT_LEN, size=(32, 32), crop=(400, 400), split="time",
+                               val_fraction=0.2, test_fraction=0.5), progress=False)
+    args = ["evaluate", "--model", radar_model, "--data", str(other), "--out", str(tmp_path / "e")]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "source grid" in err and "--allow-data-mismatch" in err
+    assert not (tmp_path / "e").exists()
+    assert main([*args, "--allow-data-mismatch", "--baselines", "persistence"]) == 0
+
+
+def test_foreign_checkpoints_are_refused_in_one_line(radar_data, tmp_path, capsys):
+    import collections
+
+    import torch
+
+    files = {"empty.pt": b"", "text.pt": b"not a checkpoint at all"}
+    for name, blob in files.items():
+        (tmp_path / name).write_bytes(blob)
+    torch.save(collections.Counter(a=1), tmp_path / "pickled-object.pt")  # needs full unpickling
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "foreign-dict.pt")
+    for name in ("empty.pt", "text.pt", "pickled-object.pt", "foreign-dict.pt"):
+        assert main(["evaluate", "--model", str(tmp_path / name), "--data", str(radar_data)]) == 2, name
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and name in err and "checkpoint" in err, err
+        assert "weights_only=False" not in err
+
+
 def test_kth_classification(ray_local, tmp_path):
     from pipelines.kth import CATEGORIES, KthOptions, prepare_kth
     from pipelines.synthetic import write_kth_videos

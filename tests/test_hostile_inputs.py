@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import re
 import io
 import json
 import os
@@ -44,8 +45,12 @@ def snapshot(root: Path) -> dict[str, str]:
             for p in sorted(root.rglob("*")) if p.is_file()}
 
 
+RAY_LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+\s+(INFO|WARNING|DEBUG) ")
+
+
 def one_line_error(err: str, *needles: str) -> str:
-    lines = [line for line in err.strip().splitlines() if line.strip()]
+    """The command's own stderr is one line (Ray's timestamped log lines from its worker tasks aside)."""
+    lines = [line for line in err.strip().splitlines() if line.strip() and not RAY_LOG_LINE.match(line)]
     assert len(lines) == 1, f"expected a one-line error, got:\n{err}"
     for needle in needles:
         assert needle in lines[0], f"{needle!r} not in {lines[0]!r}"
@@ -473,3 +478,47 @@ def test_unpacked_archives_of_killed_runs_are_swept(ray_local, mch_src, tmp_path
     assert rc == 0, err
     assert not dead.exists() and live.is_dir()
     assert sorted(p.name for p in tmp_path.glob(".radar-src-*")) == [live.name]
+
+
+def test_sources_that_all_fail_while_decoding_publish_nothing(ray_local, tmp_path, capsys):
+    """Videos whose names parse but whose content yields no window (short, truncated, not a video):
+    planning accepts them, decoding rejects every one, and nothing is published (exit 2)."""
+    from pipelines.synthetic import write_bad_inputs
+
+    src, out = tmp_path / "kth", tmp_path / "out"
+    paths = write_bad_inputs(src, person=1)
+    for kind in ("bad_name", "unknown_person", "wrong_size"):
+        paths[kind].unlink()
+    before = snapshot(src)
+    assert main(["prepare", "kth", "--src", str(src), "--out", str(out), *KTH_ARGS]) == 2
+    one_line_error(capsys.readouterr().err, "no windows", "refusing to publish an empty dataset")
+    assert not out.exists() and snapshot(src) == before
+    assert not list(tmp_path.glob("out.tmp-*"))
+
+
+def test_local_ray_listens_on_loopback_only():
+    """The CLI's local Ray binds every listening socket (gRPC, the autoscaler and dashboard metrics
+    endpoints, which answer without authentication) to the loopback interface."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+    import textwrap
+
+    script = textwrap.dedent("""
+        from pipelines.ray_session import init_ray
+        ray = init_ray(num_cpus=1)
+        import psutil  # a declared dependency (MLflow system metrics); Ray also vendors one
+        kids = {p.pid for p in psutil.Process().children(recursive=True)}
+        hosts = sorted({c.laddr[0] for c in psutil.net_connections("tcp") if c.status == "LISTEN" and c.pid in kids})
+        print("HOSTS", hosts)
+        ray.shutdown()
+    """)
+    with tempfile.TemporaryDirectory(prefix="rt", dir="/tmp") as ray_tmp:  # short: Ray's socket paths
+        env = {**os.environ, "RAY_TMPDIR": ray_tmp}
+        for name in ("RAY_enable_metrics_collection", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"):
+            env.pop(name, None)
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=240, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    hosts = eval(done.stdout.split("HOSTS", 1)[1].strip())
+    assert hosts and set(hosts) <= {"127.0.0.1", "::1", "::ffff:127.0.0.1"}, hosts

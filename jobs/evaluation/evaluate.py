@@ -198,14 +198,16 @@ def _check_lengths(task, trained) -> None:
 
 def score_model(model, config: dict, data: str, split: str = "test", baselines: tuple[str, ...] = DEFAULT_BASELINES,
                 *, trained_manifest: dict | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
-                distributed_min_windows: int = DISTRIBUTED_MIN_WINDOWS, address: str | None = None) -> dict:
+                distributed_min_windows: int = DISTRIBUTED_MIN_WINDOWS, address: str | None = None,
+                allow_mismatch: bool = False) -> dict:
     """Score a loaded `model` (trained with the config dict `config`) and `baselines` on `split` of `data`.
 
     Returns {task, data, protocol, primary_metric (name, higher_is_better, value), methods: {name:
     {summary, per_lead}}, skill, skipped, distributed}. Baselines are skipped for tasks without forecast
     targets (KTH classification).
     Ray Data is used when the split has at least `distributed_min_windows` windows (0: always).
-    `trained_manifest` (the training data's) lets window lengths be checked before any work.
+    `trained_manifest` (the training data's) lets window lengths be checked before any work, and refuses
+    data unlike it (`Task.data_mismatches`: grid, format, time step) unless `allow_mismatch`.
     """
     from jobs.training.config import from_dict
     from jobs.tasks import get_task
@@ -222,6 +224,10 @@ def score_model(model, config: dict, data: str, split: str = "test", baselines: 
     task = get_task(cfg, manifest)
     if trained_manifest is not None:
         _check_lengths(task, get_task(cfg, trained_manifest))
+        mismatches = task.data_mismatches(trained_manifest, manifest)
+        if mismatches and not allow_mismatch:
+            raise ValueError(f"--data {data} is not like the model's training data: {'; '.join(mismatches)} "
+                             "(--allow-data-mismatch scores it anyway)")
     counts = {name: info["count"] for name, info in sorted(manifest["splits"].items())}
     if not counts.get(split):
         listed = ", ".join(f"{name} ({count})" for name, count in counts.items())
@@ -251,7 +257,8 @@ def score_model(model, config: dict, data: str, split: str = "test", baselines: 
 def evaluate(model_ref: str, data: str, split: str = "test", baselines: tuple[str, ...] = DEFAULT_BASELINES,
              out: str | Path | None = None, *, batch_size: int = DEFAULT_BATCH_SIZE,
              distributed_min_windows: int = DISTRIBUTED_MIN_WINDOWS, address: str | None = None,
-             tracking_uri: str | None = None, log_to_run: str | None = None, log: bool = False) -> dict:
+             tracking_uri: str | None = None, log_to_run: str | None = None, log: bool = False,
+             allow_mismatch: bool = False) -> dict:
     """Load `model_ref` (models:/NAME@ALIAS, a run id or a path), score it (see `score_model`) and
     write `evaluation.json`, `evaluation.md` and lead-time plots to `out` (default
     `<home>/outputs/evaluations/<timestamp>`); log them to MLflow per the module docstring.
@@ -267,7 +274,8 @@ def evaluate(model_ref: str, data: str, split: str = "test", baselines: tuple[st
     if log and not run_id:
         raise ValueError(f"--log: the model {model_ref} does not come from an MLflow run; use --log-to-run")
     result = score_model(model, info["config"], data, split, baselines, trained_manifest=info.get("manifest"),
-                         batch_size=batch_size, distributed_min_windows=distributed_min_windows, address=address)
+                         batch_size=batch_size, distributed_min_windows=distributed_min_windows, address=address,
+                         allow_mismatch=allow_mismatch)
     out = Path(out) if out else paths.outputs_dir() / "evaluations" / datetime.now().strftime("%Y%m%d-%H%M%S")
     result = to_jsonable({
         "model": {"ref": model_ref, "run_id": info.get("run_id"), "data_fingerprint": info.get("data_fingerprint"),

@@ -81,6 +81,13 @@ class Task:
         return {"height": frames[-2], "width": frames[-1]}
 
     @classmethod
+    def data_mismatches(cls, trained: dict, data: dict) -> list[str]:
+        """How the dataset manifest `data` differs from the model's training manifest `trained` in what
+        makes a model's scores meaningless (frame size and channels here; tasks add their own)."""
+        old, new = trained["schema"]["frames"]["shape"][1:], data["schema"]["frames"]["shape"][1:]
+        return [] if old == new else [f"frames are {new} (C, H, W), the model was trained on {old}"]
+
+    @classmethod
     def published_figures(cls, protocol: dict) -> list[dict]:
         """Published tables whose protocol (frame counts, grid) equals `protocol`; [] when none match."""
         return [table for table in cls.published

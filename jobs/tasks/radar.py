@@ -81,6 +81,22 @@ class RadarTask(ForecastTask):
         return prepare_radar(Path(src), data, fmt or params["format"], options_with(options, prepare),
                              incremental=True, address=address, progress=False)
 
+    @classmethod
+    def data_mismatches(cls, trained, data):
+        """Also the source format (and its conversion), the source grid and crop, and the time step."""
+        problems = super().data_mismatches(trained, data)
+        old, new = trained.get("encoding", {}), data.get("encoding", {})
+        if old.get("source_format") != new.get("source_format"):
+            problems.append(f"format {new.get('source_format')}, the model was trained on {old.get('source_format')}")
+        keys = ("source_height", "source_width", "crop")
+        old_grid, new_grid = ({k: m.get("grid", {}).get(k) for k in keys} for m in (trained, data))
+        if old_grid != new_grid:
+            problems.append(f"source grid {new_grid}, the model was trained on {old_grid}")
+        if trained.get("time_step_s") != data.get("time_step_s"):
+            problems.append(f"time step {data.get('time_step_s')} s, the model was trained on "
+                            f"{trained.get('time_step_s')} s")
+        return problems
+
     def evaluator(self) -> Evaluator:
         from convlstm.metrics import HKO7_THRESHOLDS_MMH, CategoricalScores, CorrelationScore, RainfallErrors
 

@@ -57,7 +57,16 @@ def load(path: str) -> dict[str, Any]:
     fs, inner = storage.resolve(file)
     with fs.open_input_stream(inner) as f:
         blob = f.read()
-    return torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
+    try:
+        # weights_only: a checkpoint is tensors and plain data; never unpickle arbitrary objects.
+        state = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError, ... for foreign files
+        raise ValueError(f"{file}: not a readable convlstm checkpoint ({type(exc).__name__} while loading "
+                         "tensors and plain data only)") from None
+    missing = sorted({"model", "model_spec"} - set(state)) if isinstance(state, dict) else ["model", "model_spec"]
+    if missing:
+        raise ValueError(f"{file}: not a convlstm checkpoint (missing {', '.join(missing)})")
+    return state
 
 
 def run_dir(storage_path: str, run_name: str) -> str:
