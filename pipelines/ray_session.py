@@ -23,7 +23,10 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, quiet: boo
     if quiet:
         import logging
 
+        import ray.data  # noqa: F401  (configures the ray.data logger on import; lower it afterwards)
+
         kwargs["logging_level"] = logging.WARNING
+        logging.getLogger("ray.data").setLevel(logging.WARNING)  # no per-dataset INFO lines in the terminal
     if address:
         ray.init(address=address, **kwargs)
         return ray
