@@ -189,7 +189,7 @@ def _tutorial(src: Path, out: Path, args: argparse.Namespace) -> None:
     from PIL import Image
 
     from pipelines.kth import CATEGORIES
-    from pipelines.splits import person_splits, load_split
+    from pipelines.kth_splits import person_splits, load_split
 
     split_of = person_splits(load_split("official"))
 
@@ -224,7 +224,7 @@ def _loop(src: Path, out: Path, args: argparse.Namespace) -> None:
 
     from pipelines.kth import CATEGORIES, KthOptions, decode_video, parse_name, schema
     from pipelines.shards import to_table
-    from pipelines.splits import load_split, person_splits
+    from pipelines.kth_splits import load_split, person_splits
 
     split_of = person_splits(load_split("official"))
     options = KthOptions(frame_len=args.frame_len, stride=args.frame_len, size=_hw(args.size))

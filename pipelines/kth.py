@@ -17,9 +17,9 @@ from typing import Iterator
 
 import numpy as np
 
-from pipelines import splits as person_split
-from pipelines.job import Rejected, Source, run_prepare
-from pipelines.sequences import load_sequences
+from pipelines import kth_splits as person_split
+from pipelines.driver import Rejected, Source, run_prepare
+from pipelines.kth_sequences import load_sequences
 
 TASK = "kth"
 CATEGORIES = ("boxing", "handclapping", "handwaving", "jogging", "running", "walking")
@@ -66,7 +66,7 @@ def find_videos(src: str | Path) -> list[Path]:
 def plan(src: str | Path, options: KthOptions) -> tuple[list[Source], list[dict], dict[str, list[int]]]:
     """Videos under `src` -> (sources to decode, files rejected by name, split definition).
 
-    Raises ValueError before any decoding when a known person is in no split (see pipelines.splits)
+    Raises ValueError before any decoding when a known person is in no split (see pipelines.kth_splits)
     and, naming --src, when no video is left to decode (an empty folder publishes nothing).
     """
     split = person_split.load_split(options.split)

@@ -17,7 +17,7 @@ from typing import Iterator
 
 import numpy as np
 
-from pipelines.job import Source, run_prepare
+from pipelines.driver import Source, run_prepare
 from pipelines.manifest import SPLITS
 
 TASK = "mnist"

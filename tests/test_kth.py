@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from pipelines.kth import CATEGORIES, KthOptions, parse_name, plan, prepare_kth
-from pipelines.sequences import load_sequences, parse_sequences
+from pipelines.kth_sequences import load_sequences, parse_sequences
 from pipelines.shards import read_windows
-from pipelines.splits import KTH_PERSONS, PRESETS, check_covered, is_known, load_split
+from pipelines.kth_splits import KTH_PERSONS, PRESETS, check_covered, is_known, load_split
 from pipelines.synthetic import video_name, write_bad_inputs, write_kth_videos
 
 

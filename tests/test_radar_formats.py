@@ -25,7 +25,7 @@ from pipelines.radar.days import BLOCK_FRAMES, load_days_file, plan_units
 from pipelines.radar.formats import detect_format, get_format, list_frames, probe_frames, read_dbz, resolve_format
 from pipelines.radar.frame_format import FrameError
 from pipelines.radar.preprocess import check_crop, center_crop, parse_hw, preprocess, resize, to_canonical
-from pipelines.radar.sequence import load_sequence
+from pipelines.radar.latest import load_sequence
 from pipelines.radar.timeline import contiguous_runs, find_gaps, infer_time_step, window_starts
 from radar_reference import fmi_reference, hko7_pixel, knmi_reference, mch_reference, reference_frame
 

@@ -13,7 +13,7 @@ import pytest
 
 from jobs.cli import main
 from pipelines.manifest import load_manifest
-from pipelines.radar.sequence import load_sequence
+from pipelines.radar.latest import load_sequence
 from pipelines.shards import read_dataset, read_windows
 from radar_reference import fmi_reference, knmi_reference, mch_reference, reference_frame
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from ray import cloudpickle
 
-from pipelines.job import Rejected, RejectedSourcesError, Source, run_prepare
+from pipelines.driver import Rejected, RejectedSourcesError, Source, run_prepare
 from pipelines.manifest import fingerprint, load_manifest, source_checksum
 from pipelines.shards import read_dataset, read_windows
 

@@ -29,7 +29,7 @@ def blob_windows(source, count: int):
 
 
 def prepare_blobs(out: str, windows: int = 8) -> dict:
-    from pipelines.job import Source, run_prepare
+    from pipelines.driver import Source, run_prepare
 
     sources = [Source(name=f"{split}-{i}", paths=[], split=split, meta={"seed": hash((split, i)) % 2**32})
                for split in ("train", "val", "test") for i in range(2)]

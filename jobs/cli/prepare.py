@@ -69,7 +69,7 @@ def _register_mnist(kinds: argparse._SubParsersAction) -> None:
 
 
 def run_kth(args: argparse.Namespace) -> int:
-    from pipelines.job import RejectedSourcesError
+    from pipelines.driver import RejectedSourcesError
     from pipelines.kth import KthOptions, prepare_kth
     from pipelines.radar.preprocess import parse_hw
 

@@ -49,7 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipelines.job import RejectedSourcesError
+    from pipelines.driver import RejectedSourcesError
     from pipelines.radar.prepare import RadarOptions, prepare_radar
 
     options.require(args, "src", "out")

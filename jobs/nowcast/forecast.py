@@ -59,7 +59,7 @@ def read_input(src: str | Path, fmt: str, at: datetime | None, manifest: dict,
     """
     from pipelines.radar.archive import source_folder
     from pipelines.radar.formats import list_frames, probe_frames, resolve_format
-    from pipelines.radar.sequence import load_sequence
+    from pipelines.radar.latest import load_sequence
     from pipelines.radar.timeline import infer_time_step
 
     with source_folder(Path(src)) as root:

@@ -19,13 +19,13 @@ import numpy as np
 
 from convlstm.units import HKO_ZR_A, HKO_ZR_B
 from pipelines import storage
-from pipelines.job import Dropped, Source, run_prepare
+from pipelines.driver import Dropped, Source, run_prepare
 from pipelines.radar.archive import check_limit, source_folder
 from pipelines.radar.days import Unit, load_days_file, plan_units
 from pipelines.radar.formats import FORMATS, FrameFile, get_format, list_frames, probe_frames, resolve_format
 from pipelines.radar.frame_format import RadarFormat
 from pipelines.radar.preprocess import check_crop
-from pipelines.radar.sequence import load_frames
+from pipelines.radar.latest import load_frames
 from pipelines.radar.timeline import find_gaps, infer_time_step, iso, window_starts
 
 TASK = "radar"
@@ -80,7 +80,7 @@ def prepare_radar(src: Path, out: str, fmt: str = "auto", options: RadarOptions 
 
     Raises ValueError / FileNotFoundError (naming the flag) before writing anything for bad
     arguments or a source without usable frames; `strict` makes any rejected input fail the run
-    (pipelines.job.RejectedSourcesError) with nothing published.
+    (pipelines.driver.RejectedSourcesError) with nothing published.
     """
     options.check()
     if fmt != "auto":
