@@ -11,6 +11,7 @@ descriptions and per-source counts, never windows.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import pickle
@@ -43,6 +44,16 @@ class Source:
     paths: list[str]  # input files, checksummed into the manifest
     split: str
     meta: dict = field(default_factory=dict)  # whatever windows_fn needs: person, label, timestamps...
+
+
+def build_options(cls, values: dict, overrides: dict):
+    """`cls(**values)` (a dataset's options dataclass, validated on construction) with `overrides` on
+    top (a retrain config's `prepare`); ValueError naming `prepare.<key>` for an unknown option."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(overrides) - names)
+    if unknown:
+        raise ValueError(f"prepare.{unknown[0]}: unknown option (known: {', '.join(sorted(names))})")
+    return cls(**{**values, **{k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}})
 
 
 class Rejected(Exception):

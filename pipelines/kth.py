@@ -9,6 +9,7 @@ annotated subsequences. Unusable inputs are rejected with a reason and the job g
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from dataclasses import dataclass
 from functools import partial
@@ -18,7 +19,7 @@ from typing import Iterator
 import numpy as np
 
 from pipelines import kth_splits as person_split
-from pipelines.driver import Rejected, Source, run_prepare
+from pipelines.driver import Rejected, Source, build_options, run_prepare
 from pipelines.kth_sequences import load_sequences
 
 TASK = "kth"
@@ -45,6 +46,30 @@ class KthOptions:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if len(self.size) != 2 or min(self.size) < 1:
             raise ValueError(f"--size must be two positive sizes HxW, got {self.size}")
+
+    def to_params(self) -> dict:
+        """Manifest params; the split mapping itself is in `splits[*].members`, the sequences file by hash."""
+        sequences = hashlib.sha256(Path(self.sequences).read_bytes()).hexdigest() if self.sequences else None
+        return {"frame_len": self.frame_len, "stride": self.stride, "size": list(self.size), "color": self.color,
+                "split": self.split if self.split in person_split.PRESETS else "custom",
+                "sequences_sha256": sequences}
+
+    @classmethod
+    def from_manifest(cls, manifest: dict, workdir: Path, **overrides) -> "KthOptions":
+        """The options a manifest was built with (`to_params` read back), `overrides` on top. A custom
+        split is rebuilt from the recorded members into `workdir/split.json`; a sequences file, kept
+        only by hash, must come back as the `sequences` override."""
+        params = manifest["params"]
+        split = params["split"]
+        if split == "custom":
+            split = str(Path(workdir) / "split.json")
+            Path(split).write_text(json.dumps({s: v["members"] for s, v in manifest["splits"].items()}))
+        if params.get("sequences_sha256") and not overrides.get("sequences"):
+            raise ValueError("prepare.sequences: the dataset was cut with a sequences file "
+                             f"(sha256 {params['sequences_sha256'][:12]}); give its path")
+        values = {"frame_len": params["frame_len"], "stride": params["stride"], "size": tuple(params["size"]),
+                  "color": params["color"], "split": split}
+        return build_options(cls, values, overrides)
 
 
 def parse_name(name: str) -> tuple[int, str, str]:
@@ -127,11 +152,8 @@ def schema(options: KthOptions) -> dict:
 
 
 def params(options: KthOptions) -> dict:
-    """Manifest params; the split mapping itself is in `splits[*].members`, the sequences file by hash."""
-    sequences = hashlib.sha256(Path(options.sequences).read_bytes()).hexdigest() if options.sequences else None
-    return {"frame_len": options.frame_len, "stride": options.stride, "size": list(options.size),
-            "color": options.color, "split": options.split if options.split in person_split.PRESETS else "custom",
-            "sequences_sha256": sequences}
+    """Manifest params (`KthOptions.to_params`)."""
+    return options.to_params()
 
 
 def prepare_kth(src: str | Path, out: str, options: KthOptions = KthOptions(), *, strict: bool = False,

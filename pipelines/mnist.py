@@ -17,7 +17,7 @@ from typing import Iterator
 
 import numpy as np
 
-from pipelines.driver import Source, run_prepare
+from pipelines.driver import Source, build_options, run_prepare
 from pipelines.manifest import SPLITS
 
 TASK = "mnist"
@@ -48,6 +48,19 @@ class MnistOptions:
                 raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
         if self.size < DIGIT:
             raise ValueError(f"--size must be >= {DIGIT} (the digit size), got {self.size}")
+
+    def to_params(self) -> dict:
+        return {"counts": dict(zip(SPLITS, self.counts)), "digits": self.digits, "size": self.size,
+                "frames": self.frames, "subset": self.subset, "seed": self.seed,
+                "speed_px_per_frame": list(SPEED_RANGE)}
+
+    @classmethod
+    def from_params(cls, params: dict, **overrides) -> "MnistOptions":
+        """`to_params` read back, `overrides` on top."""
+        values = {"counts": tuple(params["counts"][s] for s in SPLITS), "digits": params["digits"],
+                  "size": params["size"], "frames": params["frames"], "subset": params["subset"],
+                  "seed": params["seed"]}
+        return build_options(cls, values, overrides)
 
 
 def load_idx_images(path: str | Path) -> np.ndarray:
@@ -130,9 +143,7 @@ def prepare_mnist(mnist: str | Path, out: str, options: MnistOptions = MnistOpti
         raise FileNotFoundError(f"--mnist {mnist}: no such file")
     images = load_idx_images(mnist)
     subset = subset_indices(len(images), options.subset, options.seed)
-    params = {"counts": dict(zip(SPLITS, options.counts)), "digits": options.digits, "size": options.size,
-              "frames": options.frames, "subset": options.subset, "seed": options.seed,
-              "speed_px_per_frame": list(SPEED_RANGE)}
+    params = options.to_params()
     sources = plan(mnist, options)
     return run_prepare(task=TASK, sources=sources,
                        windows_fn=partial(chunk_windows, digits=images[subset], options=options),

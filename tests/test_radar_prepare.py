@@ -195,3 +195,23 @@ def test_bad_arguments_exit_2_with_one_line_and_write_nothing(shared_data, tmp_p
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err
     assert sorted(tmp_path.iterdir()) == before
+
+
+def test_dataset_options_round_trip_through_the_manifest_params():
+    """One validated options class per dataset: params are written and read back by the same code."""
+    from pipelines.kth import KthOptions
+    from pipelines.mnist import MnistOptions
+    from pipelines.radar.prepare import RadarOptions
+
+    radar = RadarOptions(in_len=3, out_len=4, stride=2, size=(32, 48), crop=(400, 400), split="time", seed=3)
+    assert RadarOptions.from_params(radar.to_params("mch", None)) == radar
+    assert RadarOptions.from_params(radar.to_params("mch", None), stride=5).stride == 5
+    with pytest.raises(ValueError, match="^prepare.nope: unknown option"):
+        RadarOptions.from_params(radar.to_params("mch", None), nope=1)
+    with pytest.raises(ValueError, match="^--in-len must be >= 1"):
+        RadarOptions.from_params({**radar.to_params("mch", None), "in_len": 0})
+    mnist = MnistOptions(counts=(5, 2, 3), digits=3, size=48, frames=12, subset=40, seed=9)
+    assert MnistOptions.from_params(mnist.to_params()) == mnist
+    kth = KthOptions(frame_len=7, stride=3, size=(30, 40), color=True, split="tutorial")
+    manifest = {"params": kth.to_params(), "splits": {}}
+    assert KthOptions.from_manifest(manifest, Path("/nonexistent")) == kth

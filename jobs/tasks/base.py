@@ -13,7 +13,6 @@ valid (mask = 1) pixels, Moving MNIST scores [0, 1] intensities (OpenSTL / paper
 """
 from __future__ import annotations
 
-import dataclasses
 import inspect
 import math
 from pathlib import Path
@@ -173,19 +172,6 @@ class Task:
 
     def figures(self, evaluation: dict, preview: dict[str, torch.Tensor], folder: Path) -> list[Path]:
         raise NotImplementedError
-
-
-def options_with(options, prepare: dict[str, Any]):
-    """Dataset `options` (a frozen dataclass) with the `prepare` overrides of a retrain config;
-    ValueError naming `prepare.<key>` for an unknown option."""
-    names = {f.name for f in dataclasses.fields(options)}
-    unknown = sorted(set(prepare) - names)
-    if unknown:
-        raise ValueError(f"prepare.{unknown[0]}: unknown option (known: {', '.join(sorted(names))})")
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in prepare.items()}
-    if "days_file" in values:
-        values["days_file"] = Path(values["days_file"])
-    return dataclasses.replace(options, **values)
 
 
 def scaled(frames: torch.Tensor) -> torch.Tensor:

@@ -5,7 +5,6 @@ Published figure: the PyTorch tutorial's validation accuracy on its person split
 """
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from jobs import plots
-from jobs.tasks.base import Evaluator, Task, options_with, scaled
+from jobs.tasks.base import Evaluator, Task, scaled
 from jobs.tasks.registry import register
 
 KTH_TUTORIAL = {
@@ -69,20 +68,9 @@ class KthTask(Task):
 
     @staticmethod
     def options(manifest: dict, prepare: dict[str, Any], workdir: Path):
-        """The KthOptions the manifest records, with `prepare` on top (a custom split is rebuilt in `workdir`)."""
         from pipelines.kth import KthOptions
 
-        params = manifest["params"]
-        split = params["split"]
-        if split == "custom":  # the split file is not kept: rebuild it from the recorded members
-            split = str(workdir / "split.json")
-            Path(split).write_text(json.dumps({s: v["members"] for s, v in manifest["splits"].items()}))
-        base = KthOptions(frame_len=params["frame_len"], stride=params["stride"], size=tuple(params["size"]),
-                          color=params["color"], split=split)
-        if params.get("sequences_sha256") and "sequences" not in prepare:
-            raise ValueError("prepare.sequences: the dataset was cut with a sequences file "
-                             f"(sha256 {params['sequences_sha256'][:12]}); give its path")
-        return options_with(base, prepare)
+        return KthOptions.from_manifest(manifest, workdir, **prepare)
 
     def data_params(self) -> dict[str, Any]:
         _, channels, height, width = self.frames_shape

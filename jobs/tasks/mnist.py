@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from jobs.tasks.base import Evaluator, ForecastTask, mean_over_leads, options_with
+from jobs.tasks.base import Evaluator, ForecastTask, mean_over_leads
 from jobs.tasks.registry import register
 
 SHI_TABLE1 = {
@@ -67,13 +67,9 @@ class MnistTask(ForecastTask):
 
     @staticmethod
     def options(manifest: dict, prepare: dict):
-        from pipelines.mnist import SPLITS, MnistOptions
+        from pipelines.mnist import MnistOptions
 
-        params = manifest["params"]
-        base = MnistOptions(counts=tuple(params["counts"][s] for s in SPLITS), digits=params["digits"],
-                            size=params["size"], frames=params["frames"], subset=params["subset"],
-                            seed=params["seed"])
-        return options_with(base, prepare)
+        return MnistOptions.from_params(manifest["params"], **prepare)
 
     def evaluator(self) -> Evaluator:
         from convlstm.metrics import VideoScores

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from jobs.tasks.base import Evaluator, ForecastTask, mean_over_leads, options_with
+from jobs.tasks.base import Evaluator, ForecastTask, mean_over_leads
 from jobs.tasks.registry import register
 
 SHI_TABLE2 = {
@@ -72,13 +72,7 @@ class RadarTask(ForecastTask):
         from pipelines.radar.prepare import RadarOptions, prepare_radar
 
         params = manifest["params"]
-        if params.get("days") and "days_file" not in prepare:
-            raise ValueError("prepare.days_file: the dataset's days come from a days file; give its path")
-        options = RadarOptions(in_len=params["in_len"], out_len=params["out_len"], stride=params["stride"],
-                               size=tuple(params["size"]), crop=tuple(params["crop"]) if params["crop"] else None,
-                               split=params["split"], seed=params["seed"], val_fraction=params["val_fraction"],
-                               test_fraction=params["test_fraction"])
-        return prepare_radar(Path(src), data, fmt or params["format"], options_with(options, prepare),
+        return prepare_radar(Path(src), data, fmt or params["format"], RadarOptions.from_params(params, **prepare),
                              incremental=True, address=address, progress=False)
 
     @classmethod

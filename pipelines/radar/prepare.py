@@ -19,7 +19,7 @@ import numpy as np
 
 from convlstm.units import HKO_ZR_A, HKO_ZR_B
 from pipelines import storage
-from pipelines.driver import Dropped, Source, run_prepare
+from pipelines.driver import Dropped, Source, build_options, run_prepare
 from pipelines.radar.archive import check_limit, source_folder
 from pipelines.radar.days import Unit, load_days_file, plan_units
 from pipelines.radar.formats import FORMATS, FrameFile, get_format, list_frames, probe_frames, resolve_format
@@ -48,11 +48,38 @@ class RadarOptions:
     val_fraction: float = 0.1
     test_fraction: float = 0.1
 
-    def check(self) -> None:
+    def __post_init__(self):
         """ValueError naming the flag for window lengths or a stride below 1."""
         for flag, value in (("--in-len", self.in_len), ("--out-len", self.out_len), ("--stride", self.stride)):
             if value < 1:
                 raise ValueError(f"{flag} must be >= 1, got {value}")
+
+    def check(self) -> None:
+        """Kept for callers that validate explicitly; construction already validates."""
+        self.__post_init__()
+
+    def to_params(self, fmt: str, days: dict[str, str] | None) -> dict:
+        """Manifest params: these options, the input format and the day assignment of a days file."""
+        return {
+            "format": fmt, "in_len": self.in_len, "out_len": self.out_len, "stride": self.stride,
+            "size": list(self.size), "crop": list(self.crop) if self.crop else None,
+            "split": self.split, "seed": self.seed,
+            "val_fraction": self.val_fraction, "test_fraction": self.test_fraction,
+            "days": dict(sorted(days.items())) if days is not None else None,
+        }
+
+    @classmethod
+    def from_params(cls, params: dict, **overrides) -> "RadarOptions":
+        """`to_params` read back, `overrides` on top (a days file must come back as `days_file`)."""
+        if params.get("days") and not overrides.get("days_file"):
+            raise ValueError("prepare.days_file: the dataset's days come from a days file; give its path")
+        values = {"in_len": params["in_len"], "out_len": params["out_len"], "stride": params["stride"],
+                  "size": tuple(params["size"]), "crop": tuple(params["crop"]) if params["crop"] else None,
+                  "split": params["split"], "seed": params["seed"], "val_fraction": params["val_fraction"],
+                  "test_fraction": params["test_fraction"]}
+        if overrides.get("days_file"):
+            overrides = {**overrides, "days_file": Path(overrides["days_file"])}
+        return build_options(cls, values, overrides)
 
     @property
     def length(self) -> int:
@@ -115,7 +142,7 @@ def prepare_radar(src: Path, out: str, fmt: str = "auto", options: RadarOptions 
             return _extra(radar, step, grid, options, find_gaps([t for t in times if t not in dropped], step))
 
         return run_prepare(task=TASK, sources=sources, windows_fn=unit_windows, out=out,
-                           params=_params(radar, options, days), schema=schema(options), extra=extra,
+                           params=options.to_params(radar.name, days), schema=schema(options), extra=extra,
                            rejected=rejected, overwrite=overwrite, incremental=incremental,
                            strict=strict, address=address, progress=progress,
                            protect=[str(src)])
@@ -168,16 +195,6 @@ def _source(unit: Unit, frames: list[FrameFile], radar: RadarFormat, step: timed
               "length": options.length, "stride": options.stride, "time_step_s": step.total_seconds(),
               "grid": list(grid),
               "crop": list(options.crop) if options.crop else None, "size": list(options.size)})
-
-
-def _params(radar: RadarFormat, options: RadarOptions, days: dict[str, str] | None) -> dict:
-    return {
-        "format": radar.name, "in_len": options.in_len, "out_len": options.out_len, "stride": options.stride,
-        "size": list(options.size), "crop": list(options.crop) if options.crop else None,
-        "split": options.split, "seed": options.seed,
-        "val_fraction": options.val_fraction, "test_fraction": options.test_fraction,
-        "days": dict(sorted(days.items())) if days is not None else None,
-    }
 
 
 def _extra(radar: RadarFormat, step: timedelta, grid: tuple[int, int], options: RadarOptions,
