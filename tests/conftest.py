@@ -1,5 +1,9 @@
 """Shared test fixtures: one local Ray per test session, a private project home, the real samples.
 
+The suite mirrors the code: `convlstm/`, `pipelines/`, `jobs/` hold unit and integration tests per
+package, `infra/` checks deployment files and servers, `e2e/` runs real clusters and object storage;
+`helpers/` (on sys.path) holds shared test helpers (tiny datasets and models, reference implementations).
+
 Environment is set at import, before any test imports Ray or MLflow: Ray's temp dir under
 /tmp (short socket paths), MLflow telemetry off, and CONVLSTM_HOME pointing at a per-session
 folder so the embedded MLflow store and outputs never touch the checkout.
@@ -7,12 +11,14 @@ folder so the embedded MLflow store and outputs never touch the checkout.
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent / "helpers"))
 _SESSION_HOME = Path(tempfile.mkdtemp(prefix="convlstm-test-home-"))
 _RAY_TMP = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))
 

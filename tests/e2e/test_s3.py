@@ -19,7 +19,7 @@ from pipelines.shards import read_windows
 from pipelines.synthetic import write_kth_videos
 
 BUCKET = "convlstm-test"
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

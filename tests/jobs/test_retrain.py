@@ -24,7 +24,7 @@ from pipelines.kth import KthOptions, prepare_kth
 from pipelines.manifest import load_manifest
 from pipelines.synthetic import write_kth_videos
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_lock_excludes_a_second_holder_until_released(tmp_path):

@@ -427,7 +427,7 @@ def _killed_stage(out: Path) -> Path:
             "with staging(sys.argv[1]) as stage:\n"
             "    open(stage.path + '/half-written.parquet', 'w').write('x'); print(stage.path, flush=True)\n"
             "    time.sleep(600)\n")
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     child = subprocess.Popen([sys.executable, "-c", code, str(out)], stdout=subprocess.PIPE, text=True, env=env)
     path = Path(child.stdout.readline().strip())
     child.send_signal(signal.SIGKILL)

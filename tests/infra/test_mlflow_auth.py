@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 ENTRYPOINT = REPO / "infra" / "mlflow" / "entrypoint.sh"
 # `mlflow` and `python` of the environment running the tests (the entrypoint calls both by name).
 BIN = Path(sys.executable).parent
