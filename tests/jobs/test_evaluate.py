@@ -84,7 +84,7 @@ def test_radar_evaluation_outputs(radar_result, radar_data, radar_model):
     assert result["primary_metric"]["name"] == "rainfall_mse" and not result["primary_metric"]["higher_is_better"]
     assert result["primary_metric"]["value"] == result["methods"]["model"]["summary"]["rainfall_mse"]
     for method in result["methods"].values():
-        categorical = (f"{score}@{t:g}" for score in ("csi", "far", "pod", "hss") for t in THRESHOLDS)
+        categorical = (f"{score}_ge_{t:g}" for score in ("csi", "far", "pod", "hss") for t in THRESHOLDS)
         for key in ("rainfall_mse", "rainfall_mae", "correlation", *categorical):
             assert len(method["per_lead"][key]) == OUT_LEN, key
             assert key in method["summary"]
