@@ -111,6 +111,8 @@ class ConvLSTMCell(nn.Module):
     the concatenation [X, H] (uniform ±1/sqrt(fan_in)), peephole weights at zero.
     """
 
+    state_size = 2  # tensors in a state: (h, c)
+
     def __init__(
         self,
         in_channels: int,

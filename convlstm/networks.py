@@ -1,7 +1,10 @@
 """Networks built from ConvLSTM stacks: the paper's encoder-forecaster and FC-LSTM, a clip classifier.
 
 All take frames `[B, T, C, H, W]` in [0, 1] (batch first) and keep their constructor arguments in
-`self.config`, so `convlstm.factory.model_spec` can store how to rebuild them.
+`self.config`, so `convlstm.factory.model_spec` can store how to rebuild them. `cell="sa"` builds
+EncoderForecaster and ConvLSTMClassifier from self-attention ConvLSTM cells (`convlstm.sa_cell`);
+`self.config` records `cell` only when it is not the default "conv", so specs of ConvLSTM models
+stay what they were (training compares specs to resume from a checkpoint).
 """
 from __future__ import annotations
 
@@ -12,10 +15,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from convlstm.cell import kernel_pair
+from convlstm.cell import ConvLSTMCell, kernel_pair
+from convlstm.sa_cell import SAConvLSTMCell
 from convlstm.stack import ConvLSTM, Kernel
 
 OUTPUT_ACTIVATIONS = ("sigmoid", None)
+CELLS: dict[str, type[ConvLSTMCell]] = {"conv": ConvLSTMCell, "sa": SAConvLSTMCell}
 
 
 def space_to_depth(x: torch.Tensor, patch_size: int) -> torch.Tensor:
@@ -35,6 +40,12 @@ def _check_activation(output_activation: str | None) -> None:
         raise ValueError(f"output_activation must be one of {OUTPUT_ACTIVATIONS}, got {output_activation!r}")
 
 
+def _cell_factory(cell: str) -> type[ConvLSTMCell]:
+    if cell not in CELLS:
+        raise ValueError(f"cell must be one of {tuple(CELLS)}, got {cell!r}")
+    return CELLS[cell]
+
+
 def _check_frames(x: torch.Tensor, channels: int) -> None:
     if x.dim() != 5 or x.shape[2] != channels:
         raise ValueError(f"x must be [B, T, {channels}, H, W], got {tuple(x.shape)}")
@@ -49,7 +60,8 @@ class EncoderForecaster(nn.Module):
     layers' hidden states gives P*P*C channels per patch, which depth-to-space turns back into
     frames; `output_activation="sigmoid"` gives [0, 1] pixels, None gives logits (for
     `convlstm.losses.bce_loss`). Paper notation ConvLSTM(K)-k-N-...: `input_kernel_size=K`,
-    `hidden_kernel_size=k`, `hidden_channels=[N, ...]`.
+    `hidden_kernel_size=k`, `hidden_channels=[N, ...]`. `cell="sa"`: both stacks of SA-ConvLSTM
+    cells (Lin et al. 2020), attention over the (H/P) * (W/P) patch positions.
     """
 
     def __init__(
@@ -62,9 +74,11 @@ class EncoderForecaster(nn.Module):
         peephole: bool = True,
         out_frames: int = 10,
         output_activation: str | None = "sigmoid",
+        cell: str = "conv",
     ):
         super().__init__()
         _check_activation(output_activation)
+        cell_factory = _cell_factory(cell)
         if patch_size < 1:
             raise ValueError(f"patch_size must be >= 1, got {patch_size}")
         if out_frames < 1:
@@ -73,6 +87,8 @@ class EncoderForecaster(nn.Module):
         self.config = dict(in_channels=in_channels, hidden_channels=hidden, input_kernel_size=input_kernel_size,
                            hidden_kernel_size=hidden_kernel_size, patch_size=patch_size, peephole=peephole,
                            out_frames=out_frames, output_activation=output_activation)
+        if cell != "conv":
+            self.config["cell"] = cell
         self.in_channels = in_channels
         self.patch_size = patch_size
         self.out_frames = out_frames
@@ -81,8 +97,9 @@ class EncoderForecaster(nn.Module):
         # One kernel for all layers: normalise to a pair so a JSON-stored [kh, kw] is not read per layer.
         kernels = (kernel_pair(input_kernel_size, "input_kernel_size"),
                    kernel_pair(hidden_kernel_size, "hidden_kernel_size"))
-        self.encoder = ConvLSTM(patch_channels, hidden, *kernels, peephole=peephole)
-        self.forecaster = ConvLSTM(0, hidden, *kernels, peephole=peephole, return_all_layers=True)
+        self.encoder = ConvLSTM(patch_channels, hidden, *kernels, peephole=peephole, cell_factory=cell_factory)
+        self.forecaster = ConvLSTM(0, hidden, *kernels, peephole=peephole, return_all_layers=True,
+                                   cell_factory=cell_factory)
         self.head = nn.Conv2d(sum(hidden), patch_channels, kernel_size=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -140,6 +157,7 @@ class FCLSTM(nn.Module):
 class ConvLSTMClassifier(nn.Module):
     """The KTH tutorial's clip classifier: ConvLSTM over the clip, last layer's final hidden state,
     MaxPool2d(5, stride 2, padding 2), flatten, linear to class logits `[B, num_classes]`.
+    `cell="sa"` uses SA-ConvLSTM cells (attention over all height * width positions).
     """
 
     def __init__(
@@ -151,8 +169,10 @@ class ConvLSTMClassifier(nn.Module):
         kernel_size: Kernel = 3,
         num_classes: int = 6,
         peephole: bool = False,
+        cell: str = "conv",
     ):
         super().__init__()
+        cell_factory = _cell_factory(cell)
         if height < 1 or width < 1:
             raise ValueError(f"height and width must be >= 1, got {height}x{width}")
         if num_classes < 1:
@@ -160,9 +180,12 @@ class ConvLSTMClassifier(nn.Module):
         hidden = list(hidden_channels)
         self.config = dict(in_channels=in_channels, height=height, width=width, hidden_channels=hidden,
                            kernel_size=kernel_size, num_classes=num_classes, peephole=peephole)
+        if cell != "conv":
+            self.config["cell"] = cell
         self.in_channels = in_channels
         self.frame_shape = (height, width)
-        self.convlstm = ConvLSTM(in_channels, hidden, kernel_pair(kernel_size, "kernel_size"), peephole=peephole)
+        self.convlstm = ConvLSTM(in_channels, hidden, kernel_pair(kernel_size, "kernel_size"), peephole=peephole,
+                                 cell_factory=cell_factory)
         self.pool = nn.MaxPool2d(kernel_size=5, stride=2, padding=2)
         pooled = ((height + 1) // 2) * ((width + 1) // 2)
         self.head = nn.Linear(hidden[-1] * pooled, num_classes)

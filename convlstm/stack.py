@@ -10,7 +10,7 @@ skips the state convolution (W_h * 0 = 0). These choices change speed, not resul
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn as nn
@@ -37,6 +37,9 @@ class ConvLSTM(nn.Module):
     first list argument (1 if none is a list). `in_channels=0` makes an input-less stack (the
     paper's forecaster): call it with `x=None`, a state and `steps`. `hoist_input` and
     `channels_last` override the automatic execution choices (module docstring); None = auto.
+    `cell_factory(in_channels, hidden_channels, input_kernel, hidden_kernel, bias=, peephole=)` builds
+    each layer's cell: `ConvLSTMCell`, or a subclass with a longer state such as
+    `convlstm.sa_cell.SAConvLSTMCell` (state `(h, c, m)`).
     """
 
     def __init__(
@@ -52,6 +55,7 @@ class ConvLSTM(nn.Module):
         return_all_layers: bool = False,
         hoist_input: bool | None = None,
         channels_last: bool | None = None,
+        cell_factory: Callable[..., ConvLSTMCell] = ConvLSTMCell,
     ):
         super().__init__()
         if not isinstance(hidden_channels, int):
@@ -71,7 +75,7 @@ class ConvLSTM(nn.Module):
         self.hoist_input = hoist_input
         self.channels_last = channels_last
         self.cells = nn.ModuleList(
-            ConvLSTMCell(c_in, c_h, k_in, k_h, bias=bias, peephole=peephole)
+            cell_factory(c_in, c_h, k_in, k_h, bias=bias, peephole=peephole)
             for c_in, c_h, k_in, k_h in zip([in_channels] + hidden[:-1], hidden, input_kernels, hidden_kernels)
         )
 
@@ -85,9 +89,9 @@ class ConvLSTM(nn.Module):
 
         x: `[B, T, C_in, H, W]` (batch_first) or `[T, B, C_in, H, W]`; None for an input-less stack,
         which then needs `state` and `steps` (the number of frames to produce).
-        state: one `(h, c)` per layer, each `[B, C_h, H, W]`, or None for zeros.
+        state: one `(h, c)` per layer (`(h, c, m)` for SA cells), each `[B, C_h, H, W]`, or None for zeros.
         Returns `(outputs, states)`: outputs are hidden sequences `[B, T, C_h, H, W]` in the input's
-        time/batch order (last layer only unless `return_all_layers`); states are the final `(h, c)`
+        time/batch order (last layer only unless `return_all_layers`); states are the final state
         of every layer, to carry into the next chunk.
         """
         self._check(x, state, steps)
@@ -136,8 +140,8 @@ class ConvLSTM(nn.Module):
         batch, height, width = state[0][0].shape[0], state[0][0].shape[-2], state[0][0].shape[-1]
         if x is not None:
             batch, height, width = x.shape[0 if self.batch_first else 1], x.shape[-2], x.shape[-1]
-        for layer, (cell, (h, c)) in enumerate(zip(self.cells, state)):
+        for layer, (cell, tensors) in enumerate(zip(self.cells, state)):
             expected = (batch, cell.hidden_channels, height, width)
-            if tuple(h.shape) != expected or tuple(c.shape) != expected:
-                raise ValueError(f"state[{layer}] must be two tensors of shape {expected}, "
-                                 f"got {tuple(h.shape)} and {tuple(c.shape)}")
+            if len(tensors) != cell.state_size or any(tuple(t.shape) != expected for t in tensors):
+                raise ValueError(f"state[{layer}] must be {cell.state_size} tensors of shape {expected}, "
+                                 f"got {[tuple(t.shape) for t in tensors]}")
