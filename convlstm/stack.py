@@ -53,7 +53,7 @@ def cpu_execution_choices() -> dict[str, bool]:
     gate arithmetic on channels-last slices (Xeon with AVX-512 and AMX: library train step 1.36-1.48x
     the tutorial's CPU time with it, 1.29-1.36x without). Elsewhere activations stay NCHW: on an
     AVX2-only AMD EPYC the issue measured 0.97x with channels_last and 1.26x without, and on an AMD
-    EPYC with AVX-512 (Zen 4 runs 512-bit operations as two 256-bit halves) it costs 5-15 % too
+    EPYC with AVX-512 (Zen 4 runs 512-bit operations as two 256-bit halves) it cost 6 % of CPU time
     (benchmarks/README.md, "Model step"). AVX-512 must also be what torch's kernels dispatch to
     (`torch.backends.cpu.get_cpu_capability()`, which honours ATEN_CPU_CAPABILITY) and not capped
     away from oneDNN (ONEDNN_MAX_CPU_ISA / DNNL_MAX_CPU_ISA naming an AVX2 or older ISA).
