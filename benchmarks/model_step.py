@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
 import statistics
 import sys
 import time
@@ -56,6 +58,35 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device available")
     return args
+
+
+VECTOR_FLAGS = ("avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16", "avx512_fp16",
+                "amx_tile", "amx_bf16", "amx_int8", "avx_vnni", "neon", "asimd", "sve")
+
+
+def cpu_description() -> dict:
+    """CPU model, its vector extensions (from /proc/cpuinfo where there is one), the ISA that torch's
+    kernels dispatch to, the oneDNN ISA cap if set, the stack's automatic CPU choices and the load."""
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key in ("model name", "Model") and model in ("", platform.processor(), platform.machine()):
+                    model = value.strip()
+                elif key in ("flags", "Features"):
+                    flags = set(value.split())
+                    break
+    except OSError:
+        pass
+    from convlstm.stack import cpu_execution_choices
+
+    return dict(cpu_model=model, vector_extensions=[f for f in VECTOR_FLAGS if f in flags],
+                torch_cpu_capability=torch.backends.cpu.get_cpu_capability(),
+                onednn_max_cpu_isa=os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA"),
+                auto_choices=cpu_execution_choices(), logical_cpus=os.cpu_count(),
+                load_average=[round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None)
 
 
 def conv_flops_per_step(model: ConvLSTMKTH, batch: int, frames: int, height: int, width: int) -> float:
@@ -104,6 +135,7 @@ def main(argv: list[str] | None = None) -> dict:
     ours = classifier_from_tutorial(tutorial.state_dict(), height=args.height, width=args.width).to(device)
     ours.convlstm.hoist_input = SWITCHES[args.hoist_input]
     ours.convlstm.channels_last = SWITCHES[args.channels_last]
+    machine = cpu_description()
     x = torch.rand(args.batch, args.frames, 1, args.height, args.width, device=device)
     labels = torch.randint(0, 6, (args.batch,), device=device)
 
@@ -143,8 +175,14 @@ def main(argv: list[str] | None = None) -> dict:
         speedup=median["tutorial"] / median["convlstm"],
         paired_speedup=statistics.median(t / o for t, o in zip(times["tutorial"], times["convlstm"])),
         cpu_speedup=cpu_median["tutorial"] / cpu_median["convlstm"],
-        matmul_gflops=matmul_gflops(device),
+        matmul_gflops=matmul_gflops(device), **machine,
+        load_average_end=[round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None,
     )
+    print(f"CPU: {machine['cpu_model']} ({machine['logical_cpus']} logical CPUs); vector extensions: "
+          f"{' '.join(machine['vector_extensions']) or 'unknown'}; torch kernels: {machine['torch_cpu_capability']}"
+          f"{'; ONEDNN_MAX_CPU_ISA=' + machine['onednn_max_cpu_isa'] if machine['onednn_max_cpu_isa'] else ''}; "
+          f"load average {machine['load_average']} at start, {result['load_average_end']} at end")
+    print(f"automatic execution choices on this CPU: {machine['auto_choices']}")
     print(f"{result['device']} ({result['threads']} threads), torch {result['torch']}, batch {args.batch}, "
           f"clip {args.frames}x1x{args.height}x{args.width}, amp {args.amp}, compile {args.compile}, "
           f"hoist_input {args.hoist_input}, channels_last {args.channels_last}")

@@ -1,8 +1,10 @@
 """Forecast baselines that need no training: persistence and optical-flow extrapolation.
 
-Both take the models' input windows `[B, J, C, H, W]` (float, [0, 1], torch tensor or numpy array) and
+All take the models' input windows `[B, J, C, H, W]` (float, [0, 1], torch tensor or numpy array) and
 return `[B, K, C, H, W]` forecasts of the same type, dtype and device (K = `out_frames`). The optical-flow
-baseline works on the CPU in float32 (OpenCV), in the spirit of the ConvLSTM paper's ROVER baseline.
+baseline works on the CPU in float32 (OpenCV), in the spirit of the ConvLSTM paper's ROVER baseline;
+"pysteps" runs pySTEPS' Lucas-Kanade + semi-Lagrangian extrapolation for comparison, where the optional
+pysteps package is installed (imported on first use only).
 """
 from __future__ import annotations
 
@@ -13,8 +15,9 @@ import numpy as np
 import torch
 
 from convlstm.checks import positive_int
+from convlstm.units import DBZ_MIN, DBZ_RANGE
 
-FLOW_METHODS = ("dis", "farneback")
+FLOW_METHODS = ("dis", "dis-medium", "farneback")
 
 
 class Baseline(Protocol):
@@ -47,10 +50,13 @@ def persistence(x: Any, out_frames: int) -> Any:
     return np.repeat(x[:, -1:], out_frames, axis=1)
 
 
-def _check_flow_options(method: str, pairs: int, smoothing: float) -> None:
+def _check_flow_options(method: str, pairs: int | None, smoothing: float, span: int | None) -> None:
     if method not in FLOW_METHODS:
         raise ValueError(f"method must be one of {FLOW_METHODS}, got {method!r}")
-    positive_int(pairs, "pairs")
+    if pairs is not None:
+        positive_int(pairs, "pairs")
+    if span is not None:
+        positive_int(span, "span")
     if not smoothing > 0:
         raise ValueError(f"smoothing must be > 0, got {smoothing!r}")
 
@@ -60,26 +66,47 @@ def _to_uint8(frame: np.ndarray) -> np.ndarray:
 
 
 def _backward_flow(later: np.ndarray, earlier: np.ndarray, method: str) -> np.ndarray:
-    """`[H, W, 2]` displacement (dx, dy) such that later(p) ≈ earlier(p + flow(p)); frames are uint8."""
-    if method == "dis":
-        return cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM).calc(later, earlier, None)
+    """`[H, W, 2]` displacement (dx, dy) such that later(p) ≈ earlier(p + flow(p)); frames are uint8.
+
+    "dis": DIS at full resolution (OpenCV's MEDIUM preset with the finest scale 0 and 8 x 8 patches
+    every 4 pixels, for the few-pixel storm cells of 100 x 100 radar frames); "dis-medium": OpenCV's
+    MEDIUM preset as is (finest scale 1, 12 x 12 patches, the first version of this baseline).
+    """
+    if method in ("dis", "dis-medium"):
+        dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+        if method == "dis":
+            dis.setFinestScale(0)
+            dis.setPatchSize(8)
+            dis.setPatchStride(4)
+        return dis.calc(later, earlier, None)
     return cv2.calcOpticalFlowFarneback(later, earlier, None, pyr_scale=0.5, levels=3, winsize=15,
                                         iterations=3, poly_n=5, poly_sigma=1.2, flags=0)
 
 
-def _motion_field(gray: np.ndarray, method: str, pairs: int, smoothing: float) -> np.ndarray:
-    """Backward displacement per frame step `[H, W, 2]` from the last `pairs` pairs of `[J, H, W]` frames.
+def _frame_pairs(frames: int, pairs: int | None, span: int | None) -> list[tuple[int, int]]:
+    """(later, gap) of the pairs used: each of the last `pairs` frames (all if None) against each frame
+    up to `span` steps before it (all if None) that the window has."""
+    later_frames = range(frames - 1, 0, -1) if pairs is None else range(frames - 1, max(0, frames - 1 - pairs), -1)
+    return [(later, gap) for later in later_frames for gap in range(1, (later if span is None else min(span, later)) + 1)]
 
-    Each pair's vectors are weighted by the later frame's intensity (echo carries the motion; the empty
-    background does not), smoothed with a Gaussian of `smoothing`·max(H, W) pixels (normalised
-    convolution), and blended into the weighted domain mean where no echo is near, so that tracing back
-    from anywhere in the domain finds the motion of the nearest echo.
+
+def _motion_field(gray: np.ndarray, method: str, pairs: int | None, span: int | None,
+                  smoothing: float) -> np.ndarray:
+    """Backward displacement per frame step `[H, W, 2]` from frame pairs of `[J, H, W]` frames.
+
+    Every pair (later, later - gap) of `_frame_pairs` gives a flow, divided by its gap (steady motion
+    assumed): pairs further apart see larger, better resolved displacements of slow echoes and
+    average out the noise of single steps. Each pair's vectors are weighted by the later frame's
+    intensity (echo carries the motion; the empty background does not), smoothed with a Gaussian of
+    `smoothing`·max(H, W) pixels (normalised convolution), and blended into the weighted domain mean
+    where no echo is near, so that tracing back from anywhere in the domain finds the motion of the
+    nearest echo.
     """
     frames = [_to_uint8(frame) for frame in gray]
     weighted, weight = np.zeros(gray.shape[1:] + (2,), np.float32), np.zeros(gray.shape[1:], np.float32)
-    for later in range(len(frames) - 1, len(frames) - 1 - pairs, -1):
+    for later, gap in _frame_pairs(len(frames), pairs, span):
         w = np.maximum(gray[later], 0.0).astype(np.float32)
-        weighted += w[..., None] * _backward_flow(frames[later], frames[later - 1], method)
+        weighted += w[..., None] * (_backward_flow(frames[later], frames[later - gap], method) / gap)
         weight += w
     if weight.sum() <= 0:
         return np.zeros_like(weighted)
@@ -111,24 +138,86 @@ def _advect(last: np.ndarray, field: np.ndarray, out_frames: int) -> np.ndarray:
     return forecast
 
 
-def optical_flow(x: Any, out_frames: int, method: str = "dis", pairs: int = 3, smoothing: float = 0.125) -> Any:
+def optical_flow(x: Any, out_frames: int, method: str = "dis", pairs: int | None = None, smoothing: float = 0.03,
+                 span: int | None = None) -> Any:
     """Optical-flow extrapolation: `[B, J, C, H, W]` in [0, 1] -> `[B, out_frames, C, H, W]`, same type as x.
 
-    Dense flow (OpenCV DIS or Farnebäck, `method`) over the channel mean of the last `pairs` consecutive
-    frame pairs (at most J − 1), smoothed (see `_motion_field`) and assumed steady; the last frame is then
-    advected backward along it, each channel alike. The flow is in pixels per input frame step, so output
-    frames are assumed to be spaced like input frames.
+    Dense flow (`method`: OpenCV DIS tuned for small frames, DIS' MEDIUM preset, or Farnebäck) over the
+    channel mean of the window's frame pairs: each of the last `pairs` frames (None: all) against
+    every earlier frame up to `span` steps back (None: all), each flow divided by its gap. The
+    vectors are smoothed over `smoothing`·max(H, W) pixels (see `_motion_field`) and assumed steady;
+    the last frame is then advected backward along them (semi-Lagrangian, `_advect`), each channel
+    alike. The flow is in pixels per input frame step, so output frames are assumed to be spaced like
+    input frames. The defaults beat pySTEPS' Lucas-Kanade extrapolation on the shared radar samples
+    (benchmarks/README.md); `method="dis-medium", pairs=3, span=1, smoothing=0.125` is the first
+    version of this baseline.
     """
     _check_window(x)
     out_frames = positive_int(out_frames, "out_frames")
-    _check_flow_options(method, pairs, smoothing)
+    _check_flow_options(method, pairs, smoothing, span)
     if x.shape[1] < 2:
         raise ValueError(f"x needs at least 2 input frames (axis 1) for optical flow, got {x.shape[1]}")
     frames = x.detach().cpu().float().numpy() if isinstance(x, torch.Tensor) else x.astype(np.float32)
-    pairs = min(pairs, frames.shape[1] - 1)
     forecast = np.stack([
-        _advect(window[-1], _motion_field(window.mean(axis=1), method, pairs, smoothing), out_frames)
+        _advect(window[-1], _motion_field(window.mean(axis=1), method, pairs, span, smoothing), out_frames)
         for window in frames])
+    if isinstance(x, torch.Tensor):
+        return torch.from_numpy(forecast).to(device=x.device, dtype=x.dtype)
+    return forecast.astype(x.dtype, copy=False)
+
+
+PYSTEPS_MISSING = ("the 'pysteps' baseline needs the pysteps package, which is not installed: "
+                   "pip install 'convlstm-pipeline[pysteps]' (or pip install pysteps)")
+
+
+def pysteps_available() -> bool:
+    """Whether pysteps can be imported (without importing it)."""
+    import importlib.util
+
+    return importlib.util.find_spec("pysteps") is not None
+
+
+def _import_pysteps():
+    """pysteps' dense Lucas-Kanade and semi-Lagrangian extrapolation; ImportError naming the extra if
+    pysteps is missing. pysteps prints where it found its configuration on import: kept off stdout."""
+    import contextlib
+    import io
+
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            from pysteps.extrapolation.semilagrangian import extrapolate
+            from pysteps.motion.lucaskanade import dense_lucaskanade
+    except ImportError as exc:
+        raise ImportError(PYSTEPS_MISSING) from exc
+    return dense_lucaskanade, extrapolate
+
+
+def pysteps_extrapolation(x: Any, out_frames: int, frames: int = 3) -> Any:
+    """pySTEPS' Lucas-Kanade + semi-Lagrangian extrapolation, as in its nowcasting examples:
+    `[B, J, C, H, W]` in [0, 1] -> `[B, out_frames, C, H, W]`, same type as x.
+
+    The inputs are scaled HKO-7 pixels, i.e. linear in dBZ (a log scale like pysteps' dB-transformed
+    rain rates), so they go to pysteps as dBZ = 70 x - 10 (no echo at the -10 dBZ floor). The motion
+    field comes from the channel mean of the last `frames` frames (`dense_lucaskanade` defaults:
+    Shi-Tomasi corners, pyramidal LK, outlier removal, declustering, RBF interpolation), and each
+    channel's last frame is extrapolated backward along it (`semilagrangian.extrapolate`, bilinear);
+    pixels advected in from outside the domain are no echo. Needs pysteps (`pip install pysteps`).
+    """
+    dense_lucaskanade, extrapolate = _import_pysteps()
+    _check_window(x)
+    out_frames = positive_int(out_frames, "out_frames")
+    frames = positive_int(frames, "frames")
+    if x.shape[1] < 2:
+        raise ValueError(f"x needs at least 2 input frames (axis 1) for optical flow, got {x.shape[1]}")
+    windows = x.detach().cpu().double().numpy() if isinstance(x, torch.Tensor) else x.astype(np.float64)
+    dbz = windows * DBZ_RANGE + DBZ_MIN
+    forecast = np.empty((len(windows), out_frames) + windows.shape[2:], np.float32)
+    for b, window in enumerate(dbz):
+        field = dense_lucaskanade(window[-min(frames, len(window)):].mean(axis=1), verbose=False)
+        for channel, last in enumerate(window[-1]):
+            extrapolated = extrapolate(last, field, out_frames, outval=DBZ_MIN)
+            extrapolated = np.nan_to_num(extrapolated, nan=DBZ_MIN)
+            forecast[b, :, channel] = np.clip((extrapolated - DBZ_MIN) / DBZ_RANGE, 0.0, 1.0)
     if isinstance(x, torch.Tensor):
         return torch.from_numpy(forecast).to(device=x.device, dtype=x.dtype)
     return forecast.astype(x.dtype, copy=False)
@@ -151,21 +240,38 @@ class OpticalFlow:
 
     name = "optical-flow"
 
-    def __init__(self, out_frames: int, method: str = "dis", pairs: int = 3, smoothing: float = 0.125) -> None:
-        _check_flow_options(method, pairs, smoothing)
+    def __init__(self, out_frames: int, method: str = "dis", pairs: int | None = None, smoothing: float = 0.03,
+                 span: int | None = None) -> None:
+        _check_flow_options(method, pairs, smoothing, span)
         self.out_frames = positive_int(out_frames, "out_frames")
-        self.method, self.pairs, self.smoothing = method, pairs, smoothing
+        self.method, self.pairs, self.smoothing, self.span = method, pairs, smoothing, span
 
     def __call__(self, x: Any) -> Any:
-        return optical_flow(x, self.out_frames, self.method, self.pairs, self.smoothing)
+        return optical_flow(x, self.out_frames, self.method, self.pairs, self.smoothing, self.span)
 
 
-BASELINES = {Persistence.name: Persistence, OpticalFlow.name: OpticalFlow}
+class PystepsExtrapolation:
+    """`pysteps_extrapolation` as a callable baseline; ImportError (naming the extra) when pysteps is
+    missing, raised on construction."""
+
+    name = "pysteps"
+
+    def __init__(self, out_frames: int, frames: int = 3) -> None:
+        _import_pysteps()
+        self.out_frames = positive_int(out_frames, "out_frames")
+        self.frames = positive_int(frames, "frames")
+
+    def __call__(self, x: Any) -> Any:
+        return pysteps_extrapolation(x, self.out_frames, self.frames)
+
+
+BASELINES = {Persistence.name: Persistence, OpticalFlow.name: OpticalFlow, PystepsExtrapolation.name: PystepsExtrapolation}
 
 
 def get_baseline(name: str, out_frames: int, **options: Any) -> Baseline:
-    """Baseline by name ("persistence" or "optical-flow"); `options` go to its constructor, e.g.
-    `get_baseline("optical-flow", 15, method="farneback")`."""
+    """Baseline by name ("persistence", "optical-flow" or "pysteps"); `options` go to its constructor,
+    e.g. `get_baseline("optical-flow", 15, method="farneback")`. "pysteps" raises ImportError when the
+    pysteps package is missing."""
     if name not in BASELINES:
         raise ValueError(f"name must be one of {sorted(BASELINES)}, got {name!r}")
     return BASELINES[name](out_frames, **options)

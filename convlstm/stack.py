@@ -4,12 +4,16 @@ Evaluation is layer-major: each layer runs over the whole sequence before the ne
 so the input-to-state convolution W_x * X can be hoisted out of the time loop (one convolution
 over all B*T frames). Measured on CPU (benchmarks/README.md), a joint per-step convolution over
 [X_t, H_{t-1}] is faster when both kernels match, so `hoist_input=None` (auto) hoists on GPUs
-and otherwise only when the kernels differ. Activations run channels_last on CPU, where oneDNN's
-convolutions run up to 2x faster (`channels_last=None`, auto). The first step from a zero state
-skips the state convolution (W_h * 0 = 0). These choices change speed, not results.
+and otherwise only when the kernels differ. Activations run channels_last on Intel CPUs with
+AVX-512, where oneDNN's convolutions run up to 2x faster, and NCHW on other CPUs (AVX2-only, AMD
+with AVX-512), where channels_last slows the gate arithmetic more than it speeds the convolutions
+(`channels_last=None`, auto; `cpu_execution_choices`, decided once per process from the
+instruction set). The first step from a zero state skips the state convolution (W_h * 0 = 0).
+These choices change speed, not results.
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 
 import torch
@@ -18,6 +22,71 @@ import torch.nn as nn
 from convlstm.cell import ConvLSTMCell, State
 
 Kernel = int | tuple[int, int]
+
+
+ONEDNN_ISA_VARIABLES = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")
+
+
+def _cpu_vendor_and_flags() -> tuple[str, frozenset[str]]:
+    """(vendor_id, flags) of the first processor in /proc/cpuinfo; ("", {}) where there is none."""
+    vendor, flags = "", frozenset()
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key == "vendor_id":
+                    vendor = value.strip()
+                elif key == "flags":
+                    flags = frozenset(value.split())
+                    break
+    except OSError:
+        pass
+    return vendor, flags
+
+
+def cpu_execution_choices() -> dict[str, bool]:
+    """The automatic CPU execution choices of this process, from the instruction set (decided once).
+
+    `channels_last`: only on Intel CPUs with AVX-512 (`avx512f` in /proc/cpuinfo's flags), whose
+    full-width 512-bit units run oneDNN's channels-last convolutions fast enough to pay for the slower
+    gate arithmetic on channels-last slices (Xeon with AVX-512 and AMX: library train step 1.36-1.48x
+    the tutorial's CPU time with it, 1.29-1.36x without). Elsewhere activations stay NCHW: on an
+    AVX2-only AMD EPYC the issue measured 0.97x with channels_last and 1.26x without, and on an AMD
+    EPYC with AVX-512 (Zen 4 runs 512-bit operations as two 256-bit halves) it cost 6 % of CPU time
+    (benchmarks/README.md, "Model step"). AVX-512 must also be what torch's kernels dispatch to
+    (`torch.backends.cpu.get_cpu_capability()`, which honours ATEN_CPU_CAPABILITY) and not capped
+    away from oneDNN (ONEDNN_MAX_CPU_ISA / DNNL_MAX_CPU_ISA naming an AVX2 or older ISA).
+
+    `hoist_input`: False on every CPU measured; a joint convolution over [X_t, H_{t-1}] per step is
+    faster there (layers whose input and state kernels differ are hoisted anyway).
+
+    An instruction-set rule rather than a timed trial: a trial on the first batch is at the mercy
+    of the load on a shared machine (single steps here vary 2-10x) and would make the layout, and
+    so the speed, differ between runs of the same code.
+    """
+    channels_last, hoist_input = _cpu_choices()
+    return {"channels_last": channels_last, "hoist_input": hoist_input}
+
+
+_DECIDED: dict[str, tuple[bool, bool]] = {}  # the process's choices, once made
+
+
+@torch.compiler.assume_constant_result  # torch.compile takes the choices as constants, does not trace them
+def _cpu_choices() -> tuple[bool, bool]:
+    if "cpu" not in _DECIDED:
+        _DECIDED["cpu"] = _decide_cpu_choices()
+    return _DECIDED["cpu"]
+
+
+def _decide_cpu_choices() -> tuple[bool, bool]:
+    vendor, flags = _cpu_vendor_and_flags()
+    avx512 = "avx512f" in flags and torch.backends.cpu.get_cpu_capability().startswith("AVX512")
+    onednn_cap = next((os.environ[v] for v in ONEDNN_ISA_VARIABLES if os.environ.get(v)), "").lower()
+    if onednn_cap and not (onednn_cap.startswith("avx512") or onednn_cap.startswith("avx10") or onednn_cap == "all"
+                           or onednn_cap.startswith("amx")):
+        avx512 = False
+    return avx512 and vendor == "GenuineIntel", False
 
 
 def per_layer(value, num_layers: int, name: str) -> list:
@@ -96,14 +165,15 @@ class ConvLSTM(nn.Module):
         """
         self._check(x, state, steps)
         on_cpu = self.cells[0].weight_h.device.type == "cpu"
-        channels_last = on_cpu if self.channels_last is None else self.channels_last
+        cpu_choices = cpu_execution_choices() if on_cpu else {"channels_last": False, "hoist_input": True}
+        channels_last = cpu_choices["channels_last"] if self.channels_last is None else self.channels_last
         layout = torch.channels_last if channels_last else torch.contiguous_format
         time_dim = 1 if self.batch_first else 0
         frames = None if x is None else [f.contiguous(memory_format=layout) for f in x.unbind(time_dim)]
         outputs, states = [], []
         for layer, cell in enumerate(self.cells):
             h_c = None if state is None else tuple(s.contiguous(memory_format=layout) for s in state[layer])
-            hoist = (not on_cpu or not cell.joint) if self.hoist_input is None else self.hoist_input
+            hoist = (cpu_choices["hoist_input"] or not cell.joint) if self.hoist_input is None else self.hoist_input
             hidden = []
             if frames is None:
                 for _ in range(steps):

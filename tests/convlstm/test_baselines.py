@@ -1,11 +1,14 @@
-"""Forecast baselines: persistence and optical-flow extrapolation on a moving Gaussian blob."""
+"""Forecast baselines: persistence, optical-flow and pySTEPS extrapolation on a moving Gaussian blob."""
 from __future__ import annotations
+
+import sys
 
 import numpy as np
 import pytest
 import torch
 
-from convlstm.baselines import OpticalFlow, Persistence, get_baseline, optical_flow, persistence
+from convlstm.baselines import (OpticalFlow, Persistence, get_baseline, optical_flow, persistence,
+                                pysteps_available, pysteps_extrapolation)
 
 SIZE, VX, VY = 64, 2.0, 1.0  # blob velocity in px/frame: right and down
 
@@ -22,11 +25,15 @@ def centroid(frame: np.ndarray) -> np.ndarray:
     return np.array([(frame * xs).sum(), (frame * ys).sum()]) / frame.sum()
 
 
-@pytest.mark.parametrize("method", ["dis", "farneback"])
-def test_optical_flow_recovers_constant_motion_and_beats_persistence(method):
+@pytest.mark.parametrize("method, options", [
+    ("dis", {}),  # the default: every pair of the window, light smoothing
+    ("dis-medium", dict(pairs=3, span=1, smoothing=0.125)),  # the first version of the baseline
+    ("farneback", {}),
+])
+def test_optical_flow_recovers_constant_motion_and_beats_persistence(method, options):
     sequence = moving_blob()
     x, future = sequence[:, :5], sequence[:, 5:]
-    forecast = optical_flow(x, 10, method=method)
+    forecast = optical_flow(x, 10, method=method, **options)
     assert forecast.shape == (1, 10, 1, SIZE, SIZE) and forecast.dtype == np.float32
     start = centroid(x[0, -1, 0])
     for lead in range(10):
@@ -86,3 +93,38 @@ def test_bad_arguments_raise_value_errors_naming_them():
         OpticalFlow(2, method="lucas-kanade")
     with pytest.raises(ValueError, match="pairs"):
         optical_flow(x, 2, pairs=0)
+    with pytest.raises(ValueError, match="span"):
+        OpticalFlow(2, span=0)
+    with pytest.raises(ValueError, match="smoothing"):
+        optical_flow(x, 2, smoothing=0.0)
+
+
+def test_pysteps_baseline_runs_where_installed_else_says_how_to_install():
+    """Runs either way: with pysteps it must track the blob like our flow; without it, the
+    baseline must fail with an ImportError that names the install command."""
+    sequence = moving_blob()
+    x, future = sequence[:, :5], sequence[:, 5:]
+    if not pysteps_available():
+        with pytest.raises(ImportError, match=r"pip install 'convlstm-pipeline\[pysteps\]'"):
+            get_baseline("pysteps", 10)
+        return
+    baseline = get_baseline("pysteps", 10)
+    assert baseline.name == "pysteps"
+    forecast = baseline(x)
+    assert forecast.shape == (1, 10, 1, SIZE, SIZE) and forecast.dtype == np.float32
+    assert 0 <= forecast.min() and forecast.max() <= 1
+    start = centroid(x[0, -1, 0])
+    velocity = (centroid(forecast[0, -1, 0]) - start) / 10
+    assert np.abs(velocity - [VX, VY]).max() < 0.5, velocity
+    assert np.mean((forecast - future) ** 2) * 3 < np.mean((persistence(x, 10) - future) ** 2)
+    from_torch = baseline(torch.from_numpy(x))
+    assert isinstance(from_torch, torch.Tensor) and from_torch.dtype == torch.float32
+
+
+def test_pysteps_baseline_without_pysteps_raises_a_clear_import_error(monkeypatch):
+    for name in [m for m in sys.modules if m == "pysteps" or m.startswith("pysteps.")] + ["pysteps"]:
+        monkeypatch.setitem(sys.modules, name, None)  # `import pysteps...` now raises ImportError
+    x = moving_blob(frames=5)
+    for call in (lambda: get_baseline("pysteps", 2), lambda: pysteps_extrapolation(x, 2)):
+        with pytest.raises(ImportError, match="needs the pysteps package.*pip install 'convlstm-pipeline"):
+            call()

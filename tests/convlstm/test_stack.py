@@ -123,3 +123,31 @@ def test_compiles_without_graph_breaks():
     torch.testing.assert_close(out, want, atol=1e-6, rtol=0)
     out.sum().backward()
     assert all(p.grad is not None for p in stack.parameters())
+
+
+def test_automatic_cpu_choices_follow_the_instruction_set(monkeypatch):
+    """channels_last only on Intel with AVX-512 (and not when oneDNN is capped below it); no hoisting."""
+    import convlstm.stack as stack_module
+
+    def choices(vendor, flags, capability="AVX512", **env):
+        monkeypatch.setattr(stack_module, "_cpu_vendor_and_flags", lambda: (vendor, frozenset(flags)))
+        monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+        for name in stack_module.ONEDNN_ISA_VARIABLES:
+            monkeypatch.delenv(name, raising=False)
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        stack_module._DECIDED.clear()
+        return stack_module.cpu_execution_choices()
+
+    try:
+        assert choices("GenuineIntel", {"avx2", "avx512f", "amx_tile"}) == {"channels_last": True, "hoist_input": False}
+        assert choices("GenuineIntel", {"avx2", "avx512f"})["channels_last"]
+        assert not choices("GenuineIntel", {"avx2"}, "AVX2")["channels_last"]
+        assert not choices("GenuineIntel", {"avx2", "avx512f"}, "AVX2")["channels_last"]  # ATEN_CPU_CAPABILITY=avx2
+        assert not choices("GenuineIntel", {"avx2", "avx512f"}, ONEDNN_MAX_CPU_ISA="AVX2")["channels_last"]
+        assert choices("GenuineIntel", {"avx2", "avx512f"}, ONEDNN_MAX_CPU_ISA="AVX512_CORE_AMX")["channels_last"]
+        assert not choices("AuthenticAMD", {"avx2", "avx512f"})["channels_last"]
+        assert not choices("AuthenticAMD", {"avx2"}, "AVX2")["channels_last"]
+        assert not choices("", set(), "DEFAULT")["channels_last"]  # no /proc/cpuinfo (macOS, ARM, ...)
+    finally:
+        stack_module._DECIDED.clear()

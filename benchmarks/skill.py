@@ -1,0 +1,211 @@
+"""Forecast skill of the radar model after a fixed CPU budget, beside persistence and optical flow.
+
+1. Prepares the real radar samples in `shared/data` (MeteoSwiss, FMI, KNMI) with the project's own
+   `prepare radar` (`pipelines.radar.prepare.prepare_radar`, local Ray): 100 x 100 frames, windows of
+   5 + 15 frames, stride 1, a chronological split per sample (first part train, last
+   `--test-fraction` test; no validation). Prepared datasets are reused if present under `--work`.
+2. Trains the radar model of `jobs/configs/radar.yaml` (encoder-forecaster, 2 x 64 channels, 3x3
+   kernels, 2x2 patches, peepholes, sigmoid; HKO-7 balanced MSE on valid pixels; RMSProp lr 1e-3,
+   alpha 0.9) on all samples' training windows, in one process, until `--budget-min` minutes of this
+   process's CPU time are spent (CPU time, not wall time, so that other jobs on a shared machine
+   change the wall time but not the budget). `--hidden` changes the channels.
+3. Scores it, persistence and optical flow (`convlstm.baselines`) on the test windows at every lead
+   time: MSE of [0, 1] pixels on valid pixels, CSI at 0.5 mm/h (rain rate from the HKO-7 pixels with
+   Z = 58.53 R^1.56, as the project's radar evaluation does), and the paper's correlation; writes
+   `skill.json` and `skill.png` (three panels against lead time) to `--out`.
+
+    python benchmarks/skill.py --budget-min 15 --out skill-results
+    python benchmarks/skill.py --budget-min 3 --hidden 16,16
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO)]
+
+from convlstm.baselines import get_baseline  # noqa: E402
+from convlstm.losses import balanced_mse  # noqa: E402
+from convlstm.metrics import CategoricalScores, CorrelationScore  # noqa: E402
+from convlstm.networks import EncoderForecaster  # noqa: E402
+from convlstm.units import scaled_pixel_to_rainrate  # noqa: E402
+
+SOURCES = ("mch", "fmi", "knmi")
+IN_LEN, OUT_LEN = 5, 15
+THRESHOLD_MMH = 0.5
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--budget-min", type=float, default=15.0, help="training budget, minutes of CPU time")
+    parser.add_argument("--sources", default=",".join(SOURCES), help="comma-separated radar samples")
+    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data", help="folder of the samples")
+    parser.add_argument("--work", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "convlstm-skill",
+                        help="where the prepared datasets go (reused when present)")
+    parser.add_argument("--out", type=Path, default=Path("skill-results"), help="skill.json and skill.png go here")
+    parser.add_argument("--size", type=int, default=100, help="frame size (square)")
+    parser.add_argument("--test-fraction", type=float, default=0.5,
+                        help="last fraction of each sample's frames held out for testing")
+    parser.add_argument("--hidden", default="64,64", help="hidden channels per layer (radar.yaml: 64,64)")
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.budget_min <= 0 or args.batch < 1 or not 0 < args.test_fraction < 1:
+        parser.error("--budget-min and --batch must be positive, --test-fraction in (0, 1)")
+    return args
+
+
+def prepare(sources: list[str], data: Path, work: Path, size: int, test_fraction: float) -> dict[str, Path]:
+    """`prepare radar` of each sample (skipped where a dataset is already there)."""
+    from pipelines.radar.prepare import RadarOptions, prepare_radar
+
+    options = RadarOptions(in_len=IN_LEN, out_len=OUT_LEN, stride=1, size=(size, size), split="time",
+                           val_fraction=0.0, test_fraction=test_fraction)
+    out = {}
+    for source in sources:
+        path = work / f"{source}-{size}-t{test_fraction:g}"
+        if not (path / "manifest.json").exists():
+            prepare_radar(data / f"radar-{source}-sample", str(path), source, options, progress=False)
+        out[source] = path
+    return out
+
+
+def read(paths: dict[str, Path], split: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """uint8 frames and masks `[N, 20, 1, H, W]` of one split of every dataset, and each window's source."""
+    from pipelines.shards import read_windows
+
+    frames, masks, names = [], [], []
+    for source, path in paths.items():
+        windows = read_windows(str(path), split, ["frames", "mask"])
+        frames.append(windows["frames"])
+        masks.append(windows["mask"])
+        names += [source] * len(windows["frames"])
+    return np.concatenate(frames), np.concatenate(masks), names
+
+
+def train(model: torch.nn.Module, frames: np.ndarray, masks: np.ndarray, budget_s: float, batch: int, lr: float,
+          seed: int) -> dict:
+    """RMSProp on balanced MSE over valid pixels until `budget_s` seconds of process CPU time are spent."""
+    optimizer = torch.optim.RMSprop(model.parameters(), lr=lr, alpha=0.9)
+    rng = np.random.default_rng(seed)
+    start_cpu, start_wall, steps, losses = time.process_time(), time.perf_counter(), 0, []
+    model.train()
+    while time.process_time() - start_cpu < budget_s:
+        rows = rng.choice(len(frames), size=min(batch, len(frames)), replace=False)
+        x = torch.from_numpy(frames[rows]).float() / 255.0
+        mask = torch.from_numpy(masks[rows, IN_LEN:]).float()
+        loss = balanced_mse(model(x[:, :IN_LEN]), x[:, IN_LEN:], mask)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        steps += 1
+        losses.append(float(loss.detach()))
+    model.eval()
+    return dict(steps=steps, windows_seen=steps * batch, cpu_s=time.process_time() - start_cpu,
+                wall_s=time.perf_counter() - start_wall, first_losses=losses[:5], last_losses=losses[-5:])
+
+
+def score(forecast: np.ndarray, target: np.ndarray, mask: np.ndarray) -> dict:
+    """Per-lead MSE ([0, 1] pixels), CSI at 0.5 mm/h and correlation (mm/h) over valid pixels."""
+    valid = mask.astype(bool)
+    squared = (forecast - target) ** 2 * valid
+    mse = squared.sum(axis=(0, 2, 3, 4)) / np.maximum(valid.sum(axis=(0, 2, 3, 4)), 1)
+    pred_mmh, target_mmh = scaled_pixel_to_rainrate(np.clip(forecast, 0, 1)), scaled_pixel_to_rainrate(target)
+    csi, correlation = CategoricalScores([THRESHOLD_MMH], OUT_LEN), CorrelationScore(OUT_LEN)
+    csi.update(pred_mmh, target_mmh, valid)
+    correlation.update(pred_mmh, target_mmh, valid)
+    csi_result, corr_result = csi.compute(), correlation.compute()
+    return {"mse": mse.tolist(), "csi": csi_result["csi"][0].tolist(),
+            "correlation": np.asarray(corr_result["correlation"]).tolist(),
+            "mse_mean": float(mse.mean()), "csi_overall": float(csi_result["csi_overall"][0]),
+            "correlation_overall": float(corr_result["correlation_overall"])}
+
+
+def plot(results: dict, minutes: list[float], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    for ax, key, label in zip(axes, ("mse", "csi", "correlation"),
+                              ("MSE ([0, 1] pixels)", f"CSI at {THRESHOLD_MMH} mm/h", "correlation")):
+        for name, result in results.items():
+            ax.plot(minutes, result[key], marker="o", markersize=3, label=name)
+        ax.set_xlabel("lead time (min)")
+        ax.set_title(label)
+        ax.grid(alpha=0.3)
+    axes[1].legend()
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    sources = [s for s in args.sources.split(",") if s]
+    unknown = [s for s in sources if s not in SOURCES]
+    if unknown:
+        raise SystemExit(f"--sources: unknown {unknown} (have {', '.join(SOURCES)})")
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    start = time.perf_counter()
+    paths = prepare(sources, args.data, args.work, args.size, args.test_fraction)
+    prepare_s = time.perf_counter() - start
+    train_frames, train_masks, _ = read(paths, "train")
+    test_frames, test_masks, test_sources = read(paths, "test")
+    print(f"prepared {', '.join(sources)} in {prepare_s:.0f} s: {len(train_frames)} training windows, "
+          f"{len(test_frames)} test windows ({', '.join(f'{s} {test_sources.count(s)}' for s in sources)})")
+
+    hidden = [int(c) for c in args.hidden.split(",")]
+    model = EncoderForecaster(1, hidden, 3, 3, patch_size=2, peephole=True, out_frames=OUT_LEN,
+                              output_activation="sigmoid")
+    training = train(model, train_frames, train_masks, 60 * args.budget_min, args.batch, args.lr, args.seed)
+    print(f"trained {training['steps']} steps ({training['windows_seen']} windows) in {training['cpu_s']:.0f} CPU s "
+          f"({training['wall_s']:.0f} wall s); balanced MSE {training['first_losses'][0]:.1f} -> "
+          f"{np.mean(training['last_losses']):.1f}")
+
+    x = test_frames.astype(np.float32) / 255.0
+    inputs, target, mask = x[:, :IN_LEN], x[:, IN_LEN:], test_masks[:, IN_LEN:]
+    forecasts = {}
+    with torch.no_grad():
+        forecasts["model"] = np.concatenate([model(torch.from_numpy(inputs[i:i + 4])).numpy()
+                                             for i in range(0, len(inputs), 4)])
+    forecasts["persistence"] = get_baseline("persistence", OUT_LEN)(inputs)
+    forecasts["optical-flow"] = get_baseline("optical-flow", OUT_LEN)(inputs)
+    results = {name: score(f, target, mask) for name, f in forecasts.items()}
+
+    minutes = [5.0 * (lead + 1) for lead in range(OUT_LEN)]
+    summary = dict(sources=sources, size=args.size, in_len=IN_LEN, out_len=OUT_LEN, test_fraction=args.test_fraction,
+                   train_windows=len(train_frames), test_windows=len(test_frames), hidden=hidden,
+                   parameters=sum(p.numel() for p in model.parameters()), budget_min=args.budget_min,
+                   threads=torch.get_num_threads(), training=training, prepare_s=prepare_s,
+                   load_average=list(os.getloadavg()), results=results)
+    (args.out / "skill.json").write_text(json.dumps(summary, indent=1))
+    plot(results, minutes, args.out / "skill.png",
+         f"{len(test_frames)} test windows ({', '.join(sources)}), model {hidden} after "
+         f"{args.budget_min:g} CPU min ({training['steps']} steps)")
+    print(f"{'':<14} {'MSE':>8} {'CSI@0.5':>8} {'corr':>6}   CSI@0.5 mm/h at 5 / 30 / 60 / 75 min")
+    for name, r in results.items():
+        print(f"{name:<14} {r['mse_mean']:>8.5f} {r['csi_overall']:>8.3f} {r['correlation_overall']:>6.3f}   "
+              + " / ".join(f"{r['csi'][i]:.3f}" for i in (0, 5, 11, 14)))
+    print(f"wrote {args.out / 'skill.json'} and {args.out / 'skill.png'}")
+    return summary
+
+
+if __name__ == "__main__":
+    main()
