@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "tests")]
+sys.path[:0] = [str(REPO), str(REPO / "tests" / "helpers")]
 
 from convlstm.interop import classifier_from_tutorial  # noqa: E402
 from tutorial_reference import ConvLSTMKTH, tutorial_config  # noqa: E402
@@ -46,6 +46,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--amp", choices=sorted(AMP_DTYPES), default="none")
     parser.add_argument("--compile", action="store_true", help="torch.compile both models")
+    parser.add_argument("--tf32", choices=["on", "off"], default="on",
+                        help="CUDA: let float32 matmuls and convolutions use TF32 while timing (cuDNN's default); "
+                             "the equality check always runs in full float32. Report TF32 and bf16 (--amp bf16) "
+                             "runs separately")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
     parser.add_argument("--hoist-input", choices=sorted(SWITCHES), default="auto",
                         help="ablation: ConvLSTM.hoist_input of the library's model")
@@ -95,6 +99,12 @@ def conv_flops_per_step(model: ConvLSTMKTH, batch: int, frames: int, height: int
     return 3 * 2 * macs_per_pixel * batch * frames * height * width
 
 
+def set_tf32(enabled: bool) -> None:
+    """TF32 for CUDA float32 matmuls and cuDNN convolutions (no effect on the CPU)."""
+    torch.backends.cuda.matmul.allow_tf32 = enabled
+    torch.backends.cudnn.allow_tf32 = enabled
+
+
 def matmul_gflops(device: torch.device, size: int = 2048, reps: int = 5) -> float:
     """Median float32 rate of a size x size matmul on `device`."""
     a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
@@ -139,10 +149,12 @@ def main(argv: list[str] | None = None) -> dict:
     x = torch.rand(args.batch, args.frames, 1, args.height, args.width, device=device)
     labels = torch.randint(0, 6, (args.batch,), device=device)
 
+    set_tf32(False)  # TF32 rounds float32 inputs to 10-bit mantissas: 1e-5 would not hold on Ampere+
     with torch.no_grad():
         max_diff = (tutorial(x) - ours(x)).abs().max().item()
     if max_diff > 1e-5:
         raise SystemExit(f"outputs differ by {max_diff:.3g} > 1e-5: not the same function")
+    set_tf32(device.type == "cuda" and args.tf32 == "on")
 
     models = {"tutorial": tutorial, "convlstm": ours}
     if args.compile:
@@ -167,6 +179,7 @@ def main(argv: list[str] | None = None) -> dict:
         device=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         threads=torch.get_num_threads(), torch=torch.__version__, batch=args.batch, frames=args.frames,
         height=args.height, width=args.width, amp=args.amp, compile=args.compile, iters=args.iters,
+        tf32=device.type == "cuda" and args.tf32 == "on",
         hoist_input=args.hoist_input, channels_last=args.channels_last,
         max_abs_diff=max_diff, conv_gflop_per_step=flops / 1e9,
         **{f"{name}_clips_per_s": args.batch / median[name] for name in median},
@@ -184,7 +197,8 @@ def main(argv: list[str] | None = None) -> dict:
           f"load average {machine['load_average']} at start, {result['load_average_end']} at end")
     print(f"automatic execution choices on this CPU: {machine['auto_choices']}")
     print(f"{result['device']} ({result['threads']} threads), torch {result['torch']}, batch {args.batch}, "
-          f"clip {args.frames}x1x{args.height}x{args.width}, amp {args.amp}, compile {args.compile}, "
+          f"clip {args.frames}x1x{args.height}x{args.width}, amp {args.amp}, tf32 {result['tf32']}, "
+          f"compile {args.compile}, "
           f"hoist_input {args.hoist_input}, channels_last {args.channels_last}")
     print(f"float32 outputs equal: max |diff| {max_diff:.2e}")
     print(f"{'model':<10} {'median s/step':>14} {'clips/s':>9} {'GFLOP/s':>9} {'CPU s/step':>11}  steps (s)")
