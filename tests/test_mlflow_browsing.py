@@ -225,6 +225,8 @@ def test_logged_model_holds_its_scores_per_dataset(browsed):
     for key, (dataset, value) in expected.items():
         assert (metrics[key]["dataset_name"], metrics[key]["dataset_digest"]) == (dataset, digest), key
         assert metrics[key]["value"] == pytest.approx(value, rel=1e-6), key
+    history = api(browsed.uri, "metrics/get-history", run_id=browsed.summary.run_id, metric_key="val_loss")["metrics"]
+    assert [int(m["step"]) for m in history] == [browsed.summary.steps]  # linked, not logged twice in the run
     assert "test_optical-flow_csi_ge_0.5" in metrics and "test_model_vs_persistence_rainfall_mse_skill" in metrics
     assert all(m.get("dataset_name") for m in metrics.values())  # no system metrics, no unlinked values
     params = {p["key"]: p["value"] for p in model["data"]["params"]}

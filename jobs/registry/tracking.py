@@ -230,6 +230,24 @@ def log_metrics(tracking_uri: str | None, run_id: str, rows: Iterable[tuple[str,
         c.log_batch(run_id, metrics=metrics[i:i + 1000])
 
 
+def link_metrics(tracking_uri: str | None, run_id: str, prefix: str, step: int, model_id: str | None,
+                 dataset) -> int:
+    """Make the run's metrics `prefix*` at `step` also the LoggedModel `model_id`'s, on `dataset`: the
+    points are logged again with their own timestamps, which the run's history already holds (MLflow
+    deduplicates them there), so only the model's metrics gain rows. Returns the number of metrics."""
+    from mlflow.entities import Metric
+
+    c = client(tracking_uri)
+    linked = {"model_id": model_id, "dataset_name": dataset.name if dataset is not None else None,
+              "dataset_digest": dataset.digest if dataset is not None else None}
+    points = [Metric(m.key, m.value, m.timestamp, m.step, **linked)
+              for key in c.get_run(run_id).data.metrics if key.startswith(prefix)
+              for m in c.get_metric_history(run_id, key) if m.step == step]
+    for i in range(0, len(points), 1000):
+        c.log_batch(run_id, metrics=points[i:i + 1000])
+    return len(points)
+
+
 def last_logged_step(tracking_uri: str | None, run_id: str, key: str) -> int:
     """Largest step logged for metric `key` in the run (-1 if none): a restarted worker skips
     steps up to here so the history has no duplicated steps."""

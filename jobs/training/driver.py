@@ -336,10 +336,8 @@ def _finish(cfg: Config, task: Task, uri: str, run_id: str, experiment_id: str, 
                           "data_uri": data_uri},
             params=flatten(cfg.to_dict()),
         )
-    validation = datasets.get(cfg.data.val_split)
-    scores = [(k, v, best["step"]) for k, v in best["metrics"].items()
-              if k.startswith("val_") and isinstance(v, (int, float)) and math.isfinite(v)]
-    tracking.log_metrics(uri, run_id, scores, model_id=registered.model_id, dataset=validation)
+    # The best epoch's validation scores become the LoggedModel's, on the validation dataset.
+    tracking.link_metrics(uri, run_id, "val_", best["step"], registered.model_id, datasets.get(cfg.data.val_split))
     result = f"**Result**: best epoch {best['epoch']} of {last['epoch']}: {monitor} = {score:.6g}"
     if registered.name:
         result += f"; registered as `{registered.name}` v{registered.version} @{registered.alias}"

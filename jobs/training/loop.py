@@ -283,7 +283,6 @@ def _system_metrics(spec: WorkerSpec):
         # From step 1: `log_model` copies the run's metrics at step 0 (its default step) into the
         # LoggedModel, which should hold only the model's scores.
         monitor._logging_step = max(monitor._logging_step, 1)
-        monitor.first_step = monitor._logging_step
     except Exception as exc:  # ImportError without psutil; a store error must not stop training
         print(f"warning: no system metrics for run {spec.run_id}: {exc}", flush=True)
         return None
@@ -292,14 +291,13 @@ def _system_metrics(spec: WorkerSpec):
 
 
 def _stop_system_metrics(monitor) -> None:
-    """Stop the monitor; a run shorter than one sampling interval still gets one sample."""
+    """Stop the monitor and log a last sample covering the time since its last one (psutil's CPU share
+    is measured between samples), so even a run shorter than one sampling interval has system metrics."""
     try:
-        logged = monitor._logging_step > monitor.first_step or bool(monitor.mlflow_logger.data)
         monitor.finish()
-        if not logged:
-            monitor.collect_metrics()
-            monitor.publish_metrics(monitor.aggregate_metrics())
-            monitor.mlflow_logger.flush()
+        monitor.collect_metrics()
+        monitor.publish_metrics(monitor.aggregate_metrics())
+        monitor.mlflow_logger.flush()
     except Exception as exc:
         print(f"warning: system metrics: {exc}", flush=True)
 
