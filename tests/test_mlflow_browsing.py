@@ -232,6 +232,7 @@ def test_logged_model_holds_its_scores_per_dataset(browsed):
     params = {p["key"]: p["value"] for p in model["data"]["params"]}
     assert params["model.name"] == "encoder_forecaster" and params["train.epochs"] == "1"
     assert tags_of(model["info"])["mlflow.note.content"] == browsed.version["description"]
+    assert tags_of(model["info"])["mlflow.source.name"] == tags_of(browsed.run)["mlflow.source.name"]
 
 
 @pytest.mark.slow  # the module's model (see test_run_inputs_are_the_exact_shards)

@@ -139,10 +139,11 @@ def source_tags() -> dict[str, str]:
     from mlflow.tracking.context.registry import resolve_tags
 
     tags = {k: v for k, v in resolve_tags().items() if k.startswith("mlflow.")}
-    program = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
-    if (program == "convlstm" or sys.argv[0].endswith(("jobs/cli/__main__.py", "jobs/cli/__init__.py"))) \
+    entry = sys.argv[0] if sys.argv and sys.argv[0] else ""
+    if (Path(entry).name == "convlstm" or entry.endswith(("jobs/cli/__main__.py", "jobs/cli/__init__.py"))) \
             and len(sys.argv) > 1:
         tags["mlflow.source.name"] = f"convlstm {sys.argv[1]}"
+    tags.setdefault("mlflow.source.name", entry or "convlstm")
     tags.setdefault("mlflow.source.type", "LOCAL")
     tags.setdefault("mlflow.user", _user())
     commit = git_commit()
@@ -426,12 +427,15 @@ def log_and_register_model(
             extra_files=[str(f) for f in extra_files],
             params={k: _param_value(v) for k, v in (params or {}).items()} or None,
         )
-        if not registered_name:
-            return Registered(None, None, None, f"runs:/{run_id}/model", info.model_id)
-        version = mlflow.register_model(info.model_uri, registered_name, tags=version_tags).version
+        version = mlflow.register_model(info.model_uri, registered_name, tags=version_tags).version \
+            if registered_name else None
     c = client(tracking_uri)
+    # The LoggedModel's page: the same source as the run (not the interpreter's entry script) and description.
+    c.set_logged_model_tags(info.model_id, {"mlflow.source.name": source_tags()["mlflow.source.name"],
+                                            NOTE_TAG: description})
+    if not registered_name:
+        return Registered(None, None, None, f"runs:/{run_id}/model", info.model_id)
     c.update_model_version(registered_name, version, description=description)
-    c.set_logged_model_tags(info.model_id, {NOTE_TAG: description})
     aliases = c.get_registered_model(registered_name).aliases
     alias = CHALLENGER if CHAMPION in aliases else CHAMPION
     c.set_registered_model_alias(registered_name, alias, version)
