@@ -1,4 +1,5 @@
-"""Shared test fixtures: one local Ray per test session, a private project home, the real samples.
+"""Shared test fixtures: one local Ray per test session, a private project home, the real samples, a
+real `mlflow server` per test module.
 
 The suite mirrors the code: `convlstm/`, `pipelines/`, `jobs/` hold unit and integration tests per
 package, `infra/` checks deployment files and servers, `e2e/` runs real clusters and object storage;
@@ -11,8 +12,13 @@ folder so the embedded MLflow store and outputs never touch the checkout.
 from __future__ import annotations
 
 import os
+import signal
+import socket
+import subprocess
 import sys
 import tempfile
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -59,3 +65,45 @@ def ray_local():
     ray = init_ray(num_cpus=2)
     yield ray
     ray.shutdown()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    """A real `mlflow server` on 127.0.0.1 (sqlite store, served artifacts in tmp); its process
+    group is killed at teardown."""
+    root = tmp_path_factory.mktemp("mlflow-server")
+    port = _free_port()
+    log = open(root / "server.log", "wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+         "--backend-store-uri", f"sqlite:///{root}/mlflow.db", "--artifacts-destination", str(root / "artifacts")],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"})
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            assert proc.poll() is None, (root / "server.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "mlflow server did not become healthy in 180 s"
+            time.sleep(0.5)
+        yield uri, root
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()

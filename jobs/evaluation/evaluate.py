@@ -298,17 +298,54 @@ def metric_key(split: str, method: str, name: str) -> str:
 
 
 def log_evaluation(result: dict, files: list[Path], run_id: str, tracking_uri: str | None = None) -> None:
-    """Log the scalar summaries as metrics and the files as artifacts under `evaluation/<split>/`."""
-    from jobs.registry import tracking
+    """Log an evaluation into the run `run_id`.
 
-    split = result["data"]["split"]
+    The scored split becomes a dataset input of the run (context `test` for the test split, see
+    `tracking.SPLIT_CONTEXTS`); the scalar summaries are metrics of the run and of the evaluated model's
+    LoggedModel on that dataset (MLflow 3 `model_id` + dataset), baselines included, so the model
+    version page lists the model's scores next to the baselines'; the files are artifacts under
+    `evaluation/<split>/`. A score line (primary and table metrics vs the baselines) goes into the run's
+    description, the registered version's description and `eval.<split>` tag, and the registered
+    model's description. A run other than the model's own also gets the model as an input, so the
+    evaluation run names both the model and the data."""
+    from mlflow.entities import LoggedModelInput
+
+    from jobs.registry import tracking
+    from pipelines.manifest import load_manifest
+
+    split, data = result["data"]["split"], result["data"]["path"]
+    dataset = tracking.log_datasets(tracking_uri, run_id, data, load_manifest(data),
+                                    {split: tracking.split_context(split)})[split]
+    model_run = result["model"].get("run_id")
+    versions = tracking.versions_of(tracking_uri, result["model"]["ref"], model_run)
+    model_id = next((tracking.version_model_id(v) for v in versions if tracking.version_model_id(v)), None)
+    if model_id is None and model_run:
+        model_id = tracking.logged_model_id(tracking_uri, model_run)
+    c = tracking.client(tracking_uri)
+    if model_id and run_id != model_run:
+        c.log_inputs(run_id, models=[LoggedModelInput(model_id)])
+        tracking.ensure_experiment_kind(tracking_uri, c.get_run(run_id).info.experiment_id)
     scored = {**result["methods"], **{f"{m}_vs_persistence": s for m, s in result["skill"].items()}}
     rows = [(metric_key(split, method, name), value, 0)
             for method, scores in scored.items()
             for name, value in scores["summary"].items()
             if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)]
-    tracking.log_metrics(tracking_uri, run_id, rows)
+    tracking.log_metrics(tracking_uri, run_id, rows, model_id=model_id, dataset=dataset)
     tracking.log_artifacts(tracking_uri, run_id, files, f"evaluation/{split}")
+    line = tracking.score_line(split, result["data"]["windows"], dataset.name, dataset.digest, _headline(result))
+    tracking.add_description_line(tracking_uri, run_id, f"**{split}**", line)
+    for version in versions:
+        tracking.record_scores(tracking_uri, version, split, line)
+
+
+def _headline(result: dict) -> list[tuple[str, Any, dict]]:
+    """(metric, model value, {baseline: value}) for the primary metric and up to two table metrics."""
+    cls = task_class(result["task"])
+    model = result["methods"]["model"]["summary"]
+    names = [n for n in dict.fromkeys([cls.primary_metric, *cls.table_metrics])
+             if n in model and (model[n] is None or isinstance(model[n], (int, float)))][:3]
+    baselines = {m: s["summary"] for m, s in result["methods"].items() if m != "model"}
+    return [(n, model[n], {m: s.get(n) for m, s in baselines.items()}) for n in names]
 
 
 def model_score(model_ref: str, data: str, split: str = "test", metric: str | None = None, *,

@@ -215,6 +215,10 @@ def _train_and_compare(task: str, data: str, train_cfg, config: RetrainConfig, r
         lock.verify()
         client.set_registered_model_alias(name, tracking.CHAMPION, summary.model_version)  # the last step
         log(f"promoted {name} v{summary.model_version} to @{tracking.CHAMPION}")
+        try:  # cosmetic, after the promotion: the description's version list shows the new @champion
+            tracking.describe_registered_model(tracking_uri, name)
+        except Exception as exc:  # noqa: BLE001 - the promotion stands
+            log(f"warning: registered model description not updated: {exc}")
     else:
         log(f"kept {name} v{champion.version} as @{tracking.CHAMPION}")
     return report

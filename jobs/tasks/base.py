@@ -173,6 +173,11 @@ class Task:
     def figures(self, evaluation: dict, preview: dict[str, torch.Tensor], folder: Path) -> list[Path]:
         raise NotImplementedError
 
+    def epoch_previews(self, evaluation: dict, preview: dict[str, torch.Tensor], folder: Path) -> list[Path]:
+        """Cheap files showing one epoch's validation (rank 0 logs them under `previews/epoch_NNNN/`);
+        none by default."""
+        return []
+
 
 def scaled(frames: torch.Tensor) -> torch.Tensor:
     return frames.float() / 255.0
@@ -289,10 +294,57 @@ class ForecastTask(Task):
 
     def preview(self, batch, output):
         frames = batch["frames"][0].cpu()
-        return {"input": frames[:self.in_len], "target": frames[self.in_len:],
-                "forecast": _to_uint8(self.probabilities(output[0]))}
+        preview = {"input": frames[:self.in_len], "target": frames[self.in_len:],
+                   "forecast": _to_uint8(self.probabilities(output[0]))}
+        if self.has_mask:
+            preview["mask"] = batch["mask"][0, self.in_len:].cpu()
+        return preview
 
     def figures(self, evaluation, preview, folder):
         rows = {k: preview[k].float().numpy() / 255.0 for k in ("input", "target", "forecast")}
         return [plots.frame_strip(rows, folder / "frames.png", title="validation window: input / target / forecast",
                                   cmap=self.cmap)]
+
+    def epoch_previews(self, evaluation, preview, folder):
+        """`forecast.gif`: the preview window, truth beside forecast (the input frames first, on both sides)."""
+        if not preview:
+            return []
+        mask = preview["mask"].numpy() if "mask" in preview else None
+        truth = [*self.preview_rgb(preview["input"].numpy()), *self.preview_rgb(preview["target"].numpy(), mask)]
+        forecast = [*self.preview_rgb(preview["input"].numpy()), *self.preview_rgb(preview["forecast"].numpy(), mask)]
+        labels = [f"input {t - self.in_len + 1}" for t in range(self.in_len)]
+        labels += [self.lead_label(lead) for lead in range(1, len(truth) - self.in_len + 1)]
+        return [side_by_side_gif(folder / "forecast.gif", truth, forecast, labels, ("truth", "forecast"))]
+
+    def preview_rgb(self, frames: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+        """uint8 frames `[T, C, H, W]` -> RGB `[T, H, W, 3]` for previews (grey; radar colours rain rates)."""
+        grey = np.asarray(frames, dtype=np.uint8)[:, 0]
+        return np.repeat(grey[..., None], 3, axis=-1)
+
+    def lead_label(self, lead: int) -> str:
+        return f"+{lead}"
+
+
+def side_by_side_gif(path: Path, left: list[np.ndarray], right: list[np.ndarray], labels: list[str],
+                     titles: tuple[str, str], min_size: int = 160) -> Path:
+    """A looping GIF of RGB frames `[H, W, 3]`: `left[t]` beside `right[t]`, upscaled (nearest) to at least
+    `min_size` pixels, a caption row with `titles` and `labels[t]` above."""
+    from PIL import Image, ImageDraw
+
+    from jobs.nowcast.images import write_gif
+
+    height, width = left[0].shape[:2]
+    scale = max(1, -(-min_size // max(1, min(height, width))))
+    gap, caption = 6, 16
+    frames = []
+    for a, b, label in zip(left, right, labels):
+        canvas = Image.new("RGB", (2 * width * scale + gap, height * scale + caption), (255, 255, 255))
+        for i, image in enumerate((a, b)):
+            tile = Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8)).resize(
+                (width * scale, height * scale), Image.NEAREST)
+            canvas.paste(tile, (i * (width * scale + gap), caption))
+        draw = ImageDraw.Draw(canvas)
+        for i, title in enumerate(titles):
+            draw.text((i * (width * scale + gap) + 3, 2), f"{title} {label}", fill=(0, 0, 0))
+        frames.append(np.asarray(canvas))
+    return write_gif(path, frames, duration_ms=600)

@@ -114,3 +114,7 @@ class KthTask(Task):
         scores = evaluation["classification"]
         return [plots.confusion_matrix(np.array(scores["confusion_matrix"]), scores["class_names"],
                                        folder / "confusion_matrix.png", title="validation confusion matrix")]
+
+    def epoch_previews(self, evaluation, preview, folder):
+        """This epoch's validation confusion matrix (`confusion_matrix.png`)."""
+        return self.figures(evaluation, preview, folder)

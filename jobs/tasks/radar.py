@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from jobs.tasks.base import Evaluator, ForecastTask, mean_over_leads
 from jobs.tasks.registry import register
 
@@ -90,6 +92,22 @@ class RadarTask(ForecastTask):
             problems.append(f"time step {data.get('time_step_s')} s, the model was trained on "
                             f"{trained.get('time_step_s')} s")
         return problems
+
+    def __init__(self, cfg, manifest: dict):
+        super().__init__(cfg, manifest)
+        self.time_step_s = manifest.get("time_step_s")
+
+    def preview_rgb(self, frames, mask=None):
+        """Rain rates (mm/h) on the nowcast palette; nodata (mask 0) grey."""
+        from convlstm.units import scaled_pixel_to_rainrate
+        from jobs.nowcast.images import colorize_rainrate
+
+        rates = scaled_pixel_to_rainrate(np.asarray(frames, dtype=np.float32)[:, 0] / 255.0)
+        valid = None if mask is None else np.asarray(mask)[:, 0]
+        return np.stack([colorize_rainrate(r, None if valid is None else valid[t]) for t, r in enumerate(rates)])
+
+    def lead_label(self, lead):
+        return f"+{lead * self.time_step_s / 60:g} min" if self.time_step_s else super().lead_label(lead)
 
     def evaluator(self) -> Evaluator:
         from convlstm.metrics import HKO7_THRESHOLDS_MMH, CategoricalScores, CorrelationScore, RainfallErrors

@@ -126,6 +126,9 @@ def train(
             tags[f"{tracking.TAG_PREFIX}init_from"] = init_from
         run_id = tracking.create_run(uri, experiment_id, run_name, tags, flatten(cfg.to_dict()))
         _log_config(uri, run_id, cfg)
+        tracking.set_description(uri, run_id, _run_description(cfg, manifest, data, run_name, init_from))
+    datasets = tracking.log_datasets(uri, run_id, data, manifest, {cfg.data.train_split: "train",
+                                                                    cfg.data.val_split: "validation"})
     spec = WorkerSpec(
         config=cfg, manifest=manifest, manifest_path=_manifest_path(data), data=data, columns=tuple(task.columns),
         run_id=run_id, tracking_uri=uri, steps_per_epoch=steps_per_epoch, worker_batch_size=worker_batch,
@@ -137,7 +140,8 @@ def train(
             last = checkpoints.latest(storage_path, run_name)
             raise NonFiniteLossError(f"{outcome['message']}; training stopped, last good checkpoint: "
                                      f"{last or 'none (no epoch completed)'}")
-        summary = _finish(cfg, task, uri, run_id, experiment_id, run_name, storage_path, outcome)
+        summary = _finish(cfg, task, uri, run_id, experiment_id, run_name, storage_path, outcome, data, manifest,
+                          datasets)
     except BaseException as exc:
         tracking.client(uri).set_tag(run_id, f"{tracking.TAG_PREFIX}error", str(exc)[:5000])
         tracking.end_run(uri, run_id, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
@@ -297,8 +301,10 @@ def default_cpus_per_worker(ray, workers: int, use_gpu: bool) -> float:
 
 
 def _finish(cfg: Config, task: Task, uri: str, run_id: str, experiment_id: str, run_name: str,
-            storage_path: str, outcome: dict) -> TrainSummary:
-    """Artifacts (evaluation JSON, plots) and the best checkpoint as a registered model."""
+            storage_path: str, outcome: dict, data: str, manifest: dict, datasets: dict) -> TrainSummary:
+    """Artifacts (evaluation JSON, plots), the best checkpoint as a registered model whose LoggedModel
+    holds the best epoch's validation scores (linked to the validation dataset), and descriptions of
+    the run, the version and the registered model."""
     from jobs.registry.modelio import build_from_spec
 
     last = checkpoints.load(checkpoints.latest(storage_path, run_name))
@@ -308,6 +314,8 @@ def _finish(cfg: Config, task: Task, uri: str, run_id: str, experiment_id: str, 
     model.load_state_dict(best["model"])
     model.eval()
     monitor, score = cfg.train.monitor, float(best["metrics"][cfg.train.monitor])
+    registered_name = cfg.registered_model_name if cfg.registry.register_model else None
+    data_uri = data if storage.is_remote(data) else os.path.abspath(data)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         files = [_evaluation_json(best, monitor, tmp / "evaluation.json"), _learning_curve(uri, run_id, monitor, tmp)]
@@ -319,19 +327,57 @@ def _finish(cfg: Config, task: Task, uri: str, run_id: str, experiment_id: str, 
         with torch.no_grad():
             output = model(torch.from_numpy(example)).float().numpy()
         registered = tracking.log_and_register_model(
-            uri, run_id, model, example, output, [weights],
-            cfg.registered_model_name if cfg.registry.register_model else None,
-            description=(f"{cfg.task} ConvLSTM from run {run_id} ({run_name}), epoch {best['epoch']}: "
-                         f"{monitor} = {score:.6g} on data {best['data_fingerprint'][:12]}"),
+            uri, run_id, model, example, output, [weights], registered_name,
+            description=_version_description(cfg, manifest, data_uri, run_id, run_name, experiment_id, best, score,
+                                              last["epoch"]),
             version_tags={"run_id": run_id, "task": cfg.task, "data_fingerprint": best["data_fingerprint"],
-                          "manifest_path": best["manifest_path"], "monitor": monitor, "score": f"{score:.6g}"},
+                          "manifest_path": best["manifest_path"], "monitor": monitor, "score": f"{score:.6g}",
+                          "epoch": str(best["epoch"]), "dataset": tracking.dataset_label(data_uri),
+                          "data_uri": data_uri},
+            params=flatten(cfg.to_dict()),
         )
+    # The best epoch's validation scores become the LoggedModel's, on the validation dataset.
+    tracking.link_metrics(uri, run_id, "val_", best["step"], registered.model_id, datasets.get(cfg.data.val_split))
+    result = f"**Result**: best epoch {best['epoch']} of {last['epoch']}: {monitor} = {score:.6g}"
+    if registered.name:
+        result += f"; registered as `{registered.name}` v{registered.version} @{registered.alias}"
+        tracking.describe_registered_model(uri, registered.name)
+    tracking.add_description_line(uri, run_id, "**Result**", result + ".")
     return TrainSummary(
         run_id=run_id, run_name=run_name, experiment_id=experiment_id, status=outcome["status"],
         epochs=last["epoch"], steps=last["step"], monitor=monitor, best_score=score, best_epoch=best["epoch"],
-        best_checkpoint=best_dir, registered_name=registered.name if registered else None,
-        model_version=registered.version if registered else None, alias=registered.alias if registered else None,
-        model_uri=registered.model_uri if registered else f"runs:/{run_id}/model")
+        best_checkpoint=best_dir, registered_name=registered.name, model_version=registered.version,
+        alias=registered.alias, model_uri=registered.model_uri)
+
+
+def _run_description(cfg: Config, manifest: dict, data: str, run_name: str, init_from: str | None) -> str:
+    """The training run's description (markdown; `**Result**` is added by `_finish`)."""
+    counts = {s: manifest["splits"].get(s, {}).get("count", 0) for s in (cfg.data.train_split, cfg.data.val_split)}
+    name = tracking.dataset_label(data)
+    text = (f"Training a **{cfg.task}** ConvLSTM (`{cfg.model.name}`, {cfg.loss.name} loss) for {cfg.train.epochs} "
+            f"epochs on `{name}`: {counts[cfg.data.train_split]} {cfg.data.train_split} / "
+            f"{counts[cfg.data.val_split]} {cfg.data.val_split} windows, fingerprint "
+            f"`{manifest['fingerprint'][:tracking.DIGEST_CHARS]}` (the run's dataset inputs). Checkpoints are "
+            f"ranked by {cfg.train.monitor} ({cfg.train.mode}); run `{run_name}`.")
+    if init_from:
+        text += f" Warm-started from `{init_from}`."
+    return text
+
+
+def _version_description(cfg: Config, manifest: dict, data_uri: str, run_id: str, run_name: str,
+                         experiment_id: str, best: dict, score: float, epochs: int) -> str:
+    """A model version's description (markdown): where it comes from, its data and validation score;
+    `convlstm evaluate --log` adds a line per scored split (`tracking.record_scores`)."""
+    name = tracking.dataset_label(data_uri)
+    order = {"train": 0, "val": 1, "test": 2}
+    counts = " / ".join(f"{info['count']} {split}" for split, info in
+                        sorted(manifest["splits"].items(), key=lambda item: (order.get(item[0], 3), item[0])))
+    return (f"**{cfg.task}** ConvLSTM (`{cfg.model.name}`) from run [`{run_name}`](#/experiments/{experiment_id}/runs/"
+            f"{run_id}), best epoch {best['epoch']} of {epochs}: {cfg.train.monitor} = {score:.6g} on "
+            f"{name}/{cfg.data.val_split}.\n\n"
+            f"Data `{data_uri}`: {counts} windows, fingerprint `{best['data_fingerprint'][:tracking.DIGEST_CHARS]}`; "
+            f"the run's dataset inputs {name}/{cfg.data.train_split} (train) and {name}/{cfg.data.val_split} "
+            f"(validation) point at these shards.")
 
 
 def _evaluation_json(best: dict, monitor: str, path: Path) -> Path:

@@ -83,57 +83,63 @@ def train_loop(spec: WorkerSpec) -> dict[str, Any]:
     amp = session.device.type == "cuda" and cfg.train.bf16
     check_every = cfg.train.log_every_steps
 
-    while epoch < cfg.train.epochs:
-        net.train()
-        started, samples, steps = time.perf_counter(), 0, 0
-        epoch_loss = torch.zeros(2, dtype=torch.float64, device=session.device)  # [sum, steps] on the device
-        window = torch.zeros(2, dtype=torch.float64, device=session.device)  # since the last check
-        for batch in session.train_batches(epoch):
-            with torch.autocast(session.device.type, dtype=torch.bfloat16, enabled=amp):
-                loss = task.loss(net, batch, train=True)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.train.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            step, steps = step + 1, steps + 1
-            window += torch.stack([loss.detach().double(), torch.ones((), dtype=torch.float64, device=loss.device)])
-            samples += task.batch_rows(batch) * session.world_size
-            if step % check_every == 0:
-                mean = _synced_mean(session, window, epoch_loss)
-                if not math.isfinite(mean):
-                    return _non_finite(session, mean, epoch, step)
-                if logger:
-                    logger.step(step, {"train_loss": mean, "lr": scheduler.get_last_lr()[0]})
-            _write_progress(spec.progress_dir, session.world_rank, epoch=epoch, step=step)
-        mean = _synced_mean(session, window, epoch_loss)
-        if not math.isfinite(mean):
-            return _non_finite(session, mean, epoch, step)
-        elapsed = time.perf_counter() - started
-        scalars, evaluation, preview, val_rows = _validate(task, model, session)
-        _write_progress(spec.progress_dir, session.world_rank, epoch=epoch, step=step, val_windows=val_rows)
-        epoch += 1
-        mean_loss = float(epoch_loss[0] / epoch_loss[1]) if epoch_loss[1] else math.nan
-        metrics = {"epoch": epoch, "step": step, "train_loss_epoch": mean_loss,
-                   "samples_per_s": samples / elapsed if elapsed > 0 else 0.0, **scalars}
-        if _improved(metrics[cfg.train.monitor], best_score, cfg.train.mode):
-            best_epoch, best_score = epoch, metrics[cfg.train.monitor]
-        if logger:
-            logger.epoch(step, metrics)
-            _epoch_line(epoch, cfg, metrics, elapsed)
-        state = None
-        if rank0:
-            state = {
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "epoch": epoch, "step": step, "model_spec": architecture,
-                "metrics": metrics, "best_epoch": best_epoch, "best_score": best_score,
-                "evaluation": evaluation, "preview": preview, **_lineage(spec),
-            }
-        session.report(metrics, state, epoch)
-        if cfg.train.patience and epoch - best_epoch >= cfg.train.patience:
-            return {"status": STATUS_EARLY_STOPPED, "epoch": epoch, "step": step}
-    return {"status": STATUS_COMPLETED, "epoch": epoch, "step": step}
+    monitor = _system_metrics(spec) if rank0 else None  # CPU, memory, disk, network, GPU: system/*
+    try:
+        while epoch < cfg.train.epochs:
+            net.train()
+            started, samples, steps = time.perf_counter(), 0, 0
+            epoch_loss = torch.zeros(2, dtype=torch.float64, device=session.device)  # [sum, steps] on the device
+            window = torch.zeros(2, dtype=torch.float64, device=session.device)  # since the last check
+            for batch in session.train_batches(epoch):
+                with torch.autocast(session.device.type, dtype=torch.bfloat16, enabled=amp):
+                    loss = task.loss(net, batch, train=True)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.train.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+                optimizer.step()
+                scheduler.step()
+                step, steps = step + 1, steps + 1
+                window += torch.stack([loss.detach().double(), torch.ones((), dtype=torch.float64, device=loss.device)])
+                samples += task.batch_rows(batch) * session.world_size
+                if step % check_every == 0:
+                    mean = _synced_mean(session, window, epoch_loss)
+                    if not math.isfinite(mean):
+                        return _non_finite(session, mean, epoch, step)
+                    if logger:
+                        logger.step(step, {"train_loss": mean, "lr": scheduler.get_last_lr()[0]})
+                _write_progress(spec.progress_dir, session.world_rank, epoch=epoch, step=step)
+            mean = _synced_mean(session, window, epoch_loss)
+            if not math.isfinite(mean):
+                return _non_finite(session, mean, epoch, step)
+            elapsed = time.perf_counter() - started
+            scalars, evaluation, preview, val_rows = _validate(task, model, session)
+            _write_progress(spec.progress_dir, session.world_rank, epoch=epoch, step=step, val_windows=val_rows)
+            epoch += 1
+            mean_loss = float(epoch_loss[0] / epoch_loss[1]) if epoch_loss[1] else math.nan
+            metrics = {"epoch": epoch, "step": step, "train_loss_epoch": mean_loss,
+                       "samples_per_s": samples / elapsed if elapsed > 0 else 0.0, **scalars}
+            if _improved(metrics[cfg.train.monitor], best_score, cfg.train.mode):
+                best_epoch, best_score = epoch, metrics[cfg.train.monitor]
+            if logger:
+                logger.epoch(step, metrics)
+                logger.previews(epoch, task, evaluation, preview)
+                _epoch_line(epoch, cfg, metrics, elapsed)
+            state = None
+            if rank0:
+                state = {
+                    "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(), "epoch": epoch, "step": step, "model_spec": architecture,
+                    "metrics": metrics, "best_epoch": best_epoch, "best_score": best_score,
+                    "evaluation": evaluation, "preview": preview, **_lineage(spec),
+                }
+            session.report(metrics, state, epoch)
+            if cfg.train.patience and epoch - best_epoch >= cfg.train.patience:
+                return {"status": STATUS_EARLY_STOPPED, "epoch": epoch, "step": step}
+        return {"status": STATUS_COMPLETED, "epoch": epoch, "step": step}
+    finally:
+        if monitor is not None:
+            _stop_system_metrics(monitor)
 
 
 def _synced_mean(session, window: torch.Tensor, epoch_loss: torch.Tensor) -> float:
@@ -249,6 +255,51 @@ class _MetricLogger:
         if self._rows:
             tracking.log_metrics(self._uri, self._run_id, self._rows)
             self._rows = []
+
+    def previews(self, epoch: int, task, evaluation: dict, preview: dict) -> None:
+        """The task's previews of this epoch's validation (one window; radar: forecast GIF beside the
+        truth, KTH: confusion matrix) as artifacts under `previews/epoch_NNNN/`. A failure is reported
+        and training goes on."""
+        import tempfile
+
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                files = task.epoch_previews(evaluation, preview, Path(tmp)) if preview or evaluation else []
+                if files:
+                    tracking.log_artifacts(self._uri, self._run_id, files, f"previews/epoch_{epoch:04d}")
+        except Exception as exc:
+            print(f"warning: epoch {epoch} previews not logged: {exc}", flush=True)
+
+
+def _system_metrics(spec: WorkerSpec):
+    """Start MLflow's system metrics monitor on rank 0 (`system/cpu_utilization_percentage`,
+    `system/system_memory_usage_megabytes`, `system/gpu_*` where an NVIDIA GPU and pynvml are present, ...),
+    sampled every `MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL` seconds (MLflow's default 10), continuing the
+    run's steps after a restart. None (training goes on) when psutil is missing or the monitor cannot start."""
+    try:
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+        monitor = SystemMetricsMonitor(spec.run_id, resume_logging=True, tracking_uri=spec.tracking_uri)
+        # From step 1: `log_model` copies the run's metrics at step 0 (its default step) into the
+        # LoggedModel, which should hold only the model's scores.
+        monitor._logging_step = max(monitor._logging_step, 1)
+    except Exception as exc:  # ImportError without psutil; a store error must not stop training
+        print(f"warning: no system metrics for run {spec.run_id}: {exc}", flush=True)
+        return None
+    monitor.start()
+    return monitor
+
+
+def _stop_system_metrics(monitor) -> None:
+    """Stop the monitor and log a last sample covering the time since its last one (psutil's CPU share
+    is measured between samples), so even a run shorter than one sampling interval has system metrics."""
+    try:
+        monitor.finish()
+        monitor.collect_metrics()
+        monitor.publish_metrics(monitor.aggregate_metrics())
+        monitor.mlflow_logger.flush()
+    except Exception as exc:
+        print(f"warning: system metrics: {exc}", flush=True)
 
 
 def _write_progress(folder: str | None, rank: int, **fields: Any) -> None:
