@@ -23,11 +23,12 @@ import secrets
 import socket
 import sys
 import time
-from typing import Mapping
+from typing import Collection, Mapping
 
 from pipelines import storage
 
 SHARED_PATHS_ENV = "CONVLSTM_SHARED_PATHS"
+STORAGE_ENV = "CONVLSTM_STORAGE"  # jobs.paths.storage_root: the default root of job outputs
 VERIFY_TIMEOUT_S = 120.0
 MARKER_PREFIX = ".convlstm-shared-check-"
 _verified: set[str] = set()  # shared roots verified by this process (one check per root)
@@ -58,10 +59,11 @@ def alive_nodes(address: str | None = None) -> list[dict] | None:
 
 
 def check_paths(paths: Mapping[str, str | None], *, address: str | None = None,
-                nodes: list[dict] | None = None) -> None:
+                nodes: list[dict] | None = None, defaulted: Collection[str] = ()) -> None:
     """Refuse (NodeLocalPath) any of `paths` ({option: path}; None values skipped) that is node-local
     on a multi-node cluster; verify the declared shared folders they lie in. `nodes`: the alive nodes
-    if already known (default: `alive_nodes(address)`)."""
+    if already known (default: `alive_nodes(address)`). `defaulted`: options whose path is the
+    default under `<home>/outputs` (the message then points at CONVLSTM_STORAGE)."""
     local = {option: storage.as_uri(path) for option, path in paths.items()
              if path is not None and not storage.is_remote(path)}
     if not local:
@@ -75,9 +77,11 @@ def check_paths(paths: Mapping[str, str | None], *, address: str | None = None,
         real = os.path.realpath(os.path.expanduser(path))
         root = next((d for d in declared if real == d or real.startswith(d.rstrip(os.sep) + os.sep)), None)
         if root is None:
+            hint = (f" (the default: set {STORAGE_ENV}=s3://bucket/prefix or --storage-root for every output)"
+                    if option in defaulted else "")
             raise NodeLocalPath(
                 f"{option} {path}: node-local path on a {len(nodes)}-node cluster; use an s3:// URI or a path "
-                f"every node mounts (declare it with {SHARED_PATHS_ENV}=/mnt/shared)")
+                f"every node mounts (declare it with {SHARED_PATHS_ENV}=/mnt/shared){hint}")
         if root not in _verified:
             verify_shared(root, nodes, option=option, path=path)
             _verified.add(root)
