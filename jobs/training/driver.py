@@ -269,7 +269,8 @@ def _fit_ray(spec: WorkerSpec, workers: int, address: str | None, cpus_per_worke
         ray_worker,
         train_loop_config={"spec": spec},
         scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=spec.use_gpu,
-                                               resources_per_worker=resources),
+                                               resources_per_worker=resources,
+                                               placement_strategy=placement_strategy()),
         run_config=ray.train.RunConfig(
             name=spec.run_name, storage_path=spec.storage_path,
             checkpoint_config=ray.train.CheckpointConfig(
@@ -284,6 +285,19 @@ def _fit_ray(spec: WorkerSpec, workers: int, address: str | None, cpus_per_worke
     except ray.train.TrainingFailedError as exc:
         raise CommandError(f"training failed: {exc}") from exc
     return result.return_value
+
+
+PLACEMENT_ENV = "CONVLSTM_TRAIN_PLACEMENT"
+
+
+def placement_strategy() -> str:
+    """Ray Train's placement strategy for the worker group: PACK (default: as few nodes as possible),
+    or SPREAD from CONVLSTM_TRAIN_PLACEMENT (one worker per node where possible; after a node is lost
+    the restarted group may pack onto the survivors, if their CPUs fit it)."""
+    strategy = os.environ.get(PLACEMENT_ENV, "PACK").upper()
+    if strategy not in ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"):
+        raise ValueError(f"{PLACEMENT_ENV} must be PACK, SPREAD, STRICT_PACK or STRICT_SPREAD, got {strategy!r}")
+    return strategy
 
 
 def _window_bytes(manifest: dict, columns: list[str]) -> int:
