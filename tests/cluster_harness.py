@@ -164,8 +164,10 @@ def start_head(num_cpus: float = 2, *extra: str, env: dict[str, str] | None = No
     token = secrets.token_hex(16)
     ports = free_ports(9)
     temp_dir = Path(tempfile.mkdtemp(prefix="rs", dir="/tmp"))  # short: unix socket paths
+    # RAY_ADDRESS in the nodes' environment (inherited by every Ray worker): helpers that look for "the" local
+    # Ray (Ray Train's PlacementGroupCleaner) must not pick another cluster running on this machine.
     node_env = client_env(token, PATH=f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}", RAY_TMPDIR=str(temp_dir),
-                          **(env or {}))
+                          RAY_ADDRESS=f"127.0.0.1:{ports[0]}", **(env or {}))
     node_env.pop("MLFLOW_TRACKING_URI", None)  # jobs must get it from `convlstm submit`
     proc = subprocess.Popen(head_command(temp_dir, num_cpus, ports, *extra), env=node_env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
@@ -409,7 +411,7 @@ class MultiNodeCluster:
         script = (f"mount -t tmpfs -o size=4g tmpfs /tmp && mount -t tmpfs -o size=1g tmpfs /dev/shm "
                   f"&& mkdir -p {scratch} && exec {ray}")
         env = client_env(self.head.token, PATH=f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}",
-                         RAY_TMPDIR=scratch, TMPDIR="/tmp", **self.env)
+                         RAY_TMPDIR=scratch, TMPDIR="/tmp", RAY_ADDRESS=self.head.gcs_address, **self.env)
         env.pop("MLFLOW_TRACKING_URI", None)
         log = self.folder / f"node{index}.log"
         with open(log, "wb") as out:
