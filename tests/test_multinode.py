@@ -31,8 +31,8 @@ from cluster_harness import (MlflowServer, MultiNodeCluster, Postgres, S3Server,
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 MODEL = "convlstm-kth-cluster"
 KTH_ARGS = ("--frame-len", "5", "--stride", "5", "--size", "24x32")
-TRAIN_ARGS = ("--task", "kth", "--config", "kth-tiny", "--workers", "2", "--cpus-per-worker", "0.5",
-              f"registry.name={MODEL}", "data.batch_size=4", "data.val_batch_size=8")
+TRAIN_ARGS = ("--task", "kth", "--config", "kth-tiny", "--workers", "2", "--cpus-per-worker", "0.5")
+OVERRIDES = (f"registry.name={MODEL}", "data.batch_size=4", "data.val_batch_size=8")  # positionals: last
 
 
 @pytest.fixture(scope="module")
@@ -214,7 +214,7 @@ def test_a_declared_shared_path_that_is_not_shared_is_refused(world):
 @pytest.mark.slow
 def test_train_without_shared_storage_is_refused_before_any_work(world):
     env = {k: v for k, v in world.env.items() if k != "CONVLSTM_STORAGE"}
-    done = world.cluster.submit("train", "--data", world.s3.uri("nowhere"), *TRAIN_ARGS, env=env)
+    done = world.cluster.submit("train", "--data", world.s3.uri("nowhere"), *TRAIN_ARGS, *OVERRIDES, env=env)
     assert done.returncode == 1, done.output[-3000:]
     line = _one_line_error(done, "--storage")
     assert re.search(r"--storage \S+/outputs/train: node-local path on a 3-node cluster", line), line
@@ -253,7 +253,7 @@ def test_prepare_streams_a_radar_archive_from_s3(world):
 @pytest.mark.timeout(1800)
 def test_train_places_two_workers_on_two_nodes_and_registers_the_champion(world):
     done = world.cluster.submit("train", "--data", world.s3.uri("data", "kth"), *TRAIN_ARGS, "--run-name", "e2e",
-                                env=world.env)
+                                *OVERRIDES, env=world.env)
     assert done.returncode == 0, done.output[-3000:]
     # Rank 0's line per epoch reaches `convlstm submit --wait` and the job's logs.
     assert re.search(r"epoch 1/2 .*samples/s", done.stdout), done.stdout[-3000:]
@@ -334,14 +334,14 @@ def test_a_worker_node_lost_after_a_checkpoint_finishes_on_the_survivor_in_the_s
     cluster, s3 = world.cluster, world.s3
     before = {w["actor_id"] for w in cluster.actors("RayTrainWorker")}
     args = ["submit", "--address", cluster.head.address, "--wait", "--no-install", "--", "convlstm", "train",
-            "--data", s3.uri("data", "kth"), *TRAIN_ARGS, "--run-name", "fault", "train.epochs=4",
+            "--data", s3.uri("data", "kth"), *TRAIN_ARGS, "--run-name", "fault", *OVERRIDES, "train.epochs=4",
             "train.max_failures=2", "registry.name=convlstm-kth-fault"]
     job = subprocess.Popen([CONVLSTM, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                            env=client_env(cluster.head.token, **world.env))
     try:
         deadline = time.monotonic() + 600
         while not any(k.endswith("/checkpoint.pt") for k in s3.keys("convlstm/train/fault/")):
-            assert job.poll() is None, job.communicate()
+            assert job.poll() is None, "".join(job.communicate())[-3000:]
             assert time.monotonic() < deadline, "no checkpoint within 10 minutes"
             time.sleep(0.5)
         lost = cluster.nodes[1]

@@ -76,8 +76,8 @@ def train(
 
     `workers=0` runs in this process without Ray. Checkpoints go to `<storage_path>/<run_name>`
     (default `<CONVLSTM_STORAGE>/train`, else `<home>/outputs/train`; `s3://` allowed; on a multi-node
-    cluster a node-local path is refused before any work, see pipelines.cluster). An existing checkpoint of `run_name` is
-    resumed in its MLflow run; `resume=True` insists on one (and without a `run_name` picks the
+    cluster a node-local path is refused before any work, see pipelines.cluster). An existing
+    checkpoint of `run_name` is resumed in its MLflow run; `resume=True` insists on one (and without a `run_name` picks the
     newest default-named run of the task). `init_from` (a `jobs.registry.modelio` reference) warm-starts a
     new run from that model's weights (same model spec required). Raises ValueError /
     FileNotFoundError before any cluster work for bad arguments, NonFiniteLossError or
@@ -94,6 +94,8 @@ def train(
         raise ValueError(f"cpus_per_worker must be > 0, got {cpus_per_worker}")
     if workers == 0 and storage_path and storage.is_remote(storage_path):
         raise ValueError(f"storage_path {storage_path}: object-store checkpoints need Ray workers (workers >= 1)")
+    if workers:
+        placement_strategy()  # a bad CONVLSTM_TRAIN_PLACEMENT fails here, before any work
     defaulted = not storage_path
     storage_path = storage_path or paths.output_location("train")
     if not storage.is_remote(storage_path):
