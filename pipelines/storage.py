@@ -5,6 +5,12 @@ are no directories and no rename: `move` copies every object and deletes the sou
 the final object written (a dataset's manifest.json) can mark something as complete.
 S3 credentials and endpoint come from the usual AWS environment (`AWS_ENDPOINT_URL`, ...) or
 from URI query parameters (`s3://bucket/ds?endpoint_override=host:port&scheme=http`).
+
+Between a node's local disk and shared storage: `download`/`upload` copy bytes as stored (no
+compression guessed from a `.gz` name), `local_copies` gives a decode task local files for its
+inputs (fetched into a temporary folder, removed after), `staged_output` lets a job write reports
+into a local folder that is uploaded to a URI at the end, and `open_seekable` reads an archive
+object with ranged reads. `as_uri` undoes what `pathlib.Path` does to a URI (`s3:/b/k`).
 """
 from __future__ import annotations
 
