@@ -51,3 +51,23 @@ def shared_data_dir() -> Path | None:
         if cand.is_dir():
             return cand
     return None
+
+
+STORAGE_ENV = "CONVLSTM_STORAGE"
+
+
+def storage_root() -> str | None:
+    """The shared storage root for job outputs (CONVLSTM_STORAGE, e.g. s3://bucket/convlstm or a folder
+    every node mounts), or None: outputs then default to `<home>/outputs` (one machine only)."""
+    return os.environ.get(STORAGE_ENV) or None
+
+
+def output_location(kind: str, *parts: str) -> str:
+    """Default location of a job's outputs: `<root>/<kind>/<parts>` under `storage_root()` (a URI or a
+    path), else `<home>/outputs/<kind>/<parts>`. Kinds: train (checkpoints), evaluations, nowcasts, retrain."""
+    root = storage_root()
+    if root:
+        from pipelines import storage
+
+        return storage.join(root, kind, *parts)
+    return str(outputs_dir().joinpath(kind, *parts))

@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import numpy as np
 
+from pipelines import cluster, storage
 from pipelines import manifest as mf
-from pipelines import storage
 from pipelines.publish import staging
 from pipelines.ray_session import init_ray
 from pipelines.shards import SPLIT_COLUMN, SchemaError, split_dir, stack_windows, to_table, write_windows
@@ -112,6 +112,7 @@ def run_prepare(*, task: str, sources: list[Source], windows_fn: WindowsFn, out:
     `protect`: the user's input paths; `out` may not overlap them (pipelines.publish.check_target).
     """
     _check_args(task, sources, schema)
+    cluster.check_paths({"--out": str(out)}, address=address)  # multi-node: shards must reach shared storage
     if not sources and not incremental:
         raise ValueError(f"{task}: no sources to decode; refusing to publish an empty dataset")
     rejected = [dict(r) for r in rejected or []]

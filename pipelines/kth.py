@@ -5,6 +5,11 @@ scenario come from the file name. Frames are converted to gray with cv2 BGR2GRAY
 `color`) and resized to `size` (H, W) with cv2.INTER_AREA; shards hold uint8 `[T, C, H, W]`.
 Windows start every `stride` frames (0-indexed `start`); with a sequences file, only inside the
 annotated subsequences. Unusable inputs are rejected with a reason and the job goes on.
+
+`src` may be an object-store URI (`s3://bucket/raw/kth`, any pyarrow filesystem): the driver only
+lists the objects, and each decode task (on whichever node Ray runs it) downloads its video to a
+local temporary file, decodes it and deletes it. A local `src` on a multi-node cluster must be a
+folder every node mounts (pipelines.cluster).
 """
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ from typing import Iterator
 
 import numpy as np
 
+from pipelines import cluster, storage
 from pipelines import kth_splits as person_split
 from pipelines.driver import Rejected, Source, build_options, run_prepare
 from pipelines.kth_sequences import load_sequences
@@ -80,8 +86,27 @@ def parse_name(name: str) -> tuple[int, str, str]:
     return int(match.group(1)), match.group(2), match.group(3)
 
 
-def find_videos(src: str | Path) -> list[Path]:
-    """All `.avi` files under `src` (nested by action or flat), sorted."""
+class VideoUri(str):
+    """An object-store video (`s3://bucket/raw/kth/boxing/person01_boxing_d1_uncomp.avi`) with the
+    `name`/`stem` a `Path` has, so local and remote videos are planned alike."""
+
+    @property
+    def name(self) -> str:
+        return storage.name_of(self)
+
+    @property
+    def stem(self) -> str:
+        return self.name.rsplit(".", 1)[0]
+
+
+def find_videos(src: str | Path) -> list[Path] | list[VideoUri]:
+    """All `.avi` files under `src` (nested by action or flat), sorted: local Paths, or for an
+    object-store `src` the objects' URIs."""
+    if storage.is_remote(src):
+        if not storage.is_dir(src):
+            raise FileNotFoundError(f"--src {src}: no such folder (no object under that prefix)")
+        return [VideoUri(storage.join(storage.as_uri(src), rel))
+                for rel in storage.list_files(src) if rel.lower().endswith(".avi")]
     root = Path(src)
     if not root.is_dir():
         raise FileNotFoundError(f"--src {src}: no such folder")
@@ -159,7 +184,9 @@ def params(options: KthOptions) -> dict:
 def prepare_kth(src: str | Path, out: str, options: KthOptions = KthOptions(), *, strict: bool = False,
                 overwrite: bool = False, incremental: bool = False, address: str | None = None,
                 progress: bool = True) -> dict:
-    """Decode the KTH videos under `src` into window shards at `out`; returns the manifest."""
+    """Decode the KTH videos under `src` (folder or object-store URI) into window shards at `out`;
+    returns the manifest. On a multi-node cluster a node-local `out` or `src` is refused first."""
+    cluster.check_paths({"--out": str(out), "--src": str(src)}, address=address)
     sources, rejected, split = plan(src, options)
     return run_prepare(task=TASK, sources=sources, windows_fn=partial(video_windows, options=options),
                        out=out, params=params(options), schema=schema(options), rejected=rejected,
@@ -172,7 +199,8 @@ def video_windows(source: Source, *, options: KthOptions) -> Iterator[dict]:
     import cv2
 
     cv2.setNumThreads(1)  # one Ray CPU per task: no oversubscription
-    frames = decode_video(source.paths[0], options.size, options.color)
+    with storage.local_copies(source.paths[:1], prefix="convlstm-kth-") as (local,):  # object store: fetch
+        frames = decode_video(local, options.size, options.color)
     count = 0
     for first, stop in source.meta["ranges"] or [(0, len(frames))]:
         stop = min(stop, len(frames))

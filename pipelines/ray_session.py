@@ -4,8 +4,13 @@ A local Ray is bound to the loopback interface (Ray's single-machine mode: its n
 127.0.0.1, so its gRPC servers and the autoscaler and dashboard metrics endpoints, which answer
 without authentication, are not reachable from the network), runs without its dashboard and
 without the per-node Prometheus export. RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=1 and
-RAY_enable_metrics_collection=1, set by the user, restore Ray's defaults. Call `init_ray()` at the start of every job; it is a no-op when Ray is already initialised (tests
-share one session-wide instance).
+RAY_enable_metrics_collection=1, set by the user, restore Ray's defaults. Call `init_ray()` at the start of
+every job; it is a no-op when Ray is already initialised (tests share one session-wide instance).
+
+Connected to a cluster (an address or RAY_ADDRESS, as in every `convlstm submit` job), the output of
+tasks and actors is forwarded to the driver even when `quiet`: the Ray Train workers' per-epoch
+lines (rank 0) then reach `convlstm submit --wait` and `ray job logs`, the only place a job's
+progress shows. A local Ray stays quiet.
 """
 from __future__ import annotations
 
@@ -19,7 +24,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, quiet: boo
     if ray.is_initialized():
         return ray
     address = address or os.environ.get("RAY_ADDRESS") or None
-    kwargs: dict = {"log_to_driver": not quiet, "configure_logging": True}
+    kwargs: dict = {"log_to_driver": not quiet or bool(address), "configure_logging": True}
     if quiet:
         import logging
 

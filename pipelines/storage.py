@@ -5,25 +5,58 @@ are no directories and no rename: `move` copies every object and deletes the sou
 the final object written (a dataset's manifest.json) can mark something as complete.
 S3 credentials and endpoint come from the usual AWS environment (`AWS_ENDPOINT_URL`, ...) or
 from URI query parameters (`s3://bucket/ds?endpoint_override=host:port&scheme=http`).
+
+Between a node's local disk and shared storage: `download`/`upload` copy bytes as stored (no
+compression guessed from a `.gz` name), `local_copies` gives a decode task local files for its
+inputs (fetched into a temporary folder, removed after), `staged_output` lets a job write reports
+into a local folder that is uploaded to a URI at the end, and `open_seekable` reads an archive
+object with ranged reads. `as_uri` undoes what `pathlib.Path` does to a URI (`s3:/b/k`).
 """
 from __future__ import annotations
 
+import io
 import os
+import re
 import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
 from urllib.parse import urlsplit
 
 import pyarrow.fs as pafs
 
 
+_MANGLED_URI = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]+):/([^/].*)$")
+
+
 def is_remote(path: str) -> bool:
     """True for URIs with a scheme other than file:// (s3://, gs://, ...)."""
-    scheme = urlsplit(str(path)).scheme
+    scheme = urlsplit(str(as_uri(path))).scheme
     return len(scheme) > 1 and scheme != "file"
+
+
+def as_uri(path) -> str:
+    """`path` as a string, undoing what `pathlib.Path` does to a URI (`Path("s3://b/k")` is `s3:/b/k`).
+
+    Callers that wrapped a `--src` in `Path` (radar tasks) still name the object store.
+    """
+    text = str(path)
+    match = _MANGLED_URI.match(text) if isinstance(path, Path) else None
+    if match and match.group(1).lower() != "file":
+        return f"{match.group(1)}://{match.group(2)}"
+    return text
+
+
+def name_of(path: str) -> str:
+    """The last segment of a path or URI, without a URI's query string."""
+    base, _ = _split_query(as_uri(path))
+    return base.rstrip("/").rsplit("/", 1)[-1]
 
 
 def resolve(path: str) -> tuple[pafs.FileSystem, str]:
     """`path` -> (filesystem, path inside it); local paths become absolute."""
-    path = str(path)
+    path = as_uri(path)
     if is_remote(path):
         return pafs.FileSystem.from_uri(path)
     if path.startswith("file://"):
@@ -145,3 +178,106 @@ def _copy_objects(fs: pafs.FileSystem, src: str, dst: str) -> None:
     for item in fs.get_file_info(pafs.FileSelector(src, recursive=True)):
         if item.type == pafs.FileType.File:
             fs.copy_file(item.path, dst + item.path[len(src):])
+
+
+# --- moving files between a node's local disk and shared storage --------------------------------------
+
+def download(uri: str, local: str | Path) -> Path:
+    """Copy the file `uri` (or local path) to the local file `local`; returns it."""
+    fs, p = resolve(uri)
+    local = Path(local)
+    local.parent.mkdir(parents=True, exist_ok=True)
+    with fs.open_input_stream(p, compression=None) as src, open(local, "wb") as dst:  # bytes as stored
+        while chunk := src.read(_CHUNK):
+            dst.write(chunk)
+    return local
+
+
+def upload(local: str | Path, uri: str) -> None:
+    """Copy the local file or folder `local` to `uri` (a folder recursively, keeping relative names)."""
+    local = Path(local)
+    fs, p = resolve(uri)
+    files = [local] if local.is_file() else sorted(f for f in local.rglob("*") if f.is_file())
+    for file in files:
+        target = p if file == local else f"{p.rstrip('/')}/{file.relative_to(local).as_posix()}"
+        if isinstance(fs, pafs.LocalFileSystem):
+            Path(target).parent.mkdir(parents=True, exist_ok=True)
+        with open(file, "rb") as src, fs.open_output_stream(target, compression=None) as dst:  # no .gz guessing
+            while chunk := src.read(_CHUNK):
+                dst.write(chunk)
+
+
+def open_seekable(path: str) -> io.BufferedReader:
+    """A seekable, buffered binary file object over `path` (object stores: ranged reads), for zip/tar
+    readers (Python's gzip reader misreads pyarrow's file objects directly: wrapped as a raw stream)."""
+    fs, p = resolve(path)
+    return io.BufferedReader(_RawFile(fs.open_input_file(p)), buffer_size=_CHUNK)
+
+
+class _RawFile(io.RawIOBase):
+    """A pyarrow random-access file as a Python raw stream."""
+
+    def __init__(self, native):
+        self._native = native
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        data = self._native.read(len(buffer))
+        buffer[:len(data)] = data
+        return len(data)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return self._native.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._native.tell()
+
+    def close(self) -> None:
+        if not self.closed:
+            self._native.close()
+        super().close()
+
+
+def size_of(path: str) -> int:
+    fs, p = resolve(path)
+    return fs.get_file_info(p).size
+
+
+@contextmanager
+def local_copies(paths: list[str], prefix: str = "convlstm-fetch-") -> Iterator[list[str]]:
+    """Local paths for `paths`: local ones as they are, remote ones downloaded into a temporary folder
+    (removed on exit, also on errors). Decode tasks on any node read object-store inputs this way."""
+    if not any(is_remote(p) for p in paths):
+        yield [str(p) for p in paths]
+        return
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        local = []
+        for i, path in enumerate(paths):
+            if is_remote(path):
+                local.append(str(download(path, Path(tmp) / f"{i:06d}-{name_of(path)}")))
+            else:
+                local.append(str(path))
+        yield local
+
+
+@contextmanager
+def staged_output(out: str | Path, prefix: str = "convlstm-out-") -> Iterator[Path]:
+    """A local folder to write outputs into: `out` itself when it is a local path, else a temporary
+    folder whose files are uploaded to the URI `out` when the block ends without an error."""
+    out = as_uri(out)
+    if not is_remote(out):
+        folder = Path(resolve(out)[1])
+        folder.mkdir(parents=True, exist_ok=True)
+        yield folder
+        return
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        yield Path(tmp)
+        upload(tmp, out)
+
+
+_CHUNK = 1 << 20

@@ -21,7 +21,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default="test", help="split to score (default: test)")
     p.add_argument("--baselines", default="persistence,optical-flow",
                    help="comma-separated baselines, or 'none' (default: persistence,optical-flow)")
-    p.add_argument("--out", help="output folder (default: <home>/outputs/evaluations/<time>)")
+    p.add_argument("--out", help="output folder or s3:// URI (default: <CONVLSTM_STORAGE>/evaluations/<time>, "
+                                 "else <home>/outputs/evaluations/<time>)")
+    options.storage_root(p)
     p.add_argument("--batch-size", type=int, default=8, help="windows per inference batch (default: 8)")
     p.add_argument("--distributed-min-windows", type=int, default=512,
                    help="score with Ray Data from this many windows on; 0 always (default: 512)")
@@ -45,6 +47,7 @@ def parse_baselines(text: str) -> tuple[str, ...]:
 def run(args: argparse.Namespace) -> int:
     from jobs.evaluation.evaluate import evaluate
 
+    options.apply_storage_root(args)
     result = evaluate(args.model, args.data, args.split, parse_baselines(args.baselines), args.out,
                       batch_size=args.batch_size, distributed_min_windows=args.distributed_min_windows,
                       address=args.address, tracking_uri=args.tracking_uri, log_to_run=args.log_to_run,

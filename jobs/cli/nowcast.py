@@ -25,7 +25,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="input format; auto detects it from the file names, or by content for ODIM_H5 and NetCDF (default: auto)")
     p.add_argument("--at", help="forecast from the latest frame at or before this ISO time, UTC "
                                 "(default: the latest frame)")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", help="output folder or s3:// URI (default: <CONVLSTM_STORAGE>/nowcasts/<time>, "
+                                 "else <home>/outputs/nowcasts/<time>)")
+    options.storage_root(p)
     options.tracking_uri(p)
     options.json_output(p, "forecast.json's content")
     options.max_unpacked_mb(p)
@@ -33,16 +35,18 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from jobs.nowcast.forecast import nowcast, parse_time
+    from jobs.nowcast.forecast import default_out, nowcast, parse_time
     from pipelines.radar.archive import unpack_limit
 
+    options.apply_storage_root(args)
+    out = args.out or default_out()
     with unpack_limit(args.max_unpacked_mb):
-        sidecar = nowcast(args.model, args.src, args.out, args.format, parse_time(args.at), args.tracking_uri)
+        sidecar = nowcast(args.model, args.src, out, args.format, parse_time(args.at), args.tracking_uri)
     if args.json:
         print(json.dumps(sidecar))
         return 0
     print(f"inputs     {sidecar['input_times'][0]} .. {sidecar['input_times'][-1]} ({sidecar['format']})")
     valid = sidecar["valid_times"]
     print(f"forecast   {len(valid)} frames valid {valid[0]} .. {valid[-1]}")
-    print(f"outputs    {args.out}")
+    print(f"outputs    {out}")
     return 0

@@ -32,6 +32,25 @@ def tracking_uri(p: argparse.ArgumentParser) -> None:
                    help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or the embedded store under the project home)")
 
 
+def storage_root(p: argparse.ArgumentParser) -> None:
+    """--storage-root: the shared storage root for default outputs (CONVLSTM_STORAGE)."""
+    p.add_argument("--storage-root", metavar="URI",
+                   help="shared storage for this job's default outputs, an s3:// (any pyarrow filesystem) URI "
+                        "or a folder every node mounts: checkpoints <root>/train, evaluations <root>/evaluations, "
+                        "nowcasts <root>/nowcasts, retrain reports <root>/retrain (default: CONVLSTM_STORAGE, "
+                        "else <home>/outputs; required on a multi-node cluster)")
+
+
+def apply_storage_root(args: argparse.Namespace) -> None:
+    """Make --storage-root the CONVLSTM_STORAGE of this process (every default output follows it)."""
+    import os
+
+    from jobs.paths import STORAGE_ENV
+
+    if getattr(args, "storage_root", None):
+        os.environ[STORAGE_ENV] = args.storage_root
+
+
 def json_output(p: argparse.ArgumentParser, what: str) -> None:
     """--json: print `what` as one JSON object instead of lines."""
     p.add_argument("--json", action="store_true", help=f"print {what} as one JSON object")

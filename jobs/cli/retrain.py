@@ -28,13 +28,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--gpu", dest="use_gpu", action="store_const", const=True,
                    help="train the challenger with one GPU per Ray Train worker (config: use_gpu)")
     p.add_argument("--storage", help="checkpoint root, a URI every node reads on a cluster (config: storage; "
-                                     "default: CONVLSTM_STORAGE, else <home>/outputs/train)")
+                                     "default: <CONVLSTM_STORAGE>/train, else <home>/outputs/train)")
+    options.storage_root(p)
     init = p.add_mutually_exclusive_group()
     init.add_argument("--warm-start", dest="init", action="store_const", const="warm-start",
                       help="start the challenger from the champion's weights")
     init.add_argument("--from-scratch", dest="init", action="store_const", const="from-scratch",
                       help="train the challenger from a fresh initialisation")
-    p.add_argument("--out", help="folder for retrain-report.json (default: <home>/outputs/retrain/<model>/<time>)")
+    p.add_argument("--out", help="folder or s3:// URI for retrain-report.json (default: "
+                                 "<CONVLSTM_STORAGE>/retrain/<model>/<time>, else <home>/outputs/retrain/<model>/<time>)")
     options.tracking_uri(p)
     options.ray_address(p)
     p.add_argument("--dry-run", action="store_true", help="only report the new sources; change nothing")
@@ -47,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
     from jobs.ops.retrain import load_retrain_config, retrain
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    options.apply_storage_root(args)
     config = load_retrain_config(args.config, metric=args.metric, margin=args.margin, init=args.init,
                                    use_gpu=args.use_gpu, storage=args.storage)
     try:

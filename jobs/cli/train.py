@@ -28,7 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     options.tracking_uri(p)
     p.add_argument("--experiment", help="MLflow experiment (default: convlstm-<task>)")
     p.add_argument("--run-name", help="run name: MLflow run and checkpoint folder (default: <task>-<time>)")
-    p.add_argument("--storage", help="checkpoint storage folder or s3:// URI (default: <home>/outputs/train)")
+    p.add_argument("--storage", help="checkpoint storage folder or s3:// URI (default: <CONVLSTM_STORAGE>/train, "
+                                     "else <home>/outputs/train; on a multi-node cluster a URI or a shared mount)")
+    options.storage_root(p)
     p.add_argument("--resume", action="store_true",
                    help="continue the run's latest checkpoint (without --run-name: the newest run of the task)")
     options.json_output(p, "the summary")
@@ -39,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
     from jobs.training.config import load_config
 
     cfg = load_config(args.config, args.task, args.overrides)
+    options.apply_storage_root(args)
     from jobs.training.driver import train  # after the config check: bad configs fail without loading torch
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")

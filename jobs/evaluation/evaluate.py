@@ -260,15 +260,21 @@ def evaluate(model_ref: str, data: str, split: str = "test", baselines: tuple[st
              tracking_uri: str | None = None, log_to_run: str | None = None, log: bool = False,
              allow_mismatch: bool = False) -> dict:
     """Load `model_ref` (models:/NAME@ALIAS, a run id or a path), score it (see `score_model`) and
-    write `evaluation.json`, `evaluation.md` and lead-time plots to `out` (default
-    `<home>/outputs/evaluations/<timestamp>`); log them to MLflow per the module docstring.
+    write `evaluation.json`, `evaluation.md` and lead-time plots to `out` (a folder or an object-store
+    URI; default `<CONVLSTM_STORAGE>/evaluations/<timestamp>`, else `<home>/outputs/evaluations/<timestamp>`); log them to MLflow per the module docstring.
     Returns the result written to `evaluation.json` (JSON types; undefined scores are None)."""
     from jobs import paths
     from jobs.evaluation import report
     from jobs.registry.modelio import load_model
 
+    from pipelines import cluster, storage
+
     if log and log_to_run:
         raise ValueError("give either --log (the model's own run) or --log-to-run RUN_ID, not both")
+    defaulted = not out
+    out = storage.as_uri(out) if out else paths.output_location("evaluations", datetime.now().strftime("%Y%m%d-%H%M%S"))
+    # Multi-node cluster: the report and the shards must be on storage every node reads (before any work).
+    cluster.check_paths({"--out": out, "--data": str(data)}, address=address, defaulted={"--out"} if defaulted else ())
     model, info = load_model(model_ref, tracking_uri=tracking_uri)
     run_id = log_to_run or (info.get("run_id") if log else None)
     if log and not run_id:
@@ -276,18 +282,19 @@ def evaluate(model_ref: str, data: str, split: str = "test", baselines: tuple[st
     result = score_model(model, info["config"], data, split, baselines, trained_manifest=info.get("manifest"),
                          batch_size=batch_size, distributed_min_windows=distributed_min_windows, address=address,
                          allow_mismatch=allow_mismatch)
-    out = Path(out) if out else paths.outputs_dir() / "evaluations" / datetime.now().strftime("%Y%m%d-%H%M%S")
+    if not storage.is_remote(out):
+        out = str(Path(out))
     result = to_jsonable({
         "model": {"ref": model_ref, "run_id": info.get("run_id"), "data_fingerprint": info.get("data_fingerprint"),
                   "manifest_path": info.get("manifest_path")},
-        **result, "out": str(out), "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")})
-    out.mkdir(parents=True, exist_ok=True)
-    files = [out / "evaluation.json", out / "evaluation.md"]
-    files[0].write_text(json.dumps(result, indent=1, allow_nan=False) + "\n")
-    files[1].write_text(report.evaluation_markdown(result))
-    files += report.plot_lead_times(result, out)
-    if run_id:
-        log_evaluation(result, files, run_id, tracking_uri)
+        **result, "out": out, "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")})
+    with storage.staged_output(out, prefix="convlstm-evaluation-") as folder:  # a URI: written here, uploaded
+        files = [folder / "evaluation.json", folder / "evaluation.md"]
+        files[0].write_text(json.dumps(result, indent=1, allow_nan=False) + "\n")
+        files[1].write_text(report.evaluation_markdown(result))
+        files += report.plot_lead_times(result, folder)
+        if run_id:
+            log_evaluation(result, files, run_id, tracking_uri)
     return result
 
 

@@ -120,13 +120,27 @@ def write_outputs(out: Path, dbz: np.ndarray, rain: np.ndarray, valid_times: lis
     return sidecar
 
 
-def nowcast(model_ref: str, src: str | Path, out: str | Path, fmt: str = "auto", at: datetime | None = None,
-            tracking_uri: str | None = None) -> dict:
+def default_out() -> str:
+    """`<CONVLSTM_STORAGE>/nowcasts/<UTC time>`, else `<home>/outputs/nowcasts/<UTC time>`."""
+    from jobs import paths
+
+    return paths.output_location("nowcasts", datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ"))
+
+
+def nowcast(model_ref: str, src: str | Path, out: str | Path | None = None, fmt: str = "auto",
+            at: datetime | None = None, tracking_uri: str | None = None, address: str | None = None) -> dict:
     """Forecast from the latest frames of `src` with the radar model `model_ref`; returns the sidecar
-    dict written to `<out>/forecast.json` (see `write_outputs`)."""
+    dict written to `<out>/forecast.json` (see `write_outputs`). `src` and `out` may be object-store
+    URIs (outputs are written locally, then uploaded); `out` defaults to `default_out()`. On a
+    multi-node cluster a node-local `out` is refused before any work (pipelines.cluster)."""
     from jobs.training.config import from_dict
     from jobs.registry.modelio import load_model
     from jobs.tasks import get_task
+    from pipelines import cluster, storage
+
+    defaulted = out is None
+    out = default_out() if out is None else storage.as_uri(out)
+    cluster.check_paths({"--out": out}, address=address, defaulted={"--out"} if defaulted else ())
 
     model, info = load_model(model_ref, tracking_uri=tracking_uri)
     if info["task"] != "radar":
@@ -144,4 +158,5 @@ def nowcast(model_ref: str, src: str | Path, out: str | Path, fmt: str = "auto",
             "manifest_path": info.get("manifest_path"), "source": str(src),
             "format": manifest["encoding"]["source_format"], "time_step_s": manifest["time_step_s"],
             "input_times": [iso(t) for t in times]}
-    return write_outputs(Path(out), dbz, rain, valid_times, meta)
+    with storage.staged_output(out, prefix="convlstm-nowcast-") as folder:
+        return write_outputs(folder, dbz, rain, valid_times, meta)

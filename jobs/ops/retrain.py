@@ -102,6 +102,7 @@ def retrain(task: str, src: str, data: str, config: RetrainConfig, *, fmt: str |
     from pipelines.manifest import load_manifest
 
     task_class(task)  # ValueError naming the known tasks
+    _check_cluster_paths(src, data, config, out, address)
     train_cfg = load_config(config.train_config, task, config.train_overrides)
     if not train_cfg.registry.register_model:
         raise ValueError("train_overrides: retraining needs registry.register true (the challenger is registered)")
@@ -142,6 +143,20 @@ def retrain(task: str, src: str, data: str, config: RetrainConfig, *, fmt: str |
         else:
             log(f"no version of {name} was trained on {data} as it is (an earlier run stopped early): training")
         return _train_and_compare(task, data, train_cfg, config, report, lock, tracking_uri, address, out, log)
+
+
+def _check_cluster_paths(src: str, data: str, config: RetrainConfig, out: str | None, address: str | None) -> None:
+    """On a multi-node cluster, refuse node-local paths before any work (pipelines.cluster): the dataset
+    (extended by decode tasks), the checkpoints, the report, and a folder `src` (read by decode tasks;
+    an archive or file `src` is read by this driver only)."""
+    from pipelines import cluster, storage
+
+    local_folder = not storage.is_remote(src) and Path(src).is_dir()
+    cluster.check_paths({"--data": data, "--src": src if local_folder else None,
+                         "--storage": config.storage or paths.output_location("train"),
+                         "--out": out or paths.output_location("retrain")},
+                        address=address, defaulted={k for k, v in (("--storage", config.storage), ("--out", out))
+                                                    if not v})
 
 
 def _trained_on(client, name: str, fingerprint: str) -> bool:
@@ -267,16 +282,19 @@ def _report(task: str, data: str, manifest: dict, name: str, config: RetrainConf
 
 def _finish(report: dict, out: str | None, run_id: str | None, tracking_uri: str | None,
             log: Callable[[str], None]) -> dict:
-    """Write the report to `<out>/retrain-report.json` (default under the project outputs) and
-    log it to the challenger's run when there is one."""
+    """Write the report to `<out>/retrain-report.json` (a folder or URI; default
+    `<CONVLSTM_STORAGE>/retrain/<model>/<time>`, else under the project outputs) and log it to the
+    challenger's run when there is one."""
+    from pipelines import storage
+
     report["finished"] = _now()
-    folder = Path(out) if out else paths.outputs_dir() / "retrain" / report["registered_model"] / _stamp()
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / REPORT_NAME
-    path.write_text(json.dumps(report, indent=1) + "\n")
-    if run_id:
-        tracking.log_artifacts(tracking_uri, run_id, [path])
-    log(f"report: {path}")
+    target = storage.as_uri(out) if out else paths.output_location("retrain", report["registered_model"], _stamp())
+    with storage.staged_output(target, prefix="convlstm-retrain-") as folder:  # a URI: written here, uploaded
+        path = folder / REPORT_NAME
+        path.write_text(json.dumps(report, indent=1) + "\n")
+        if run_id:
+            tracking.log_artifacts(tracking_uri, run_id, [path])
+    log(f"report: {storage.join(target, REPORT_NAME) if storage.is_remote(target) else path}")
     return report
 
 

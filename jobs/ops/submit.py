@@ -54,6 +54,8 @@ PASSTHROUGH_ENV = (
     "MLFLOW_S3_ENDPOINT_URL", "MLFLOW_S3_IGNORE_TLS", "MLFLOW_DISABLE_TELEMETRY",
     "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_DEFAULT_REGION",
     "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3",
+    # Where jobs put their outputs on a cluster (jobs.paths.storage_root) and which mounts every node shares.
+    "CONVLSTM_STORAGE", "CONVLSTM_SHARED_PATHS", "CONVLSTM_TRAIN_PLACEMENT",
 )
 # `convlstm submit --wait` exit codes by terminal job status.
 EXIT_CODES = {"SUCCEEDED": 0, "FAILED": 1, "STOPPED": 3}

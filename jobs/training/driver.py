@@ -27,7 +27,7 @@ from jobs.tasks import Task, get_task
 from jobs.training import checkpoints
 from jobs.training.config import Config, flatten
 from jobs.training.loop import STATUS_NON_FINITE, WorkerSpec, ray_worker, train_loop
-from pipelines import storage
+from pipelines import cluster, storage
 
 DEFAULT_RUN_NAME = re.compile(r"^(kth|radar|mnist)-\d{8}-\d{6}$")
 
@@ -75,8 +75,9 @@ def train(
     """Train `cfg` on the shards at `data` and register the best checkpoint; returns the summary.
 
     `workers=0` runs in this process without Ray. Checkpoints go to `<storage_path>/<run_name>`
-    (default `<home>/outputs/train`, `s3://` allowed). An existing checkpoint of `run_name` is
-    resumed in its MLflow run; `resume=True` insists on one (and without a `run_name` picks the
+    (default `<CONVLSTM_STORAGE>/train`, else `<home>/outputs/train`; `s3://` allowed; on a multi-node
+    cluster a node-local path is refused before any work, see pipelines.cluster). An existing
+    checkpoint of `run_name` is resumed in its MLflow run; `resume=True` insists on one (and without a `run_name` picks the
     newest default-named run of the task). `init_from` (a `jobs.registry.modelio` reference) warm-starts a
     new run from that model's weights (same model spec required). Raises ValueError /
     FileNotFoundError before any cluster work for bad arguments, NonFiniteLossError or
@@ -93,6 +94,15 @@ def train(
         raise ValueError(f"cpus_per_worker must be > 0, got {cpus_per_worker}")
     if workers == 0 and storage_path and storage.is_remote(storage_path):
         raise ValueError(f"storage_path {storage_path}: object-store checkpoints need Ray workers (workers >= 1)")
+    if workers:
+        placement_strategy()  # a bad CONVLSTM_TRAIN_PLACEMENT fails here, before any work
+    defaulted = not storage_path
+    storage_path = storage_path or paths.output_location("train")
+    if not storage.is_remote(storage_path):
+        storage_path = os.path.abspath(storage_path)  # Ray Train wants absolute local paths
+    # Multi-node cluster: checkpoints and shards must be on storage every node reads, refused before any work.
+    cluster.check_paths({"--storage": storage_path, "--data": data}, address=address,
+                        defaulted={"--storage"} if defaulted else ())
     manifest = load_manifest(data)
     cfg = get_task(cfg, manifest).with_data_params()
     task = get_task(cfg, manifest)
@@ -100,9 +110,6 @@ def train(
     model_spec = _check_model(cfg, task)
     init_weights = _init_weights(init_from, model_spec, tracking_uri) if init_from else None
     steps_per_epoch, worker_batch = _steps_per_epoch(cfg, manifest, max(workers, 1))
-    storage_path = storage_path or str(paths.outputs_dir() / "train")
-    if not storage.is_remote(storage_path):
-        storage_path = os.path.abspath(storage_path)  # Ray Train wants absolute local paths
     if resume and run_name is None:
         run_name = _newest_run(storage_path, cfg.task)
         if run_name is None:
@@ -268,7 +275,8 @@ def _fit_ray(spec: WorkerSpec, workers: int, address: str | None, cpus_per_worke
         ray_worker,
         train_loop_config={"spec": spec},
         scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=spec.use_gpu,
-                                               resources_per_worker=resources),
+                                               resources_per_worker=resources,
+                                               placement_strategy=placement_strategy()),
         run_config=ray.train.RunConfig(
             name=spec.run_name, storage_path=spec.storage_path,
             checkpoint_config=ray.train.CheckpointConfig(
@@ -283,6 +291,19 @@ def _fit_ray(spec: WorkerSpec, workers: int, address: str | None, cpus_per_worke
     except ray.train.TrainingFailedError as exc:
         raise CommandError(f"training failed: {exc}") from exc
     return result.return_value
+
+
+PLACEMENT_ENV = "CONVLSTM_TRAIN_PLACEMENT"
+
+
+def placement_strategy() -> str:
+    """Ray Train's placement strategy for the worker group: PACK (default: as few nodes as possible),
+    or SPREAD from CONVLSTM_TRAIN_PLACEMENT (one worker per node where possible; after a node is lost
+    the restarted group may pack onto the survivors, if their CPUs fit it)."""
+    strategy = os.environ.get(PLACEMENT_ENV, "PACK").upper()
+    if strategy not in ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"):
+        raise ValueError(f"{PLACEMENT_ENV} must be PACK, SPREAD, STRICT_PACK or STRICT_SPREAD, got {strategy!r}")
+    return strategy
 
 
 def _window_bytes(manifest: dict, columns: list[str]) -> int:

@@ -13,6 +13,10 @@ read through every member, so all its members count; a zip only the kept ones) a
 `max_mb` (default DEFAULT_MAX_UNPACKED_MB, `--max-unpacked-mb`), and the bytes actually written are
 counted while streaming (declared sizes can lie). Data expanding more than MAX_RATIO times its
 compressed size (per zip member, or a compressed tar as a whole) is refused too.
+
+`src` may be an object-store URI (s3://, any pyarrow filesystem): an archive object is streamed
+(ranged reads) through the same checks and caps, a folder (prefix) has its radar members downloaded;
+either way into a local temporary folder of the node that reads it.
 """
 from __future__ import annotations
 
@@ -27,6 +31,8 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path, PurePosixPath
 from typing import IO, Callable, Iterator
+
+from pipelines import storage
 
 DEFAULT_MAX_UNPACKED_MB = 10_240  # 10 GiB: decades of 5-minute frames of one radar composite
 MAX_RATIO = 100  # radar frames are already compressed (GIF, PNG, gzip, HDF5): ~1-10x in practice
@@ -65,10 +71,33 @@ def check_limit(max_mb: float) -> float:
     return max_mb
 
 
-def is_archive(path: Path) -> bool:
-    """True for a file that is a zip or tar archive (any compression tarfile reads)."""
+def is_archive(path: Path | str) -> bool:
+    """True for a file (or object) that is a zip or tar archive (any compression tarfile reads)."""
+    uri = storage.as_uri(path)
+    if storage.is_remote(uri):
+        if not storage.exists(uri) or storage.is_dir(uri):
+            return False
+        with storage.open_seekable(uri) as f:
+            if zipfile.is_zipfile(f):
+                return True
+            f.seek(0)
+            return tarfile.is_tarfile(f)
     path = Path(path)
     return path.is_file() and (zipfile.is_zipfile(path) or tarfile.is_tarfile(path))
+
+
+def _archive(archive: Path | str) -> Path | str:
+    """A local archive as a Path, an object-store one as its URI string."""
+    uri = storage.as_uri(archive)
+    return uri if storage.is_remote(uri) else Path(archive)
+
+
+def _open(archive: Path | str):
+    return storage.open_seekable(archive) if isinstance(archive, str) else open(archive, "rb")
+
+
+def _size(archive: Path | str) -> int:
+    return storage.size_of(archive) if isinstance(archive, str) else archive.stat().st_size
 
 
 def safe_extract(archive: Path, dest: Path, *, keep: Callable[[str], bool] | None = None,
@@ -79,11 +108,11 @@ def safe_extract(archive: Path, dest: Path, *, keep: Callable[[str], bool] | Non
     `max_mb`: the expansion limit in MB (default: the current `unpack_limit`, else
     DEFAULT_MAX_UNPACKED_MB).
     """
-    archive, dest = Path(archive), Path(dest)
+    archive, dest = _archive(archive), Path(dest)
     limit = int(check_limit(max_mb if max_mb is not None else _max_unpacked_mb.get()) * _MB)
     keep = keep or (lambda name: True)
     try:
-        if zipfile.is_zipfile(archive):
+        if _is_zip(archive):
             _extract_zip(archive, dest, keep, limit)
         else:
             _extract_tar(archive, dest, keep, limit)
@@ -102,21 +131,36 @@ def source_folder(src: Path, workdir: Path | None = None, *, keep: Callable[[str
     the system temp) holding the archive's `keep` members (default: radar frames and masks),
     removed on exit. `max_mb`: see `safe_extract`. The folder carries an owner marker, and
     `.radar-src-*` folders of dead runs in the same place are removed first (pipelines.publish)."""
-    src = Path(src)
-    if src.is_dir():
+    remote = storage.is_remote(storage.as_uri(src))
+    src = storage.as_uri(src) if remote else Path(src)
+    if not remote and src.is_dir():
         yield src
         return
-    if not src.exists():
+    if not storage.exists(str(src)):
         raise FileNotFoundError(f"--src {src} does not exist")
-    if not is_archive(src):
+    folder = remote and storage.is_dir(src)
+    if not folder and not is_archive(src):
         raise ValueError(f"--src {src} is neither a folder nor a .tar/.zip archive")
     from pipelines.publish import claim, sweep_stale
 
     sweep_stale(workdir or tempfile.gettempdir(), UNPACK_PREFIX)  # left by killed runs (owner marker)
     with tempfile.TemporaryDirectory(prefix=UNPACK_PREFIX, dir=workdir) as tmp:
         claim(tmp)
-        safe_extract(src, Path(tmp), keep=keep, max_mb=max_mb)
+        if folder:
+            download_folder(src, Path(tmp), keep=keep)
+        else:
+            safe_extract(src, Path(tmp), keep=keep, max_mb=max_mb)
         yield Path(tmp)
+
+
+def download_folder(src: str, dest: Path, *, keep: Callable[[str], bool] | None = radar_member) -> list[str]:
+    """Download the `keep` files under the object-store folder `src` into `dest` (relative names kept,
+    each checked like an archive member's); returns their relative names."""
+    keep = keep or (lambda name: True)
+    names = [rel for rel in storage.list_files(src) if keep(rel)]
+    for rel in names:
+        storage.download(storage.join(src, rel), dest / _check_name(rel, src, dest))
+    return names
 
 
 class _Budget:
@@ -170,12 +214,12 @@ def _check_name(name: str, archive: Path, dest: Path) -> PurePosixPath:
     return parts
 
 
-def _extract_tar(archive: Path, dest: Path, keep: Callable[[str], bool], limit: int) -> None:
+def _extract_tar(archive: Path | str, dest: Path, keep: Callable[[str], bool], limit: int) -> None:
     budget = _Budget(archive, limit)
-    packed = archive.stat().st_size
+    packed = _size(archive)
     compressed = _is_compressed(archive)
     wanted = []
-    with tarfile.open(archive, "r:*") as tar:
+    with _open(archive) as raw, tarfile.open(fileobj=raw, mode="r:*") as tar:
         for member in tar:  # lazily: a huge declared size is refused before the stream is read past it
             parts = _check_name(member.name, archive, dest)
             if not (member.isfile() or member.isdir()) or member.issparse():
@@ -191,10 +235,10 @@ def _extract_tar(archive: Path, dest: Path, keep: Callable[[str], bool], limit: 
             budget.copy(member.name, source, dest / parts, member.size)
 
 
-def _extract_zip(archive: Path, dest: Path, keep: Callable[[str], bool], limit: int) -> None:
+def _extract_zip(archive: Path | str, dest: Path, keep: Callable[[str], bool], limit: int) -> None:
     budget = _Budget(archive, limit)
-    packed = archive.stat().st_size
-    with zipfile.ZipFile(archive) as zf:
+    packed = _size(archive)
+    with _open(archive) as raw, zipfile.ZipFile(raw) as zf:
         infos = zf.infolist()
         wanted = []
         for info in infos:
@@ -211,8 +255,15 @@ def _extract_zip(archive: Path, dest: Path, keep: Callable[[str], bool], limit: 
                 budget.copy(info.filename, source, dest / parts, info.file_size)
 
 
-def _is_compressed(archive: Path) -> bool:
-    with open(archive, "rb") as f:
+def _is_zip(archive: Path | str) -> bool:
+    if isinstance(archive, str):
+        with _open(archive) as f:
+            return zipfile.is_zipfile(f)
+    return zipfile.is_zipfile(archive)
+
+
+def _is_compressed(archive: Path | str) -> bool:
+    with _open(archive) as f:
         head = f.read(6)
     return head[:2] == b"\x1f\x8b" or head[:3] == b"BZh" or head == b"\xfd7zXZ\x00"
 

@@ -7,10 +7,19 @@ driver. Each decode task decodes the frames of its unit once and cuts its window
 passes the header probe but fails to decode there is a gap like a missing file: it is dropped
 (listed in `rejected` and in `gaps`) and the unit keeps the windows of the gap-free runs around it,
 cut every `stride` frames from the start of each run as `plan_units` does.
+
+Object-store sources (`s3://bucket/radar/` folders, `.tar`/`.zip` objects): the driver streams the
+archive through the capped unpacking (or downloads the folder's frames) into a local temporary folder
+to list and probe them. The decode tasks, on any node, read the frames from shared storage: a
+folder's original objects, or, for an archive with an object-store `out`, its unpacked frames uploaded
+once to `<out>.src-<id>` (removed when the run ends). Each task downloads its unit's frames to a local
+temporary folder, decodes them and deletes them.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Iterator
@@ -18,7 +27,7 @@ from typing import Iterator
 import numpy as np
 
 from convlstm.units import HKO_ZR_A, HKO_ZR_B
-from pipelines import storage
+from pipelines import cluster, storage
 from pipelines.driver import Dropped, Source, build_options, run_prepare
 from pipelines.radar.archive import check_limit, source_folder
 from pipelines.radar.days import Unit, load_days_file, plan_units
@@ -115,7 +124,13 @@ def prepare_radar(src: Path, out: str, fmt: str = "auto", options: RadarOptions 
     days = load_days_file(options.days_file) if options.days_file else None
     if max_unpacked_mb is not None:
         check_limit(max_unpacked_mb)
-    with source_folder(Path(src), _unpack_dir(out), max_mb=max_unpacked_mb) as root:
+    src = storage.as_uri(src)
+    remote_src = storage.is_remote(src)
+    # Multi-node: the shards and a local folder --src (read by the decode tasks) must be shared;
+    # an archive --src is only read here, by the driver.
+    local_folder = None if remote_src or not Path(src).is_dir() else src
+    cluster.check_paths({"--out": str(out), "--src": local_folder}, address=address)
+    with source_folder(src, _unpack_dir(out), max_mb=max_unpacked_mb) as root:
         _check_has_frames(src, root)
         radar = resolve_format(fmt, root)
         frames, rejected = list_frames(root, radar)
@@ -141,11 +156,13 @@ def prepare_radar(src: Path, out: str, fmt: str = "auto", options: RadarOptions 
             dropped = {time_of[r["file"]] for r in rejected if r["file"] in time_of}
             return _extra(radar, step, grid, options, find_gaps([t for t in times if t not in dropped], step))
 
-        return run_prepare(task=TASK, sources=sources, windows_fn=unit_windows, out=out,
-                           params=options.to_params(radar.name, days), schema=schema(options), extra=extra,
-                           rejected=rejected, overwrite=overwrite, incremental=incremental,
-                           strict=strict, address=address, progress=progress,
-                           protect=[str(src)])
+        with _task_root(src, root, out) as task_root:
+            sources = [replace(s, paths=[storage.join(task_root, name) for name in s.meta["names"]]) for s in sources]
+            return run_prepare(task=TASK, sources=sources, windows_fn=unit_windows, out=out,
+                               params=options.to_params(radar.name, days), schema=schema(options), extra=extra,
+                               rejected=rejected, overwrite=overwrite, incremental=incremental,
+                               strict=strict, address=address, progress=progress,
+                               protect=[str(src)])
 
 
 def _check_has_frames(src: Path, root: Path) -> None:
@@ -160,10 +177,11 @@ def unit_windows(source: Source) -> Iterator[dict | Dropped]:
     `Dropped` for each frame that cannot be decoded (a gap: no window spans it)."""
     meta = source.meta
     radar = get_format(meta["format"])
-    frames = [FrameFile(Path(path), name, datetime.fromisoformat(time))
-              for path, name, time in zip(source.paths, meta["names"], meta["times"])]
-    pixels, valid, errors = load_frames(radar, frames, meta["time_step_s"], tuple(meta["grid"]),
-                                        tuple(meta["crop"]) if meta["crop"] else None, tuple(meta["size"]))
+    with storage.local_copies(source.paths, prefix="convlstm-radar-") as local:  # object store: fetch the unit
+        frames = [FrameFile(Path(path), name, datetime.fromisoformat(time))
+                  for path, name, time in zip(local, meta["names"], meta["times"])]
+        pixels, valid, errors = load_frames(radar, frames, meta["time_step_s"], tuple(meta["grid"]),
+                                            tuple(meta["crop"]) if meta["crop"] else None, tuple(meta["size"]))
     length, starts = meta["length"], meta["starts"]
     if errors:
         for i, why in sorted(errors.items()):
@@ -184,6 +202,26 @@ def _unpack_dir(out: str) -> Path | None:
         return None
     parent = Path(out).expanduser().resolve().parent
     return parent if parent.is_dir() else None
+
+
+@contextmanager
+def _task_root(src: str, root: Path, out: str) -> Iterator[str]:
+    """Where the decode tasks read the frames listed under the driver's local `root`: the object-store
+    folder `src` itself; `root` when it is the local folder `src` or an archive unpacked beside a local
+    `out`; for an archive and an object-store `out`, the unpacked frames uploaded to `<out>.src-<id>`
+    (any node reads them there), removed on exit."""
+    if storage.is_remote(src) and storage.is_dir(src):
+        yield src
+        return
+    if not storage.is_remote(out) or (not storage.is_remote(src) and Path(src).is_dir()):
+        yield str(root)
+        return
+    staged = storage.sibling(storage.as_uri(out), f".src-{uuid.uuid4().hex[:12]}")
+    try:
+        storage.upload(root, staged)
+        yield staged
+    finally:
+        storage.remove(staged)
 
 
 def _source(unit: Unit, frames: list[FrameFile], radar: RadarFormat, step: timedelta,

@@ -3,28 +3,20 @@
 The cluster is a private `ray start --head` in token-auth mode (RAY_AUTH_MODE=token with a
 per-test RAY_AUTH_TOKEN, so ~/.ray/auth_token is never read or written), on free ports and its own
 temp dir, driven only through subprocesses and the Jobs API; the session Ray of other tests is
-never touched. Its processes share one process group, which teardown kills.
+never touched. Its processes share one process group, which teardown kills (tests/helpers/cluster_harness.py,
+shared with the multi-node tests).
 """
 from __future__ import annotations
 
-import json
-import os
-import secrets
-import shutil
-import signal
-import socket
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
+from cluster_harness import CONVLSTM, client_env as _client_env, free_ports as _free_ports, start_head
 from jobs.ops import submit as jobsubmit
-
-VENV_BIN = Path(sys.executable).parent
-CONVLSTM = str(VENV_BIN / "convlstm")
 
 
 # --- the submission, built without a cluster ---------------------------------------------------
@@ -142,80 +134,12 @@ def test_unreachable_cluster_is_one_line_exit_1():
     assert "cannot reach the Ray Jobs API" in done.stderr and "Traceback" not in done.stderr
 
 
-# --- a real cluster -------------------------------------------------------------------------------
-
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
-def _client_env(token: str | None, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")}
-    env["RAY_AUTH_MODE"] = "token" if token else "disabled"
-    if token:
-        env["RAY_AUTH_TOKEN"] = token
-    return {**env, **extra}
-
-
-class Cluster:
-    """A head node started by `ray start`; `address` is its Jobs API URL."""
-
-    def __init__(self, address: str, token: str, pgid: int, temp_dir: Path):
-        self.address, self.token, self.pgid, self.temp_dir = address, token, pgid, temp_dir
-
-    def client(self):
-        from ray.job_submission import JobSubmissionClient
-
-        return JobSubmissionClient(self.address, headers={"Authorization": f"Bearer {self.token}"})
-
-    def convlstm(self, *args: str, timeout: float = 300, **env: str) -> subprocess.CompletedProcess:
-        """Run the `convlstm` console script against this cluster, token in the environment."""
-        return subprocess.run([CONVLSTM, *args], capture_output=True, text=True,
-                              env=_client_env(self.token, **env), timeout=timeout)
-
-    def stop(self) -> None:
-        """Stop unfinished jobs first (drivers run in their own sessions), then kill the head's group."""
-        try:
-            client = self.client()
-            for job in client.list_jobs():
-                if job.submission_id and not job.status.is_terminal():
-                    client.stop_job(job.submission_id)
-                    jobsubmit.wait_until_terminal(client, job.submission_id)
-        finally:
-            for sig in (signal.SIGTERM, signal.SIGKILL):
-                try:
-                    os.killpg(self.pgid, sig)
-                except ProcessLookupError:
-                    break
-                time.sleep(2)
-            shutil.rmtree(self.temp_dir, ignore_errors=True)
-
+# --- a real cluster (tests/helpers/cluster_harness.py) ------------------------------------------------------
 
 @pytest.fixture(scope="module")
 def cluster():
-    token = secrets.token_hex(16)
-    gcs, dashboard, client, node_mgr, obj_mgr, metrics, agent, agent_grpc, env_agent = _free_ports(9)
-    temp_dir = Path(tempfile.mkdtemp(prefix="rs", dir="/tmp"))  # short: unix socket paths
-    env = _client_env(token, PATH=f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}")
-    env.pop("MLFLOW_TRACKING_URI", None)  # the jobs must get it from `convlstm submit`
-    proc = subprocess.Popen(
-        [str(VENV_BIN / "ray"), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={gcs}",
-         "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", f"--ray-client-server-port={client}",
-         f"--node-manager-port={node_mgr}", f"--object-manager-port={obj_mgr}",
-         f"--metrics-export-port={metrics}", f"--dashboard-agent-listen-port={agent}",
-         f"--dashboard-agent-grpc-port={agent_grpc}", f"--runtime-env-agent-port={env_agent}",
-         f"--temp-dir={temp_dir}", "--num-cpus=2", "--disable-usage-stats"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    head = Cluster(f"http://127.0.0.1:{dashboard}", token, proc.pid, temp_dir)
+    head = start_head(num_cpus=2)
     try:
-        out, _ = proc.communicate(timeout=180)
-        assert proc.returncode == 0, out
         yield head
     finally:
         head.stop()
