@@ -31,6 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     options.tracking_uri(p)
     p.add_argument("--log-to-run", metavar="RUN_ID", help="log metrics and outputs into this MLflow run")
     p.add_argument("--log", action="store_true", help="log metrics and outputs into the model's own run")
+    options.device(p)
     p.add_argument("--allow-data-mismatch", action="store_true",
                    help="score data whose grid, format or time step differ from the model's training data "
                         "(refused by default)")
@@ -51,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     result = evaluate(args.model, args.data, args.split, parse_baselines(args.baselines), args.out,
                       batch_size=args.batch_size, distributed_min_windows=args.distributed_min_windows,
                       address=args.address, tracking_uri=args.tracking_uri, log_to_run=args.log_to_run,
-                      log=args.log, allow_mismatch=args.allow_data_mismatch)
+                      log=args.log, allow_mismatch=args.allow_data_mismatch, device=args.device)
     if args.json:
         print(json.dumps(result))
         return 0

@@ -31,6 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     options.tracking_uri(p)
     options.json_output(p, "forecast.json's content")
     options.max_unpacked_mb(p)
+    options.device(p)
     p.set_defaults(func=run)
 
 
@@ -41,7 +42,8 @@ def run(args: argparse.Namespace) -> int:
     options.apply_storage_root(args)
     out = args.out or default_out()
     with unpack_limit(args.max_unpacked_mb):
-        sidecar = nowcast(args.model, args.src, out, args.format, parse_time(args.at), args.tracking_uri)
+        sidecar = nowcast(args.model, args.src, out, args.format, parse_time(args.at), args.tracking_uri,
+                          device=args.device)
     if args.json:
         print(json.dumps(sidecar))
         return 0

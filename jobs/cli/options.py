@@ -65,6 +65,13 @@ def dataset_output(p: argparse.ArgumentParser) -> None:
     ray_address(p)
 
 
+def device(p: argparse.ArgumentParser) -> None:
+    """--device: where the model runs for inference."""
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="run the model on the CPU or a CUDA GPU (default auto: a GPU when one is visible); "
+                        "CPU outputs are bit-reproducible, GPU outputs agree to float tolerance")
+
+
 def max_unpacked_mb(p: argparse.ArgumentParser) -> None:
     """--max-unpacked-mb: the cap on what an archive --src may expand to."""
     p.add_argument("--max-unpacked-mb", type=float,

@@ -20,7 +20,7 @@ import json
 import math
 import pickle
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -48,27 +48,42 @@ def higher_is_better(metric: str, task: str) -> bool:
     return task_class(task).metric_higher_is_better(metric)
 
 
-def predict(model, x: np.ndarray, batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
-    """Model outputs for float32 inputs `[N, ...]` on the CPU, bit-reproducible per row.
+def resolve_device(name: str = "auto") -> str:
+    """`--device`: "auto" is a CUDA GPU when one is visible, else the CPU; ValueError for "cuda" without one."""
+    import torch
 
-    Batches hold exactly `batch_size` rows (the last one padded with copies of its last row) and run
-    on one intra-op thread, as in a 1-CPU Ray task: CPU kernels pick their algorithm and reduction
-    order by shape and thread count, so either would make a row's output depend on its batch or process.
+    if name not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"--device must be auto, cpu or cuda, got {name!r}")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is visible to this process")
+    return "cuda" if name == "auto" and torch.cuda.is_available() else ("cpu" if name == "auto" else name)
+
+
+def predict(model, x: np.ndarray, batch_size: int = DEFAULT_BATCH_SIZE, device: str = "cpu") -> np.ndarray:
+    """Model outputs for float32 inputs `[N, ...]` in float32, on `device` ("cpu" or "cuda").
+
+    Batches hold exactly `batch_size` rows (the last one padded with copies of its last row). On the
+    CPU they run on one intra-op thread, as in a 1-CPU Ray task, so every row's output is
+    bit-reproducible: CPU kernels pick their algorithm and reduction order by shape and thread count.
+    On a GPU the outputs agree to float tolerance (cuDNN chooses its own algorithms).
     """
     import torch
 
     outputs = []
     threads = torch.get_num_threads()
-    model.eval()
-    torch.set_num_threads(1)
+    model.eval().to(device)
+    if device == "cpu":
+        torch.set_num_threads(1)
     try:
         with torch.no_grad():
             for start in range(0, len(x), batch_size):
                 chunk = x[start:start + batch_size]
                 padded = np.concatenate([chunk, np.repeat(chunk[-1:], batch_size - len(chunk), axis=0)])
-                outputs.append(model(torch.from_numpy(np.ascontiguousarray(padded))).float().numpy()[:len(chunk)])
+                batch = torch.from_numpy(np.ascontiguousarray(padded)).to(device)
+                outputs.append(model(batch).float().cpu().numpy()[:len(chunk)])
     finally:
         torch.set_num_threads(threads)
+        model.to("cpu")
     return np.concatenate(outputs) if outputs else np.zeros((0,), dtype=np.float32)
 
 
@@ -81,6 +96,7 @@ class WindowScorer:
     model: Any
     baselines: tuple[str, ...] = ()
     batch_size: int = DEFAULT_BATCH_SIZE
+    device: str = "cpu"  # the model's; Ray Data tasks (no GPU asked for) always score on the CPU
 
     @property
     def methods(self) -> tuple[str, ...]:
@@ -100,7 +116,7 @@ class WindowScorer:
 
         frames = batch["frames"].astype(np.float32) / 255.0
         inputs, targets = self.task.inputs_targets(frames)
-        outputs = {"model": predict(self.model, inputs, self.batch_size)}
+        outputs = {"model": predict(self.model, inputs, self.batch_size, self.device)}
         if targets is not None:
             outputs.update({name: get_baseline(name, self.task.out_len)(inputs) for name in self.baselines})
             for name, output in outputs.items():
@@ -137,7 +153,7 @@ def _window_states(scorer: WindowScorer, data: str, split: str, distributed: boo
 
         init_ray(address)
         rows = read_dataset(data, split, scorer.columns).map_batches(
-            _score_batch, fn_kwargs={"scorer": scorer}, batch_size=scorer.batch_size, batch_format="numpy").take_all()
+            _score_batch, fn_kwargs={"scorer": replace(scorer, device="cpu")}, batch_size=scorer.batch_size, batch_format="numpy").take_all()
         keyed = [((row["source"], row["start"]), pickle.loads(row["state"])) for row in rows]
     else:
         from pipelines.shards import read_windows
@@ -199,7 +215,7 @@ def _check_lengths(task, trained) -> None:
 def score_model(model, config: dict, data: str, split: str = "test", baselines: tuple[str, ...] = DEFAULT_BASELINES,
                 *, trained_manifest: dict | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
                 distributed_min_windows: int = DISTRIBUTED_MIN_WINDOWS, address: str | None = None,
-                allow_mismatch: bool = False) -> dict:
+                allow_mismatch: bool = False, device: str = "cpu") -> dict:
     """Score a loaded `model` (trained with the config dict `config`) and `baselines` on `split` of `data`.
 
     Returns {task, data, protocol, primary_metric (name, higher_is_better, value), methods: {name:
@@ -236,7 +252,7 @@ def score_model(model, config: dict, data: str, split: str = "test", baselines: 
     if not task.baselines and baselines:
         skipped = [{"method": b, "reason": f"forecast baselines do not apply to {task.name}"} for b in baselines]
         baselines = ()
-    scorer = WindowScorer(task, model, tuple(baselines), batch_size)
+    scorer = WindowScorer(task, model, tuple(baselines), batch_size, resolve_device(device))
     distributed = counts[split] >= distributed_min_windows
     keyed = _window_states(scorer, str(data), split, distributed, address)
     methods = {name: task.summarize(acc) for name, acc in _merge(scorer, keyed).items()}
@@ -258,7 +274,7 @@ def evaluate(model_ref: str, data: str, split: str = "test", baselines: tuple[st
              out: str | Path | None = None, *, batch_size: int = DEFAULT_BATCH_SIZE,
              distributed_min_windows: int = DISTRIBUTED_MIN_WINDOWS, address: str | None = None,
              tracking_uri: str | None = None, log_to_run: str | None = None, log: bool = False,
-             allow_mismatch: bool = False) -> dict:
+             allow_mismatch: bool = False, device: str = "auto") -> dict:
     """Load `model_ref` (models:/NAME@ALIAS, a run id or a path), score it (see `score_model`) and
     write `evaluation.json`, `evaluation.md` and lead-time plots to `out` (a folder or an object-store
     URI; default `<CONVLSTM_STORAGE>/evaluations/<timestamp>`, else `<home>/outputs/evaluations/<timestamp>`); log them to MLflow per the module docstring.
@@ -271,6 +287,7 @@ def evaluate(model_ref: str, data: str, split: str = "test", baselines: tuple[st
 
     if log and log_to_run:
         raise ValueError("give either --log (the model's own run) or --log-to-run RUN_ID, not both")
+    resolve_device(device)  # a bad --device fails before any work
     defaulted = not out
     out = storage.as_uri(out) if out else paths.output_location("evaluations", datetime.now().strftime("%Y%m%d-%H%M%S"))
     # Multi-node cluster: the report and the shards must be on storage every node reads (before any work).
@@ -281,7 +298,7 @@ def evaluate(model_ref: str, data: str, split: str = "test", baselines: tuple[st
         raise ValueError(f"--log: the model {model_ref} does not come from an MLflow run; use --log-to-run")
     result = score_model(model, info["config"], data, split, baselines, trained_manifest=info.get("manifest"),
                          batch_size=batch_size, distributed_min_windows=distributed_min_windows, address=address,
-                         allow_mismatch=allow_mismatch)
+                         allow_mismatch=allow_mismatch, device=device)
     if not storage.is_remote(out):
         out = str(Path(out))
     result = to_jsonable({

@@ -82,14 +82,14 @@ def read_input(src: str | Path, fmt: str, at: datetime | None, manifest: dict,
     return pixels, mask, times
 
 
-def forecast(model, task, pixels: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def forecast(model, task, pixels: np.ndarray, mask: np.ndarray, device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
     """Input pixels/mask `[in_len, 1, H, W]` -> (dBZ, mm/h) float32 `[out_len, H, W]`, NaN = nodata.
     `task` (`jobs.tasks`) turns the model's output into [0, 1] frames as in training."""
     import torch
 
     from jobs.evaluation.evaluate import predict
 
-    output = torch.from_numpy(predict(model, pixels[None].astype(np.float32) / 255.0))
+    output = torch.from_numpy(predict(model, pixels[None].astype(np.float32) / 255.0, device=device))
     scaled = task.probabilities(output).clamp(0, 1).numpy()[0, :, 0]
     nodata = mask[-1, 0] == 0
     dbz = pixel_to_dbz(scaled * 255.0)
@@ -128,7 +128,8 @@ def default_out() -> str:
 
 
 def nowcast(model_ref: str, src: str | Path, out: str | Path | None = None, fmt: str = "auto",
-            at: datetime | None = None, tracking_uri: str | None = None, address: str | None = None) -> dict:
+            at: datetime | None = None, tracking_uri: str | None = None, address: str | None = None,
+            device: str = "auto") -> dict:
     """Forecast from the latest frames of `src` with the radar model `model_ref`; returns the sidecar
     dict written to `<out>/forecast.json` (see `write_outputs`). `src` and `out` may be object-store
     URIs (outputs are written locally, then uploaded); `out` defaults to `default_out()`. On a
@@ -151,7 +152,9 @@ def nowcast(model_ref: str, src: str | Path, out: str | Path | None = None, fmt:
                                 "readable, and the input must be preprocessed exactly as it says")
     task = get_task(from_dict(info["config"]), manifest)
     pixels, mask, times = read_input(src, fmt, at, manifest, task.in_len)
-    dbz, rain = forecast(model, task, pixels, mask)
+    from jobs.evaluation.evaluate import resolve_device
+
+    dbz, rain = forecast(model, task, pixels, mask, resolve_device(device))
     step = timedelta(seconds=manifest["time_step_s"])
     valid_times = [times[-1] + step * k for k in range(1, len(dbz) + 1)]
     meta = {"model": model_ref, "run_id": info.get("run_id"), "data_fingerprint": info.get("data_fingerprint"),

@@ -218,6 +218,23 @@ def test_foreign_checkpoints_are_refused_in_one_line(radar_data, tmp_path, capsy
         assert "weights_only=False" not in err
 
 
+def test_device_choice(radar_model, radar_data, tmp_path, capsys):
+    """--device cpu scores as the default does on this machine; cuda without a GPU is one line, exit 2."""
+    import torch
+
+    from jobs.evaluation.evaluate import resolve_device
+
+    assert resolve_device("cpu") == "cpu"
+    assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    args = ["evaluate", "--model", radar_model, "--data", str(radar_data), "--baselines", "persistence"]
+    code = main([*args, "--device", "cuda", "--out", str(tmp_path / "gpu")])
+    if torch.cuda.is_available():
+        assert code == 0
+    else:
+        assert code == 2 and "--device cuda: no CUDA device" in capsys.readouterr().err
+        assert not (tmp_path / "gpu").exists()
+
+
 def test_kth_classification(ray_local, tmp_path):
     from pipelines.kth import CATEGORIES, KthOptions, prepare_kth
     from pipelines.synthetic import write_kth_videos
