@@ -30,8 +30,13 @@ def imported_modules() -> dict[str, str]:
 
 
 def declared() -> set[str]:
+    """Required dependencies, plus optional extras other than `test` (imported only where the feature
+    is used, with an error naming the extra when it is missing, e.g. `pysteps`)."""
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    names = {re.split(r"[\[<>=!~; ]", spec, maxsplit=1)[0] for spec in project["dependencies"]}
+    specs = [*project["dependencies"],
+             *(spec for extra, specs in project.get("optional-dependencies", {}).items() if extra != "test"
+               for spec in specs)]
+    names = {re.split(r"[\[<>=!~; ]", spec, maxsplit=1)[0] for spec in specs}
     return {name.lower().replace("_", "-") for name in names}
 
 
