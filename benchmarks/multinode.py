@@ -68,7 +68,8 @@ def main() -> int:
         for label, placement in (("2 nodes", "SPREAD"), ("1 node", "STRICT_PACK")):
             done = _timed(times, f"train 2 workers, {label}", cluster, *train, "--run-name", f"bench-{placement.lower()}",
                           env={**env, "CONVLSTM_TRAIN_PLACEMENT": placement})
-            rates = [float(m.group(3)) for m in EPOCH.finditer(done.stdout)]
+            # Ray Train V2 tees a worker's print into its logger too: each epoch line may come twice.
+            rates = list({int(m.group(1)): float(m.group(3)) for m in EPOCH.finditer(done.stdout)}.values())
             results[f"samples/s, {label}"] = sum(rates[1:]) / max(len(rates) - 1, 1) if rates else None
             results[f"epoch samples/s, {label}"] = rates
         _timed(times, "train 1 worker (register the model)", cluster, "train", "--task", "kth", "--data", data,
