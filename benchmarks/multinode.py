@@ -33,6 +33,8 @@ def main() -> int:
     parser.add_argument("--persons", default="11,12,19,22", help="KTH person ids of the synthetic videos")
     parser.add_argument("--frames", type=int, default=60, help="frames per video")
     parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="train each placement this many times, alternating (the machine's load drifts)")
     parser.add_argument("--postgres", action="store_true", help="MLflow on PostgreSQL (as the test) instead of sqlite")
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args()
@@ -65,12 +67,15 @@ def main() -> int:
         train = ("train", "--task", "kth", "--data", data, "--config", "kth-tiny", "--workers", "2",
                  "--cpus-per-worker", "0.5", f"train.epochs={args.epochs}", "data.limit_train=1000",
                  "data.limit_val=64", "registry.register=false")
-        for label, placement in (("2 nodes", "SPREAD"), ("1 node", "STRICT_PACK")):
-            done = _timed(times, f"train 2 workers, {label}", cluster, *train, "--run-name", f"bench-{placement.lower()}",
-                          env={**env, "CONVLSTM_TRAIN_PLACEMENT": placement})
-            rates = [float(m.group(3)) for m in EPOCH.finditer(done.stdout)]
-            results[f"samples/s, {label}"] = sum(rates[1:]) / max(len(rates) - 1, 1) if rates else None
-            results[f"epoch samples/s, {label}"] = rates
+        for repeat in range(args.repeats):
+            for label, placement in (("2 nodes", "SPREAD"), ("1 node", "STRICT_PACK"))[::1 if repeat % 2 == 0 else -1]:
+                key = f"{label} #{repeat + 1}"
+                done = _timed(times, f"train 2 workers, {key}", cluster, *train, "--run-name",
+                              f"bench-{placement.lower()}-{repeat}", env={**env, "CONVLSTM_TRAIN_PLACEMENT": placement})
+                # Ray Train V2 tees a worker's print into its logger too: each epoch line may come twice.
+                rates = list({int(m.group(1)): float(m.group(3)) for m in EPOCH.finditer(done.stdout)}.values())
+                results[f"samples/s, {key}"] = sum(rates[1:]) / max(len(rates) - 1, 1) if rates else None
+                results[f"epoch samples/s, {key}"] = rates
         _timed(times, "train 1 worker (register the model)", cluster, "train", "--task", "kth", "--data", data,
                "--config", "kth-tiny", "--workers", "1", "train.epochs=1", "registry.name=convlstm-kth-bench", env=env)
         _timed(times, "evaluate", cluster, "evaluate", "--model", "models:/convlstm-kth-bench@champion", "--data", data,
