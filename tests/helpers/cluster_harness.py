@@ -1,4 +1,4 @@
-"""Real Ray clusters for tests, started from subprocesses: a single head (tests/test_submit.py) and a
+"""Real Ray clusters for tests, started from subprocesses: a single head (tests/e2e/test_submit.py) and a
 multi-node cluster whose nodes share no disk (tests/e2e/test_multinode.py, benchmarks/multinode.py).
 
 Every cluster runs in token-auth mode with its own token (RAY_AUTH_MODE=token, RAY_AUTH_TOKEN: the
@@ -112,7 +112,7 @@ def require_isolation() -> None:
                            f"mount namespace, but {'; '.join(problems)}")
 
 
-# --- a single head (tests/test_submit.py) ------------------------------------------------------------
+# --- a single head (tests/e2e/test_submit.py) ------------------------------------------------------------
 
 class Cluster:
     """A head node started by `ray start`; `address` is its Jobs API URL."""
