@@ -40,7 +40,5 @@ COPY --chown=ray:users jobs /tmp/convlstm-src/jobs
 RUN pip install /tmp/convlstm-src "ray[data,train,default]==${RAY_VERSION}" \
  && rm -rf /tmp/convlstm-src \
  && convlstm version
-# The bundled radar sample, where `convlstm demo` looks for it (<CONVLSTM_HOME>/data/samples).
-COPY --chown=ray:users data/samples /home/ray/convlstm-home/data/samples
 
 WORKDIR /home/ray

@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, help="demo folder (default: <home>/outputs/demo)")
     p.add_argument("--workers", type=int, default=2, help="Ray Train workers per training job (default: 2)")
     p.add_argument("--radar-src", type=Path, help="radar frames (MeteoSwiss GIF folder or archive; "
-                                                  "default: the bundled sample data/samples/radar-mch)")
+                                                  "default: the sample bundled with the package, jobs/samples/radar-mch)")
     options.ray_address(p)
     options.tracking_uri(p)
     p.set_defaults(func=run)

@@ -52,14 +52,15 @@ class DemoPlan:
 
 
 def bundled_radar_sample() -> Path:
-    """The MeteoSwiss sample shipped in `data/samples/radar-mch` (or the shared copy beside the checkout)."""
-    bundled = paths.project_home() / "data" / "samples" / "radar-mch"
-    if bundled.is_dir():
-        return bundled
-    shared = paths.shared_data_dir()
-    if shared and (shared / "radar-mch-sample").is_dir():
-        return shared / "radar-mch-sample"
-    raise FileNotFoundError(f"bundled radar sample not found at {bundled}")
+    """The MeteoSwiss sample shipped inside the package (`jobs/samples/radar-mch`, package data), so a
+    checkout, an editable install and an installed wheel all find it, whatever `CONVLSTM_HOME` is."""
+    from importlib.resources import files
+
+    sample = files("jobs") / "samples" / "radar-mch"
+    if not isinstance(sample, Path) or not sample.is_dir():  # a zipped or stripped install
+        raise FileNotFoundError(f"bundled radar sample not found at {sample} (package data of jobs); "
+                                "reinstall convlstm-pipeline or pass --radar-src")
+    return sample
 
 
 def stages(plan: DemoPlan) -> list[tuple[str, Callable[[DemoPlan], str]]]:

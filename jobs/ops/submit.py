@@ -39,9 +39,9 @@ DEFAULT_ADDRESS = "http://127.0.0.1:8265"
 DISTRIBUTION = "convlstm-pipeline"
 # gitignore-style, in order (a later `!` re-includes): a leading "/" anchors at the checkout root.
 # Local datasets and outputs stay behind (jobs read shards from shared storage); the small demo
-# sample under data/samples ships with the code.
+# sample (package data under jobs/samples) ships with the code.
 WORKING_DIR_EXCLUDES = [
-    ".git", ".venv", "venv", ".env", "/outputs", "/mlruns", "/data/*", "!/data/samples", "__pycache__",
+    ".git", ".venv", "venv", ".env", "/outputs", "/mlruns", "/data/*", "__pycache__",
     "*.pyc", ".pytest_cache", "*.egg-info", "/build", "/dist", ".whl", ".gl", ".mypy_cache", ".ruff_cache",
 ]
 # Provided by the cluster image; reinstalling them per job would be slow and could mismatch the cluster.
