@@ -14,8 +14,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo", help="run the whole pipeline end to end on embedded defaults (minutes on a laptop CPU)",
         description="Synthetic KTH-style videos and the bundled MeteoSwiss radar sample -> Ray Data shards "
-                    "(split by person / by time) -> Ray Train DDP on CPU (tiny configs) -> MLflow runs with "
-                    "the best checkpoints registered (@champion, later runs @challenger) -> evaluation "
+                    "(split by person / by time) -> Ray Train DDP on CPU (configs kth-demo, radar-demo) -> "
+                    "MLflow runs with the best checkpoints registered (@champion, later runs @challenger) -> evaluation "
                     "against persistence and optical flow -> a nowcast from the registered radar model. "
                     "Safe to rerun: unchanged datasets are reused.")
     p.add_argument("--out", type=Path, help="demo folder (default: <home>/outputs/demo)")
@@ -40,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
     plan = DemoPlan(root=(args.out or paths.outputs_dir() / "demo").resolve(), radar_src=radar_src,
                     workers=args.workers, address=args.address, tracking_uri=tracking_uri)
     plan.root.mkdir(parents=True, exist_ok=True)
+    plan.results["tracking_uri"] = tracking_uri
     _start_ray_quietly(args.address)
     results = run_demo(plan)
     print()

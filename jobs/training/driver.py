@@ -259,6 +259,7 @@ def _fit_ray(spec: WorkerSpec, workers: int, address: str | None, cpus_per_worke
     for name, split, limit in (("train", cfg.data.train_split, cfg.data.limit_train),
                                ("val", cfg.data.val_split, cfg.data.limit_val)):
         ds = read_dataset(spec.data, split, columns=list(spec.columns))
+        ds.context.execution_options.preserve_order = True  # same windows, same order, every run
         ds = ds.limit(limit) if limit else ds
         rows[name] = int(min(spec.manifest["splits"][split]["count"], limit or math.inf))
         small = rows[name] * _window_bytes(spec.manifest, list(spec.columns)) <= cfg.data.materialize_mb * 2**20
@@ -284,7 +285,8 @@ def _fit_ray(spec: WorkerSpec, workers: int, address: str | None, cpus_per_worke
                 checkpoint_score_order=cfg.train.mode),
             failure_config=ray.train.FailureConfig(max_failures=cfg.train.max_failures)),
         datasets=datasets,
-        dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
+        # Deterministic shards: the streaming split hands the same blocks to the same rank in every run.
+        dataset_config=ray.train.DataConfig(datasets_to_split=["train"], execution_options=_ordered_ingest()),
     )
     try:
         result = trainer.fit()
@@ -304,6 +306,16 @@ def placement_strategy() -> str:
     if strategy not in ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"):
         raise ValueError(f"{PLACEMENT_ENV} must be PACK, SPREAD, STRICT_PACK or STRICT_SPREAD, got {strategy!r}")
     return strategy
+
+
+def _ordered_ingest():
+    """Ray Train's default ingest options with `preserve_order`, which also turns off the output
+    splitter's locality-driven (timing-dependent) block assignment."""
+    import ray.train
+
+    options = ray.train.DataConfig.default_ingest_options()
+    options.preserve_order = True
+    return options
 
 
 def _window_bytes(manifest: dict, columns: list[str]) -> int:
