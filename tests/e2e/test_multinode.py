@@ -19,14 +19,15 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import tarfile
 import time
 from pathlib import Path
 
 import pytest
 
-from cluster_harness import (MlflowServer, MultiNodeCluster, Postgres, S3Server, postgres_unavailable,
-                             require_isolation)
+from cluster_harness import (VENV_BIN, MlflowServer, MultiNodeCluster, Postgres, S3Server, client_env,
+                             postgres_unavailable, require_isolation)
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 MODEL = "convlstm-kth-cluster"
@@ -259,6 +260,10 @@ def test_train_places_two_workers_on_two_nodes_and_registers_the_champion(world)
     assert re.search(r"epoch 1/2 .*samples/s", done.stdout), done.stdout[-3000:]
     logs = world.cluster.head.convlstm("jobs", "logs", done.submission_id, "--address", world.cluster.head.address)
     assert "epoch 2/2" in logs.stdout
+    ray_logs = subprocess.run([str(VENV_BIN / "ray"), "job", "logs", done.submission_id, "--address",
+                               world.cluster.head.address], capture_output=True, text=True, timeout=300,
+                              env=client_env(world.cluster.head.token))
+    assert ray_logs.returncode == 0 and re.search(r"epoch 1/2 .*samples/s", ray_logs.stdout), ray_logs.stderr[-2000:]
     workers = world.cluster.actors("RayTrainWorker")
     node_ids = {world.cluster.node_id(node) for node in world.cluster.nodes}
     assert len(workers) == 2 and {w["node_id"] for w in workers} == node_ids  # one worker on each worker node
@@ -325,11 +330,9 @@ def test_a_new_video_on_s3_is_retrained_and_the_promotion_decided(world, tmp_pat
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
 def test_a_worker_node_lost_after_a_checkpoint_finishes_on_the_survivor_in_the_same_run(world, monkeypatch):
-    import subprocess
-
     from mlflow import MlflowClient
 
-    from cluster_harness import CONVLSTM, client_env
+    from cluster_harness import CONVLSTM
 
     cluster, s3 = world.cluster, world.s3
     before = {w["actor_id"] for w in cluster.actors("RayTrainWorker")}
