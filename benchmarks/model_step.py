@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -26,8 +25,9 @@ import torch
 import torch.nn.functional as F
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "tests" / "helpers")]
+sys.path[:0] = [str(REPO), str(REPO / "tests" / "helpers"), str(REPO / "benchmarks")]
 
+import machine  # noqa: E402
 from convlstm.interop import classifier_from_tutorial  # noqa: E402
 from tutorial_reference import ConvLSTMKTH, tutorial_config  # noqa: E402
 
@@ -64,33 +64,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-VECTOR_FLAGS = ("avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16", "avx512_fp16",
-                "amx_tile", "amx_bf16", "amx_int8", "avx_vnni", "neon", "asimd", "sve")
-
-
 def cpu_description() -> dict:
-    """CPU model, its vector extensions (from /proc/cpuinfo where there is one), the ISA that torch's
-    kernels dispatch to, the oneDNN ISA cap if set, the stack's automatic CPU choices and the load."""
-    model, flags = platform.processor() or platform.machine(), set()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                key = key.strip()
-                if key in ("model name", "Model") and model in ("", platform.processor(), platform.machine()):
-                    model = value.strip()
-                elif key in ("flags", "Features"):
-                    flags = set(value.split())
-                    break
-    except OSError:
-        pass
+    """The machine (benchmarks/machine.py) plus the ISA that torch's kernels dispatch to, the oneDNN
+    ISA cap if set and the stack's automatic CPU choices."""
     from convlstm.stack import cpu_execution_choices
 
-    return dict(cpu_model=model, vector_extensions=[f for f in VECTOR_FLAGS if f in flags],
-                torch_cpu_capability=torch.backends.cpu.get_cpu_capability(),
+    return dict(machine.describe(), torch_cpu_capability=torch.backends.cpu.get_cpu_capability(),
                 onednn_max_cpu_isa=os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA"),
-                auto_choices=cpu_execution_choices(), logical_cpus=os.cpu_count(),
-                load_average=[round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None)
+                auto_choices=cpu_execution_choices())
 
 
 def conv_flops_per_step(model: ConvLSTMKTH, batch: int, frames: int, height: int, width: int) -> float:
@@ -145,7 +126,7 @@ def main(argv: list[str] | None = None) -> dict:
     ours = classifier_from_tutorial(tutorial.state_dict(), height=args.height, width=args.width).to(device)
     ours.convlstm.hoist_input = SWITCHES[args.hoist_input]
     ours.convlstm.channels_last = SWITCHES[args.channels_last]
-    machine = cpu_description()
+    cpu = cpu_description()
     x = torch.rand(args.batch, args.frames, 1, args.height, args.width, device=device)
     labels = torch.randint(0, 6, (args.batch,), device=device)
 
@@ -188,14 +169,14 @@ def main(argv: list[str] | None = None) -> dict:
         speedup=median["tutorial"] / median["convlstm"],
         paired_speedup=statistics.median(t / o for t, o in zip(times["tutorial"], times["convlstm"])),
         cpu_speedup=cpu_median["tutorial"] / cpu_median["convlstm"],
-        matmul_gflops=matmul_gflops(device), **machine,
+        matmul_gflops=matmul_gflops(device), **cpu,
         load_average_end=[round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None,
     )
-    print(f"CPU: {machine['cpu_model']} ({machine['logical_cpus']} logical CPUs); vector extensions: "
-          f"{' '.join(machine['vector_extensions']) or 'unknown'}; torch kernels: {machine['torch_cpu_capability']}"
-          f"{'; ONEDNN_MAX_CPU_ISA=' + machine['onednn_max_cpu_isa'] if machine['onednn_max_cpu_isa'] else ''}; "
-          f"load average {machine['load_average']} at start, {result['load_average_end']} at end")
-    print(f"automatic execution choices on this CPU: {machine['auto_choices']}")
+    print(f"CPU: {cpu['cpu_model']} ({cpu['logical_cpus']} logical CPUs); vector extensions: "
+          f"{' '.join(cpu['vector_extensions']) or 'unknown'}; torch kernels: {cpu['torch_cpu_capability']}"
+          f"{'; ONEDNN_MAX_CPU_ISA=' + cpu['onednn_max_cpu_isa'] if cpu['onednn_max_cpu_isa'] else ''}; "
+          f"load average {cpu['load_average']} at start, {result['load_average_end']} at end")
+    print(f"automatic execution choices on this CPU: {cpu['auto_choices']}")
     print(f"{result['device']} ({result['threads']} threads), torch {result['torch']}, batch {args.batch}, "
           f"clip {args.frames}x1x{args.height}x{args.width}, amp {args.amp}, tf32 {result['tf32']}, "
           f"compile {args.compile}, "

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -33,7 +32,10 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO)]
+sys.path[:0] = [str(REPO), str(REPO / "benchmarks")]
+import machine  # noqa: E402
+from machine import rss_mb  # noqa: E402
+
 MNIST = REPO.parent / "shared" / "data" / "mnist" / "t10k-images-idx3-ubyte.gz"
 MODELS = ("conv", "sa", "sa-math")
 
@@ -64,34 +66,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def machine() -> dict:
-    """CPU model, vector extensions and load, from /proc (Linux)."""
-    info = {"cpu": platform.processor() or "?", "flags": [], "cores": os.cpu_count()}
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return info
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == "model name":
-            info["cpu"] = value.strip()
-        elif key.strip() == "flags":
-            flags = set(value.split())
-            info["flags"] = [f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
-                             if f in flags]
-            break
-    return info
-
-
 def load() -> str:
-    return " ".join(Path("/proc/loadavg").read_text().split()[:3]) if Path("/proc/loadavg").exists() else "?"
-
-
-def rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    return " ".join(f"{v:.2f}" for v in machine.load_average() or []) or "?"
 
 
 # --- part 1 ---------------------------------------------------------------------------------------
@@ -254,8 +230,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     import torch
 
-    info = machine()
-    print(f"CPU: {info['cpu']} ({info['cores']} logical cores), extensions: {', '.join(info['flags']) or 'none found'}")
+    info = machine.describe()
+    print(machine.line(info))
     print(f"torch {torch.__version__}, threads {args.threads or torch.get_num_threads()}, "
           f"CUDA {'available' if torch.cuda.is_available() else 'not available'}, load average {load()}")
     results = {"machine": info, "torch": torch.__version__, "threads": args.threads or torch.get_num_threads(),

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import pickle
 import threading
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 WindowsFn = Callable[["Source"], Iterator[dict]]
+log = logging.getLogger(__name__)
 _TASKS_PER_CPU = 4
 _MAX_SOURCES_PER_TASK = 8
 
@@ -186,6 +188,8 @@ def _decode(sources: list[Source], windows_fn: WindowsFn, schema: dict, path: st
     try:
         with _ProgressBar(ledger, len(sources), enabled=progress):
             write_windows(ds, path, schema)
+        if log.isEnabledFor(logging.DEBUG):  # per-operator task wall/CPU times (benchmarks/pipeline.py --stages)
+            log.debug("Ray Data stats of the decode and write:\n%s", ds.stats())
         done, failed = ray.get(ledger.results.remote())
     finally:
         ray.kill(ledger)
