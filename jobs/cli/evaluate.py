@@ -17,7 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "scored with Ray Data; the numbers equal a single-process run. MLflow: --log-to-run RUN_ID "
                     "logs the outputs into that run, --log into the run that produced the model.")
     p.add_argument("--model", required=True, help="models:/NAME@ALIAS, models:/NAME/VERSION, a run id or a path")
-    p.add_argument("--data", required=True, help="dataset folder or URI (with manifest.json)")
+    p.add_argument("--data", required=True, help="dataset folder or URI (with manifest.json); one at a time, "
+                                                 "also for a model trained on several")
     p.add_argument("--split", default="test", help="split to score (default: test)")
     p.add_argument("--baselines", default="persistence,optical-flow",
                    help="comma-separated baselines, or 'none' (default: persistence,optical-flow)")

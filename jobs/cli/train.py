@@ -14,9 +14,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Train a ConvLSTM on the shards written by `convlstm prepare`. The config (YAML, "
                     "validated) can be overridden with key.sub=value arguments, e.g. optim.lr=1e-3 "
                     "train.epochs=5. Rerunning with the same --run-name resumes its latest checkpoint "
-                    "in the same MLflow run.")
+                    "in the same MLflow run. Several datasets (--data A,B) are pooled: their windows must "
+                    "have the same shape and meaning (e.g. MeteoSwiss and KNMI archives prepared with the same "
+                    "--size, --in-len and --out-len); training reads them all, validation is scored per "
+                    "dataset (val_<name>_<metric>) and pooled (val_<metric>, what train.monitor ranks).")
     options.task(p)
-    p.add_argument("--data", required=True, help="dataset folder or URI (with manifest.json)")
+    p.add_argument("--data", help="dataset folder or URI (with manifest.json), or several comma-separated "
+                                  "(A,B,...) to train on their pooled windows (default: the config's data.paths)")
     p.add_argument("--config", help="YAML file or packaged config name (default: the task's, e.g. kth; "
                                     "kth-tiny for a one-minute run)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. optim.lr=1e-3")

@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -213,7 +213,7 @@ def _check_lengths(task, trained) -> None:
 
 
 def score_model(model, config: dict, data: str, split: str = "test", baselines: tuple[str, ...] = DEFAULT_BASELINES,
-                *, trained_manifest: dict | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
+                *, trained_manifests: Sequence[dict] = (), batch_size: int = DEFAULT_BATCH_SIZE,
                 distributed_min_windows: int = DISTRIBUTED_MIN_WINDOWS, address: str | None = None,
                 allow_mismatch: bool = False, device: str = "cpu") -> dict:
     """Score a loaded `model` (trained with the config dict `config`) and `baselines` on `split` of `data`.
@@ -222,8 +222,9 @@ def score_model(model, config: dict, data: str, split: str = "test", baselines: 
     {summary, per_lead}}, skill, skipped, distributed}. Baselines are skipped for tasks without forecast
     targets (KTH classification).
     Ray Data is used when the split has at least `distributed_min_windows` windows (0: always).
-    `trained_manifest` (the training data's) lets window lengths be checked before any work, and refuses
-    data unlike it (`Task.data_mismatches`: grid, format, time step) unless `allow_mismatch`.
+    `trained_manifests` (the training datasets', one or several pooled) let window lengths be checked
+    before any work, and refuse data unlike every one of them (`Task.data_mismatches`: grid, format,
+    time step) unless `allow_mismatch`.
     """
     from jobs.training.config import from_dict
     from jobs.tasks import get_task
@@ -238,9 +239,10 @@ def score_model(model, config: dict, data: str, split: str = "test", baselines: 
         raise ValueError(f"--baselines must be among {', '.join(BASELINES)}, got {', '.join(unknown)}")
     cfg, manifest = from_dict(config), load_manifest(data)
     task = get_task(cfg, manifest)
-    if trained_manifest is not None:
-        _check_lengths(task, get_task(cfg, trained_manifest))
-        mismatches = task.data_mismatches(trained_manifest, manifest)
+    if trained_manifests:
+        _check_lengths(task, get_task(cfg, trained_manifests[0]))  # pooled datasets share their lengths
+        # Like one of the training datasets is enough; otherwise the closest one's differences are shown.
+        mismatches = min((task.data_mismatches(trained, manifest) for trained in trained_manifests), key=len)
         if mismatches and not allow_mismatch:
             raise ValueError(f"--data {data} is not like the model's training data: {'; '.join(mismatches)} "
                              "(--allow-data-mismatch scores it anyway)")
@@ -287,6 +289,9 @@ def evaluate(model_ref: str, data: str, split: str = "test", baselines: tuple[st
 
     if log and log_to_run:
         raise ValueError("give either --log (the model's own run) or --log-to-run RUN_ID, not both")
+    if "," in str(data):
+        raise ValueError(f"--data {data}: evaluate scores one dataset at a time; give one of them (a model "
+                         "trained on pooled datasets is scored on each separately)")
     resolve_device(device)  # a bad --device fails before any work
     defaulted = not out
     out = storage.as_uri(out) if out else paths.output_location("evaluations", datetime.now().strftime("%Y%m%d-%H%M%S"))
@@ -296,7 +301,7 @@ def evaluate(model_ref: str, data: str, split: str = "test", baselines: tuple[st
     run_id = log_to_run or (info.get("run_id") if log else None)
     if log and not run_id:
         raise ValueError(f"--log: the model {model_ref} does not come from an MLflow run; use --log-to-run")
-    result = score_model(model, info["config"], data, split, baselines, trained_manifest=info.get("manifest"),
+    result = score_model(model, info["config"], data, split, baselines, trained_manifests=info["manifests"],
                          batch_size=batch_size, distributed_min_windows=distributed_min_windows, address=address,
                          allow_mismatch=allow_mismatch, device=device)
     if not storage.is_remote(out):
@@ -379,7 +384,7 @@ def model_score(model_ref: str, data: str, split: str = "test", metric: str | No
     from jobs.registry.modelio import load_model
 
     model, info = load_model(model_ref, tracking_uri=tracking_uri)
-    result = score_model(model, info["config"], data, split, (), trained_manifest=info.get("manifest"),
+    result = score_model(model, info["config"], data, split, (), trained_manifests=info["manifests"],
                          address=address)
     summary = result["methods"]["model"]["summary"]
     metric = metric or result["primary_metric"]["name"]

@@ -24,8 +24,9 @@ MODEL_CHECKPOINT = f"extra_files/{checkpoints.CHECKPOINT_FILE}"
 
 def load_model(ref: str, tracking_uri: str | None = None) -> tuple[torch.nn.Module, dict[str, Any]]:
     """The model (eval mode, CPU) and its info: `task`, `config`, `model_spec`, `data_fingerprint`,
-    `manifest_path`, `manifest` (the dataset manifest if reachable, else None), `run_id`, `score`
-    (this checkpoint's validation value of `monitor`), `monitor`, `epoch`, `ref`.
+    `manifest_path`, `manifest` (the dataset manifest if reachable, else None), `datasets` (every
+    dataset trained on: name, uri, manifest_path, fingerprint), `manifests` (theirs that are reachable),
+    `run_id`, `score` (this checkpoint's validation value of `monitor`), `monitor`, `epoch`, `ref`.
 
     FileNotFoundError when `ref` resolves to nothing; ValueError for a malformed reference.
     """
@@ -44,19 +45,27 @@ def build_from_spec(spec: dict[str, Any]) -> torch.nn.Module:
 
 
 def lineage(state: dict[str, Any], ref: str) -> dict[str, Any]:
-    from pipelines.manifest import load_manifest
-
     monitor = state["config"]["train"]["monitor"]
-    try:
-        manifest = load_manifest(state["manifest_path"])
-    except (FileNotFoundError, OSError, ValueError):
-        manifest = None
+    # Checkpoints from before pooled datasets record one dataset, by its manifest.
+    datasets = state.get("datasets") or [{"manifest_path": state["manifest_path"],
+                                          "fingerprint": state["data_fingerprint"]}]
+    manifests = [_manifest_or_none(d["manifest_path"]) for d in datasets]
     return {
         "task": state["task"], "config": state["config"], "model_spec": state["model_spec"],
         "data_fingerprint": state["data_fingerprint"], "manifest_path": state["manifest_path"],
-        "manifest": manifest, "run_id": state["run_id"], "score": state["metrics"].get(monitor),
-        "monitor": monitor, "epoch": state["epoch"], "ref": ref,
+        "manifest": manifests[0], "datasets": datasets, "manifests": [m for m in manifests if m is not None],
+        "run_id": state["run_id"], "score": state["metrics"].get(monitor), "monitor": monitor,
+        "epoch": state["epoch"], "ref": ref,
     }
+
+
+def _manifest_or_none(path: str) -> dict | None:
+    from pipelines.manifest import load_manifest
+
+    try:
+        return load_manifest(path)
+    except (FileNotFoundError, OSError, ValueError):
+        return None
 
 
 def load_state(ref: str, tracking_uri: str | None = None) -> dict[str, Any]:

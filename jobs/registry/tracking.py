@@ -232,17 +232,18 @@ def log_metrics(tracking_uri: str | None, run_id: str, rows: Iterable[tuple[str,
 
 
 def link_metrics(tracking_uri: str | None, run_id: str, prefix: str, step: int, model_id: str | None,
-                 dataset) -> int:
-    """Make the run's metrics `prefix*` at `step` also the LoggedModel `model_id`'s, on `dataset`: the
-    points are logged again with their own timestamps, which the run's history already holds (MLflow
-    deduplicates them there), so only the model's metrics gain rows. Returns the number of metrics."""
+                 dataset, exclude: tuple[str, ...] = ()) -> int:
+    """Make the run's metrics `prefix*` (but not `exclude*`) at `step` also the LoggedModel `model_id`'s,
+    on `dataset` (None: on no dataset): the points are logged again with their own timestamps, which the
+    run's history already holds (MLflow deduplicates them there), so only the model's metrics gain rows.
+    Returns the number of metrics."""
     from mlflow.entities import Metric
 
     c = client(tracking_uri)
     linked = {"model_id": model_id, "dataset_name": dataset.name if dataset is not None else None,
               "dataset_digest": dataset.digest if dataset is not None else None}
     points = [Metric(m.key, m.value, m.timestamp, m.step, **linked)
-              for key in c.get_run(run_id).data.metrics if key.startswith(prefix)
+              for key in c.get_run(run_id).data.metrics if key.startswith(prefix) and not key.startswith(exclude)
               for m in c.get_metric_history(run_id, key) if m.step == step]
     for i in range(0, len(points), 1000):
         c.log_batch(run_id, metrics=points[i:i + 1000])
@@ -276,13 +277,15 @@ def dataset_label(data: str) -> str:
     return str(data).rstrip("/").rsplit("/", 1)[-1]
 
 
-def dataset_name(data: str, split: str) -> str:
-    """`<dataset folder name>/<split>`, e.g. `mch32/train`: the MLflow dataset of one split."""
-    return f"{dataset_label(data)}/{split}"
+def dataset_name(data: str, split: str, label: str | None = None) -> str:
+    """`<dataset folder name>/<split>`, e.g. `mch32/train`: the MLflow dataset of one split (`label`
+    instead of the folder name: a run's pooled datasets get unique names, see jobs.training.datasets)."""
+    return f"{label or dataset_label(data)}/{split}"
 
 
-def shard_dataset(data: str, manifest: dict, split: str):
-    """One split of a published shard set as an MLflow dataset (`mlflow.entities.Dataset`).
+def shard_dataset(data: str, manifest: dict, split: str, label: str | None = None):
+    """One split of a published shard set as an MLflow dataset (`mlflow.entities.Dataset`) named
+    `dataset_name(data, split, label)`.
 
     source: the split's shard folder (local path or `s3://` URI, as `mlflow.data` resolves it, so
     `mlflow.data.get_source(...)` finds it); digest: the first `DIGEST_CHARS` hex digits of the
@@ -310,19 +313,20 @@ def shard_dataset(data: str, manifest: dict, split: str):
                **{f"windows_{name}": info.get("count", 0) for name, info in sorted(splits.items())},
                "sources": len(manifest.get("sources", {})), "fingerprint": manifest.get("fingerprint", ""),
                "pipeline_version": manifest.get("pipeline_version", ""), "manifest": manifest_path(root)}
-    return DatasetEntity(name=dataset_name(root, split), digest=str(manifest.get("fingerprint", ""))[:DIGEST_CHARS],
+    return DatasetEntity(name=dataset_name(root, split, label),
+                         digest=str(manifest.get("fingerprint", ""))[:DIGEST_CHARS],
                          source_type=source._get_source_type(), source=source.to_json(),
                          schema=json.dumps({"mlflow_colspec": columns}), profile=json.dumps(profile))
 
 
 def log_datasets(tracking_uri: str | None, run_id: str, data: str, manifest: dict,
-                 splits: dict[str, str]) -> dict[str, Any]:
+                 splits: dict[str, str], label: str | None = None) -> dict[str, Any]:
     """Attach the `splits` ({split: context}) of the shard set at `data` as dataset inputs of the run,
-    each with its `mlflow.data.context`; returns {split: dataset entity}. Logging a dataset the run
-    already has is a no-op."""
+    each with its `mlflow.data.context` (named `<label or folder name>/<split>`); returns {split:
+    dataset entity}. Logging a dataset the run already has is a no-op."""
     from mlflow.entities import DatasetInput, InputTag
 
-    datasets = {split: shard_dataset(data, manifest, split) for split in splits}
+    datasets = {split: shard_dataset(data, manifest, split, label) for split in splits}
     inputs = [DatasetInput(datasets[split], [InputTag(CONTEXT_TAG, context), InputTag(f"{TAG_PREFIX}split", split)])
               for split, context in splits.items()]
     client(tracking_uri).log_inputs(run_id, datasets=inputs)
@@ -507,7 +511,8 @@ def describe_registered_model(tracking_uri: str | None, name: str, newest: int =
     for v in versions[:newest]:
         tags = v.tags
         head = f"- **v{v.version}**" + "".join(f" @{a}" for a in sorted(aliases.get(str(v.version), [])))
-        head += (f": data {tags.get('dataset', '?')} ({tags.get('data_fingerprint', '')[:DIGEST_CHARS]}), "
+        digests = ",".join(f[:DIGEST_CHARS] for f in tags.get("data_fingerprint", "").split(","))
+        head += (f": data {tags.get('dataset', '?')} ({digests}), "
                  f"{tags.get('monitor', 'score')} {tags.get('score', '?')} at epoch {tags.get('epoch', '?')}")
         evals = [tags[k] for k in sorted(tags) if k.startswith(EVAL_TAG)]
         lines.append(head + ("; " + "; ".join(evals) if evals else "; not evaluated yet (`convlstm evaluate --log`)"))

@@ -87,6 +87,14 @@ class Task:
         return [] if old == new else [f"frames are {new} (C, H, W), the model was trained on {old}"]
 
     @classmethod
+    def pooling_fields(cls, manifest: dict) -> dict[str, Any]:
+        """What must be equal for datasets to be pooled in one training run (`convlstm train --data A,B`):
+        the task and every column's shape, dtype, unit and encoding; tasks add what else decides the
+        model's inputs, outputs or units. Compared key by key (`schema.frames.shape`), first difference
+        refused (`jobs.training.datasets`)."""
+        return {"task": manifest.get("task"), "schema": manifest.get("schema", {})}
+
+    @classmethod
     def published_figures(cls, protocol: dict) -> list[dict]:
         """Published tables whose protocol (frame counts, grid) equals `protocol`; [] when none match."""
         return [table for table in cls.published
@@ -216,6 +224,12 @@ class Evaluator:
             prefix = f"{name}."
             acc.load_state({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
 
+    def merge(self, other: "Evaluator") -> "Evaluator":
+        """Add `other`'s sums and counts to this one's (as if this one had read `other`'s windows too)."""
+        theirs = other.state()
+        self.load_state({key: value + theirs[key] for key, value in self.state().items()})
+        return self
+
     def compute(self) -> tuple[dict[str, float], dict[str, Any]]:
         """(`val_*` scalars for metrics and checkpoint ranking, the full JSON-able evaluation)."""
         results = {name: acc.compute() for name, acc in self.accumulators.items()}
@@ -277,6 +291,12 @@ class ForecastTask(Task):
     @classmethod
     def protocol(cls, manifest, split, in_len=None, out_len=None):
         return {**super().protocol(manifest, split), "in_len": in_len, "out_len": out_len}
+
+    @classmethod
+    def pooling_fields(cls, manifest):
+        """Also the input and forecast lengths the dataset was cut with."""
+        params = manifest.get("params", {})
+        return {**super().pooling_fields(manifest), "params": {k: params.get(k) for k in ("in_len", "out_len")}}
 
     def loss(self, model, batch, train):
         inputs, target, mask = self._split(batch)

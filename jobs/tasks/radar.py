@@ -93,6 +93,14 @@ class RadarTask(ForecastTask):
                             f"{trained.get('time_step_s')} s")
         return problems
 
+    @classmethod
+    def pooling_fields(cls, manifest):
+        """Also the time step and the canonical encoding (HKO-7 pixels, Z-R); archives of other formats,
+        grids and crops pool once prepared at the same size (`source_*` may differ)."""
+        encoding = manifest.get("encoding", {})
+        return {**super().pooling_fields(manifest), "time_step_s": manifest.get("time_step_s"),
+                "encoding": {k: encoding.get(k) for k in ("frames", "mask", "zr")}}
+
     def __init__(self, cfg, manifest: dict):
         super().__init__(cfg, manifest)
         self.time_step_s = manifest.get("time_step_s")

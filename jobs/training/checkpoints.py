@@ -2,9 +2,11 @@
 
 The file is a plain dict loadable with `torch.load(weights_only=True)`: `model` (state dict),
 `optimizer`, `scheduler`, `epoch` (epochs completed), `step` (optimizer steps), `run_id` (MLflow),
-`model_spec` (`convlstm.factory.model_spec`), `task`, `data_fingerprint`, `manifest_path`,
-`config` (resolved), `metrics` (this epoch's), `best_epoch` / `best_score` (so far, by the
-monitor), `evaluation` (this epoch's validation scores, JSON-able), `preview` (uint8 frames).
+`model_spec` (`convlstm.factory.model_spec`), `task`, `data_fingerprint` and `manifest_path` (the
+first dataset's), `datasets` (every dataset trained on: name, uri, manifest_path, fingerprint; absent
+in checkpoints from before pooled datasets), `config` (resolved), `metrics` (this epoch's),
+`best_epoch` / `best_score` (so far, by the monitor), `evaluation` (this epoch's validation scores,
+JSON-able; pooled datasets' own under `datasets`), `preview` (uint8 frames).
 A `metrics.json` beside it holds the epoch's metrics for ranking without loading the weights.
 Storage may be a local folder or an object-store URI (via `pipelines.storage`).
 """

@@ -67,8 +67,13 @@ class DataConfig(Section):
     of that many rows; a full permutation without Ray). Forecasting: the first `in_len` frames of a
     window are the input, the rest the target (None = the manifest's `in_len`, else half the window);
     `in_len >= 2` so every encoder weight gets a gradient (DDP needs that). `materialize_mb`: splits
-    up to that size are read once into Ray's object store."""
+    up to that size are read once into Ray's object store. `paths`: the datasets to train on when
+    `convlstm train` gets no `--data` (which wins); several are pooled (`jobs.training.datasets`):
+    `limit_*` then cap each dataset's split, and with a shuffle Ray Data first puts the pooled blocks
+    in a seeded random order (the buffer then mixes the datasets). A string is a comma-separated list;
+    the resolved config of a run holds the absolute paths it trained on."""
 
+    paths: list[Name] | None = Field(None, min_length=1)
     batch_size: int = Field(32, ge=1)
     val_batch_size: int | None = Field(None, ge=1)
     hflip: bool = False
@@ -79,6 +84,11 @@ class DataConfig(Section):
     limit_val: int | None = Field(None, ge=1)
     in_len: int | None = Field(None, ge=2)
     materialize_mb: float = Field(256.0, ge=0)
+
+    @field_validator("paths", mode="before")
+    @classmethod
+    def _comma_list(cls, value: Any) -> Any:
+        return [part.strip() for part in value.split(",")] if isinstance(value, str) else value
 
 
 class TrainConfig(Section):

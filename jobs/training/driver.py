@@ -15,7 +15,7 @@ import tempfile
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -26,7 +26,9 @@ from jobs.registry import tracking
 from jobs.tasks import Task, get_task
 from jobs.training import checkpoints
 from jobs.training.config import Config, flatten
+from jobs.training.datasets import TrainingData, data_paths, load_datasets
 from jobs.training.loop import STATUS_NON_FINITE, WorkerSpec, ray_worker, train_loop
+from jobs.training.sessions import val_dataset_key
 from pipelines import cluster, storage
 
 DEFAULT_RUN_NAME = re.compile(r"^(kth|radar|mnist)-\d{8}-\d{6}$")
@@ -58,7 +60,7 @@ class TrainSummary:
 
 def train(
     cfg: Config,
-    data: str | Path,
+    data: str | Path | Sequence[str | Path] | None,
     *,
     workers: int = 1,
     use_gpu: bool = False,
@@ -74,18 +76,19 @@ def train(
 ) -> TrainSummary:
     """Train `cfg` on the shards at `data` and register the best checkpoint; returns the summary.
 
-    `workers=0` runs in this process without Ray. Checkpoints go to `<storage_path>/<run_name>`
-    (default `<CONVLSTM_STORAGE>/train`, else `<home>/outputs/train`; `s3://` allowed; on a multi-node
-    cluster a node-local path is refused before any work, see pipelines.cluster). An existing
-    checkpoint of `run_name` is resumed in its MLflow run; `resume=True` insists on one (and without a `run_name` picks the
-    newest default-named run of the task). `init_from` (a `jobs.registry.modelio` reference) warm-starts a
+    `data`: a dataset folder or URI, several (comma-separated or a sequence) pooled into one run
+    (`jobs.training.datasets`: same windows required; validation scored per dataset and pooled), or
+    None for the config's `data.paths`. `workers=0` runs in this process without Ray. Checkpoints go
+    to `<storage_path>/<run_name>` (default `<CONVLSTM_STORAGE>/train`, else `<home>/outputs/train`;
+    `s3://` allowed; on a multi-node cluster a node-local path is refused before any work, see
+    pipelines.cluster). An existing checkpoint of `run_name` is resumed in its MLflow run (same
+    datasets required); `resume=True` insists on one (and without a `run_name` picks the newest
+    default-named run of the task). `init_from` (a `jobs.registry.modelio` reference) warm-starts a
     new run from that model's weights (same model spec required). Raises ValueError /
     FileNotFoundError before any cluster work for bad arguments, NonFiniteLossError or
     CommandError when training fails.
     """
-    from pipelines.manifest import load_manifest
-
-    data = str(data)
+    sources = data_paths(data, cfg.data.paths)
     if workers < 0:
         raise ValueError(f"workers must be >= 0, got {workers}")
     if use_gpu and workers == 0 and not torch.cuda.is_available():
@@ -101,15 +104,18 @@ def train(
     if not storage.is_remote(storage_path):
         storage_path = os.path.abspath(storage_path)  # Ray Train wants absolute local paths
     # Multi-node cluster: checkpoints and shards must be on storage every node reads, refused before any work.
-    cluster.check_paths({"--storage": storage_path, "--data": data}, address=address,
+    data_options = {"--data" if i == 0 else f"--data #{i + 1}": path for i, path in enumerate(sources)}
+    cluster.check_paths({"--storage": storage_path, **data_options}, address=address,
                         defaulted={"--storage"} if defaulted else ())
-    manifest = load_manifest(data)
+    datasets = load_datasets(sources, cfg)
+    manifest = datasets[0].manifest  # pooled datasets agree in everything the task and the model use
     cfg = get_task(cfg, manifest).with_data_params()
+    cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"paths": [d.uri for d in datasets]})})
     task = get_task(cfg, manifest)
     _check_monitor(cfg, task)
     model_spec = _check_model(cfg, task)
     init_weights = _init_weights(init_from, model_spec, tracking_uri) if init_from else None
-    steps_per_epoch, worker_batch = _steps_per_epoch(cfg, manifest, max(workers, 1))
+    steps_per_epoch, worker_batch = _steps_per_epoch(cfg, datasets, max(workers, 1))
     if resume and run_name is None:
         run_name = _newest_run(storage_path, cfg.task)
         if run_name is None:
@@ -120,7 +126,7 @@ def train(
         raise FileNotFoundError(f"--resume: run {run_name!r} has no checkpoint under {storage_path}")
     previous = checkpoints.load(resume_from) if resume_from else None
     if previous is not None:
-        _check_resumable(previous, cfg, manifest, run_name)
+        _check_resumable(previous, cfg, datasets, run_name)
 
     uri = tracking.resolve_uri(tracking_uri)
     experiment_id = tracking.ensure_experiment(uri, experiment or f"convlstm-{cfg.task}")
@@ -128,16 +134,17 @@ def train(
         run_id = previous["run_id"]
         tracking.reopen_run(uri, run_id)
     else:
-        tags = tracking.run_tags(cfg.task, manifest, _manifest_path(data))
+        tags = {**tracking.run_tags(cfg.task, manifest, datasets[0].manifest_path), **_pooled_tags(datasets)}
         if init_from:
             tags[f"{tracking.TAG_PREFIX}init_from"] = init_from
         run_id = tracking.create_run(uri, experiment_id, run_name, tags, flatten(cfg.to_dict()))
         _log_config(uri, run_id, cfg)
-        tracking.set_description(uri, run_id, _run_description(cfg, manifest, data, run_name, init_from))
-    datasets = tracking.log_datasets(uri, run_id, data, manifest, {cfg.data.train_split: "train",
-                                                                    cfg.data.val_split: "validation"})
+        tracking.set_description(uri, run_id, _run_description(cfg, datasets, run_name, init_from))
+    inputs = [tracking.log_datasets(uri, run_id, d.uri, d.manifest, {cfg.data.train_split: "train",
+                                                                     cfg.data.val_split: "validation"}, d.name)
+              for d in datasets]
     spec = WorkerSpec(
-        config=cfg, manifest=manifest, manifest_path=_manifest_path(data), data=data, columns=tuple(task.columns),
+        config=cfg, datasets=datasets, columns=tuple(task.columns),
         run_id=run_id, tracking_uri=uri, steps_per_epoch=steps_per_epoch, worker_batch_size=worker_batch,
         storage_path=storage_path, run_name=run_name, resume_from=resume_from, use_gpu=use_gpu,
         local=workers == 0, progress_dir=progress_dir, init_weights=init_weights)
@@ -147,8 +154,7 @@ def train(
             last = checkpoints.latest(storage_path, run_name)
             raise NonFiniteLossError(f"{outcome['message']}; training stopped, last good checkpoint: "
                                      f"{last or 'none (no epoch completed)'}")
-        summary = _finish(cfg, task, uri, run_id, experiment_id, run_name, storage_path, outcome, data, manifest,
-                          datasets)
+        summary = _finish(cfg, task, uri, run_id, experiment_id, run_name, storage_path, outcome, datasets, inputs)
     except BaseException as exc:
         tracking.client(uri).set_tag(run_id, f"{tracking.TAG_PREFIX}error", str(exc)[:5000])
         tracking.end_run(uri, run_id, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
@@ -189,24 +195,30 @@ def _init_weights(ref: str, spec: dict[str, Any], tracking_uri: str | None) -> d
     return state["model"]
 
 
-def _steps_per_epoch(cfg: Config, manifest: dict, workers: int) -> tuple[int, int]:
-    """Optimizer steps per epoch and the per-worker batch size; every worker gets the same number
-    of rows (Ray Data's equal split drops the remainder)."""
+def _steps_per_epoch(cfg: Config, datasets: Sequence[TrainingData], workers: int) -> tuple[int, int]:
+    """Optimizer steps per epoch over the windows of all datasets, and the per-worker batch size;
+    every worker gets the same number of rows (Ray Data's equal split drops the remainder)."""
     if cfg.data.batch_size % workers:
         raise ValueError(f"data.batch_size ({cfg.data.batch_size}) must be divisible by the number of "
                          f"workers ({workers}): it is the global batch")
-    for key in ("train_split", "val_split"):
-        split = getattr(cfg.data, key)
-        if split not in manifest["splits"] or not manifest["splits"][split]["count"]:
-            raise ValueError(f"data.{key}: the dataset has no windows in split {split!r} "
-                             f"(splits: {', '.join(sorted(manifest['splits']))})")
-    rows = manifest["splits"][cfg.data.train_split]["count"]
-    if cfg.data.limit_train:
-        rows = min(rows, cfg.data.limit_train)
+    for data in datasets:
+        splits = data.manifest["splits"]
+        for key in ("train_split", "val_split"):
+            split = getattr(cfg.data, key)
+            if split not in splits or not splits[split]["count"]:
+                which = f"dataset {data.uri}" if len(datasets) > 1 else "dataset"
+                raise ValueError(f"data.{key}: the {which} has no windows in split {split!r} "
+                                 f"(splits: {', '.join(sorted(splits))})")
+    rows = sum(_rows(data.manifest, cfg.data.train_split, cfg.data.limit_train) for data in datasets)
     per_worker = cfg.data.batch_size // workers
     if rows < workers:
         raise ValueError(f"data.train_split: {rows} windows cannot feed {workers} workers")
     return math.ceil((rows // workers) / per_worker), per_worker
+
+
+def _rows(manifest: dict, split: str, limit: int | None) -> int:
+    """Windows read from one dataset's split: all of them, or `limit` (`data.limit_*`) at most."""
+    return int(min(manifest["splits"][split]["count"], limit or math.inf))
 
 
 def _new_run_name(task: str) -> str:
@@ -219,18 +231,16 @@ def _newest_run(storage_path: str, task: str) -> str | None:
     return ours[-1] if ours else None
 
 
-def _manifest_path(data: str) -> str:
-    from pipelines.manifest import manifest_path
-
-    return manifest_path(data if storage.is_remote(data) else os.path.abspath(data))
-
-
-def _check_resumable(previous: dict, cfg: Config, manifest: dict, run_name: str) -> None:
+def _check_resumable(previous: dict, cfg: Config, datasets: Sequence[TrainingData], run_name: str) -> None:
     if previous["task"] != cfg.task:
         raise ValueError(f"run {run_name!r} trained task {previous['task']!r}, not {cfg.task!r}")
-    if previous["data_fingerprint"] != manifest["fingerprint"]:
-        raise ValueError(f"run {run_name!r} trained on data {previous['data_fingerprint'][:12]}, "
-                         f"this dataset is {manifest['fingerprint'][:12]}: start a new run")
+    # Checkpoints from before pooled datasets hold only the one `data_fingerprint`.
+    before = sorted(d["fingerprint"] for d in previous.get("datasets", [])) or [previous["data_fingerprint"]]
+    now = sorted(d.fingerprint for d in datasets)
+    if before != now:
+        these = "this dataset is" if len(now) == 1 else "these datasets are"
+        raise ValueError(f"run {run_name!r} trained on data {_digests(before)}, {these} {_digests(now)}: "
+                         f"start a new run")
     if previous["config"]["model"] != cfg.to_dict()["model"]:
         raise ValueError(f"model: run {run_name!r} was trained with {previous['config']['model']}, "
                          f"not {cfg.to_dict()['model']}")
@@ -251,24 +261,17 @@ def _fit_ray(spec: WorkerSpec, workers: int, address: str | None, cpus_per_worke
     from ray.train.torch import TorchTrainer
 
     from pipelines.ray_session import init_ray
-    from pipelines.shards import read_dataset
 
     cfg = spec.config
     ray = init_ray(address)
-    datasets, rows = {}, {}
-    for name, split, limit in (("train", cfg.data.train_split, cfg.data.limit_train),
-                               ("val", cfg.data.val_split, cfg.data.limit_val)):
-        ds = read_dataset(spec.data, split, columns=list(spec.columns))
-        ds.context.execution_options.preserve_order = True  # same windows, same order, every run
-        ds = ds.limit(limit) if limit else ds
-        rows[name] = int(min(spec.manifest["splits"][split]["count"], limit or math.inf))
-        small = rows[name] * _window_bytes(spec.manifest, list(spec.columns)) <= cfg.data.materialize_mb * 2**20
-        datasets[name] = ds.materialize() if small else ds
-    # Validation: disjoint parts, one per rank, none dropped (Ray Train's own split is equal-sized and
-    # drops the remainder), so each window is scored once and the merged scores are exact.
-    bounds = [rows["val"] * rank // workers for rank in range(1, workers)]
-    parts = datasets.pop("val").split_at_indices(bounds) if workers > 1 else [datasets.pop("val")]
-    datasets.update({f"val_{rank}": part for rank, part in enumerate(parts)})
+    datasets = {"train": _training_windows(spec)}
+    # Validation: per dataset, disjoint parts, one per rank, none dropped (Ray Train's own split is
+    # equal-sized and drops the remainder), so each window is scored once and the merged scores are exact.
+    for index, data in enumerate(spec.datasets):
+        val, rows = _read_split(spec, data, cfg.data.val_split, cfg.data.limit_val)
+        val = _materialized(spec, val, rows)
+        parts = val.split_at_indices([rows * rank // workers for rank in range(1, workers)]) if workers > 1 else [val]
+        datasets.update({val_dataset_key(index, rank): part for rank, part in enumerate(parts)})
     resources = {"CPU": cpus_per_worker or default_cpus_per_worker(ray, workers, spec.use_gpu)}
     if spec.use_gpu:
         resources["GPU"] = 1
@@ -293,6 +296,35 @@ def _fit_ray(spec: WorkerSpec, workers: int, address: str | None, cpus_per_worke
     except ray.train.TrainingFailedError as exc:
         raise CommandError(f"training failed: {exc}") from exc
     return result.return_value
+
+
+def _training_windows(spec: WorkerSpec):
+    """The union of the datasets' training windows, read once when small. Pooled datasets with a
+    shuffle (`data.shuffle_buffer`) get their blocks in a seeded random order first, so that the local
+    shuffle buffer mixes the datasets instead of reading one after the other."""
+    cfg = spec.config
+    parts, rows = zip(*(_read_split(spec, data, cfg.data.train_split, cfg.data.limit_train) for data in spec.datasets))
+    if len(parts) == 1:
+        return _materialized(spec, parts[0], rows[0])
+    union = parts[0].union(*parts[1:])
+    if cfg.data.shuffle_buffer:
+        union = union.randomize_block_order(seed=cfg.train.seed)
+    return _materialized(spec, union, sum(rows))
+
+
+def _read_split(spec: WorkerSpec, data: TrainingData, split: str, limit: int | None) -> tuple[Any, int]:
+    """(Ray Dataset of one dataset's split, in a fixed order and cut to `limit` windows, its row count)."""
+    from pipelines.shards import read_dataset
+
+    ds = read_dataset(data.uri, split, columns=list(spec.columns))
+    ds.context.execution_options.preserve_order = True  # same windows, same order, every run
+    return (ds.limit(limit) if limit else ds), _rows(data.manifest, split, limit)
+
+
+def _materialized(spec: WorkerSpec, ds, rows: int):
+    """`ds` read once into Ray's object store when its windows fit `data.materialize_mb`, else as is."""
+    small = rows * _window_bytes(spec.manifest, list(spec.columns)) <= spec.config.data.materialize_mb * 2**20
+    return ds.materialize() if small else ds
 
 
 PLACEMENT_ENV = "CONVLSTM_TRAIN_PLACEMENT"
@@ -334,10 +366,10 @@ def default_cpus_per_worker(ray, workers: int, use_gpu: bool) -> float:
 
 
 def _finish(cfg: Config, task: Task, uri: str, run_id: str, experiment_id: str, run_name: str,
-            storage_path: str, outcome: dict, data: str, manifest: dict, datasets: dict) -> TrainSummary:
+            storage_path: str, outcome: dict, datasets: Sequence[TrainingData], inputs: list[dict]) -> TrainSummary:
     """Artifacts (evaluation JSON, plots), the best checkpoint as a registered model whose LoggedModel
-    holds the best epoch's validation scores (linked to the validation dataset), and descriptions of
-    the run, the version and the registered model."""
+    holds the best epoch's validation scores (linked to the validation datasets), and descriptions of
+    the run, the version and the registered model. `inputs`: each dataset's logged MLflow datasets."""
     from jobs.registry.modelio import build_from_spec
 
     last = checkpoints.load(checkpoints.latest(storage_path, run_name))
@@ -348,7 +380,6 @@ def _finish(cfg: Config, task: Task, uri: str, run_id: str, experiment_id: str, 
     model.eval()
     monitor, score = cfg.train.monitor, float(best["metrics"][cfg.train.monitor])
     registered_name = cfg.registered_model_name if cfg.registry.register_model else None
-    data_uri = data if storage.is_remote(data) else os.path.abspath(data)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         files = [_evaluation_json(best, monitor, tmp / "evaluation.json"), _learning_curve(uri, run_id, monitor, tmp)]
@@ -361,16 +392,13 @@ def _finish(cfg: Config, task: Task, uri: str, run_id: str, experiment_id: str, 
             output = model(torch.from_numpy(example)).float().numpy()
         registered = tracking.log_and_register_model(
             uri, run_id, model, example, output, [weights], registered_name,
-            description=_version_description(cfg, manifest, data_uri, run_id, run_name, experiment_id, best, score,
+            description=_version_description(cfg, datasets, run_id, run_name, experiment_id, best, score,
                                               last["epoch"]),
-            version_tags={"run_id": run_id, "task": cfg.task, "data_fingerprint": best["data_fingerprint"],
-                          "manifest_path": best["manifest_path"], "monitor": monitor, "score": f"{score:.6g}",
-                          "epoch": str(best["epoch"]), "dataset": tracking.dataset_label(data_uri),
-                          "data_uri": data_uri},
+            version_tags={"run_id": run_id, "task": cfg.task, **_joined(datasets), "monitor": monitor,
+                          "score": f"{score:.6g}", "epoch": str(best["epoch"])},
             params=flatten(cfg.to_dict()),
         )
-    # The best epoch's validation scores become the LoggedModel's, on the validation dataset.
-    tracking.link_metrics(uri, run_id, "val_", best["step"], registered.model_id, datasets.get(cfg.data.val_split))
+    _link_validation(uri, run_id, best["step"], registered.model_id, cfg, datasets, inputs)
     result = f"**Result**: best epoch {best['epoch']} of {last['epoch']}: {monitor} = {score:.6g}"
     if registered.name:
         result += f"; registered as `{registered.name}` v{registered.version} @{registered.alias}"
@@ -383,40 +411,93 @@ def _finish(cfg: Config, task: Task, uri: str, run_id: str, experiment_id: str, 
         alias=registered.alias, model_uri=registered.model_uri)
 
 
-def _run_description(cfg: Config, manifest: dict, data: str, run_name: str, init_from: str | None) -> str:
+def _link_validation(uri: str, run_id: str, step: int, model_id: str | None, cfg: Config,
+                     datasets: Sequence[TrainingData], inputs: list[dict]) -> None:
+    """The best epoch's validation scores become the LoggedModel's: with one dataset all `val_*` on its
+    validation dataset; pooled ones on no single dataset, `val_<name>_*` on that dataset's."""
+    split = cfg.data.val_split
+    if len(datasets) == 1:
+        tracking.link_metrics(uri, run_id, "val_", step, model_id, inputs[0].get(split))
+        return
+    prefixes = tuple(f"val_{data.name}_" for data in datasets)
+    tracking.link_metrics(uri, run_id, "val_", step, model_id, None, exclude=prefixes)
+    for prefix, logged in zip(prefixes, inputs):
+        tracking.link_metrics(uri, run_id, prefix, step, model_id, logged.get(split))
+
+
+def _joined(datasets: Sequence[TrainingData]) -> dict[str, str]:
+    """Version tags naming the data: `dataset` (names), `data_uri`, `data_fingerprint`, `manifest_path`,
+    each comma-separated when the run pooled several datasets."""
+    return {"dataset": ",".join(d.name for d in datasets), "data_uri": ",".join(d.uri for d in datasets),
+            "data_fingerprint": ",".join(d.fingerprint for d in datasets),
+            "manifest_path": ",".join(d.manifest_path for d in datasets)}
+
+
+def _pooled_tags(datasets: Sequence[TrainingData]) -> dict[str, str]:
+    """Run tags of a pooled run (none for one dataset): `convlstm.data_fingerprint` and
+    `convlstm.manifest_path` comma-separated, and `convlstm.data.<i>` (URI), `.name`, `.fingerprint`."""
+    if len(datasets) == 1:
+        return {}
+    joined = _joined(datasets)
+    tags = {f"{tracking.TAG_PREFIX}{key}": joined[key] for key in ("data_fingerprint", "manifest_path")}
+    for i, data in enumerate(datasets):
+        prefix = f"{tracking.TAG_PREFIX}data.{i}"
+        tags.update({prefix: data.uri, f"{prefix}.name": data.name, f"{prefix}.fingerprint": data.fingerprint})
+    return tags
+
+
+def _digests(fingerprints: Sequence[str]) -> str:
+    return ", ".join(f[:tracking.DIGEST_CHARS] for f in fingerprints)
+
+
+def _run_description(cfg: Config, datasets: Sequence[TrainingData], run_name: str, init_from: str | None) -> str:
     """The training run's description (markdown; `**Result**` is added by `_finish`)."""
-    counts = {s: manifest["splits"].get(s, {}).get("count", 0) for s in (cfg.data.train_split, cfg.data.val_split)}
-    name = tracking.dataset_label(data)
+    if len(datasets) == 1:
+        data = f"`{datasets[0].name}`: {_windows(cfg, datasets[0])} (the run's dataset inputs)"
+    else:
+        data = (f"{len(datasets)} pooled datasets: " + ", ".join(f"`{d.name}` ({_windows(cfg, d)})" for d in datasets)
+                + " (the run's dataset inputs; validation is scored on each as `val_<name>_<metric>` and pooled "
+                  "as `val_<metric>`)")
     text = (f"Training a **{cfg.task}** ConvLSTM (`{cfg.model.name}`, {cfg.loss.name} loss) for {cfg.train.epochs} "
-            f"epochs on `{name}`: {counts[cfg.data.train_split]} {cfg.data.train_split} / "
-            f"{counts[cfg.data.val_split]} {cfg.data.val_split} windows, fingerprint "
-            f"`{manifest['fingerprint'][:tracking.DIGEST_CHARS]}` (the run's dataset inputs). Checkpoints are "
-            f"ranked by {cfg.train.monitor} ({cfg.train.mode}); run `{run_name}`.")
+            f"epochs on {data}. Checkpoints are ranked by {cfg.train.monitor} ({cfg.train.mode}); run `{run_name}`.")
     if init_from:
         text += f" Warm-started from `{init_from}`."
     return text
 
 
-def _version_description(cfg: Config, manifest: dict, data_uri: str, run_id: str, run_name: str,
+def _windows(cfg: Config, data: TrainingData) -> str:
+    """`7 train / 3 val windows, fingerprint `1a2b3c4d5e6f``: a dataset's training and validation windows."""
+    splits = data.manifest["splits"]
+    train, val = (splits.get(s, {}).get("count", 0) for s in (cfg.data.train_split, cfg.data.val_split))
+    return (f"{train} {cfg.data.train_split} / {val} {cfg.data.val_split} windows, fingerprint "
+            f"`{data.fingerprint[:tracking.DIGEST_CHARS]}`")
+
+
+def _version_description(cfg: Config, datasets: Sequence[TrainingData], run_id: str, run_name: str,
                          experiment_id: str, best: dict, score: float, epochs: int) -> str:
     """A model version's description (markdown): where it comes from, its data and validation score;
     `convlstm evaluate --log` adds a line per scored split (`tracking.record_scores`)."""
-    name = tracking.dataset_label(data_uri)
+    train, val = cfg.data.train_split, cfg.data.val_split
+    names = [d.name for d in datasets]
     order = {"train": 0, "val": 1, "test": 2}
-    counts = " / ".join(f"{info['count']} {split}" for split, info in
-                        sorted(manifest["splits"].items(), key=lambda item: (order.get(item[0], 3), item[0])))
+    data = "; ".join(
+        f"`{d.uri}`: " + " / ".join(f"{info['count']} {split}" for split, info in sorted(
+            d.manifest["splits"].items(), key=lambda item: (order.get(item[0], 3), item[0])))
+        + f" windows, fingerprint `{d.fingerprint[:tracking.DIGEST_CHARS]}`" for d in datasets)
+    if len(datasets) == 1:
+        scored, inputs = f"{names[0]}/{val}", f"{names[0]}/{train} (train) and {names[0]}/{val} (validation)"
+    else:
+        scored, data = f"the pooled {val} windows of {', '.join(names)}", f"(pooled) {data}"
+        inputs = f"<name>/{train} (train) and <name>/{val} (validation) of each"
     return (f"**{cfg.task}** ConvLSTM (`{cfg.model.name}`) from run [`{run_name}`](#/experiments/{experiment_id}/runs/"
-            f"{run_id}), best epoch {best['epoch']} of {epochs}: {cfg.train.monitor} = {score:.6g} on "
-            f"{name}/{cfg.data.val_split}.\n\n"
-            f"Data `{data_uri}`: {counts} windows, fingerprint `{best['data_fingerprint'][:tracking.DIGEST_CHARS]}`; "
-            f"the run's dataset inputs {name}/{cfg.data.train_split} (train) and {name}/{cfg.data.val_split} "
-            f"(validation) point at these shards.")
+            f"{run_id}), best epoch {best['epoch']} of {epochs}: {cfg.train.monitor} = {score:.6g} on {scored}.\n\n"
+            f"Data {data}; the run's dataset inputs {inputs} point at these shards.")
 
 
 def _evaluation_json(best: dict, monitor: str, path: Path) -> Path:
     payload = {"epoch": best["epoch"], "step": best["step"], "monitor": monitor, "score": best["metrics"][monitor],
                "data_fingerprint": best["data_fingerprint"], "manifest_path": best["manifest_path"],
-               "metrics": best["metrics"], "evaluation": best["evaluation"]}
+               "datasets": best.get("datasets"), "metrics": best["metrics"], "evaluation": best["evaluation"]}
     path.write_text(json.dumps(payload, indent=1, default=float) + "\n")
     return path
 

@@ -4,7 +4,8 @@ The driver (`jobs.training.driver`) hands each worker one frozen `WorkerSpec`; `
 adapts the loop to its host (Ray Train DDP, or one process without Ray). Only rank 0 writes
 checkpoints and talks to MLflow. The step never waits on the device: the loss is summed on the
 device and checked (all ranks together) every `train.log_every_steps` steps and at the epoch's end.
-Validation runs in float32 (no autocast), each rank on its own windows, merged by a SUM all-reduce.
+Validation runs in float32 (no autocast), each rank on its own windows, merged by a SUM all-reduce;
+with several datasets, per dataset and pooled (see `_validate`).
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import torch
 from jobs.registry import tracking
 from jobs.tasks import get_task
 from jobs.training.config import Config
+from jobs.training.datasets import TrainingData
 from jobs.training.optim import build_optimizer, build_scheduler
 from jobs.training.sessions import LocalSession, RaySession
 
@@ -31,18 +33,16 @@ STATUS_COMPLETED, STATUS_EARLY_STOPPED, STATUS_NON_FINITE = "completed", "early_
 class WorkerSpec:
     """Everything a worker needs, decided by the driver before any cluster work.
 
-    `data`: dataset path or URI and its `manifest` (+ `manifest_path`, recorded in checkpoints);
-    `columns`: shard columns the task reads; `steps_per_epoch` / `worker_batch_size`: per rank;
-    `storage_path` / `run_name`: where checkpoints go; `resume_from`: a checkpoint folder or None;
-    `local`: run in this process without Ray; `progress_dir`: where each rank writes
-    `rank<N>.json` (pid, epoch, step, validation windows) for watching a run; `init_weights`: a state
-    dict to warm-start from.
+    `datasets`: the datasets trained on (URI, manifest, name; several are pooled and agree in what
+    the task reads, so the first's `manifest` decides the task); `columns`: shard columns the task
+    reads; `steps_per_epoch` / `worker_batch_size`: per rank; `storage_path` / `run_name`: where
+    checkpoints go; `resume_from`: a checkpoint folder or None; `local`: run in this process without
+    Ray; `progress_dir`: where each rank writes `rank<N>.json` (pid, epoch, step, validation windows)
+    for watching a run; `init_weights`: a state dict to warm-start from.
     """
 
     config: Config
-    manifest: dict
-    manifest_path: str
-    data: str
+    datasets: tuple[TrainingData, ...]
     columns: tuple[str, ...]
     run_id: str
     tracking_uri: str
@@ -55,6 +55,15 @@ class WorkerSpec:
     local: bool = False
     progress_dir: str | None = None
     init_weights: dict | None = None
+
+    @property
+    def manifest(self) -> dict:
+        return self.datasets[0].manifest
+
+    @property
+    def pooled_names(self) -> tuple[str, ...]:
+        """The datasets' names when several are pooled (validation also scores each one), else ()."""
+        return tuple(d.name for d in self.datasets) if len(self.datasets) > 1 else ()
 
 
 def ray_worker(config: dict[str, Any]) -> dict[str, Any]:
@@ -113,7 +122,7 @@ def train_loop(spec: WorkerSpec) -> dict[str, Any]:
             if not math.isfinite(mean):
                 return _non_finite(session, mean, epoch, step)
             elapsed = time.perf_counter() - started
-            scalars, evaluation, preview, val_rows = _validate(task, model, session)
+            scalars, evaluation, preview, val_rows = _validate(task, model, session, spec.pooled_names)
             _write_progress(spec.progress_dir, session.world_rank, epoch=epoch, step=step, val_windows=val_rows)
             epoch += 1
             mean_loss = float(epoch_loss[0] / epoch_loss[1]) if epoch_loss[1] else math.nan
@@ -184,8 +193,10 @@ def _restore(session, spec: WorkerSpec, model: torch.nn.Module, optimizer, sched
 
 def _lineage(spec: WorkerSpec) -> dict[str, Any]:
     """What a checkpoint records about where it comes from (see `jobs.training.checkpoints`)."""
+    first = spec.datasets[0]
     return {"run_id": spec.run_id, "task": spec.config.task, "config": spec.config.to_dict(),
-            "data_fingerprint": spec.manifest["fingerprint"], "manifest_path": spec.manifest_path}
+            "data_fingerprint": first.fingerprint, "manifest_path": first.manifest_path,
+            "datasets": [data.lineage() for data in spec.datasets]}
 
 
 def _session(cfg: Config, spec: WorkerSpec) -> LocalSession | RaySession:
@@ -195,27 +206,46 @@ def _session(cfg: Config, spec: WorkerSpec) -> LocalSession | RaySession:
                       shuffle_buffer=cfg.data.shuffle_buffer, resume_from=spec.resume_from)
 
 
-def _validate(task, model: torch.nn.Module, session) -> tuple[dict, dict, dict, int]:
+def _validate(task, model: torch.nn.Module, session, names: tuple[str, ...] = ()) -> tuple[dict, dict, dict, int]:
     """Evaluate this rank's validation windows in float32 and merge the sums over ranks (SUM
-    all-reduce of every state array), so all ranks hold the single-process result. Returns the
-    scalar `val_*` metrics, the JSON-able evaluation, a preview of the first window (rank 0) and
+    all-reduce of every state array), so all ranks hold the single-process result. With several
+    datasets (`names`), each one's windows get their own evaluator and the pooled scores come from
+    the sum of their sums and counts: every window weighs as if one evaluator had read them all.
+    Returns the scalar metrics (pooled `val_<metric>`; per dataset `val_<name>_<metric>`), the
+    JSON-able evaluation (per dataset under `datasets`), a preview of the first window (rank 0) and
     the number of windows this rank read."""
-    evaluator = task.evaluator()
     preview: dict = {}
+    evaluators = []
     model.eval()
     with torch.no_grad():
-        for batch in session.val_batches():
-            output = evaluator.update(model, batch)
-            if not preview:
-                preview = task.preview(batch, output)
-    rows = evaluator.rows
+        for index in range(max(len(names), 1)):
+            evaluator = task.evaluator()
+            for batch in session.val_batches(index):
+                output = evaluator.update(model, batch)
+                if not preview:
+                    preview = task.preview(batch, output)
+            evaluators.append(evaluator)
+    rows = sum(evaluator.rows for evaluator in evaluators)
+    pooled = task.evaluator()
+    for evaluator in evaluators:
+        _merge_ranks(evaluator, session)
+        pooled.merge(evaluator)
+    scalars, evaluation = pooled.compute()
+    if names:
+        evaluation["datasets"] = {}
+        for name, evaluator in zip(names, evaluators):
+            values, evaluation["datasets"][name] = evaluator.compute()
+            scalars.update({f"val_{name}_{key.removeprefix('val_')}": value for key, value in values.items()})
+    return scalars, evaluation, preview, rows
+
+
+def _merge_ranks(evaluator, session) -> None:
+    """Replace this rank's sums and counts by their sums over all ranks."""
     merged = {}
     for key, value in evaluator.state().items():
         tensor = torch.as_tensor(value, dtype=torch.float64, device=session.device)
         merged[key] = session.all_reduce_sum(tensor).cpu().numpy()
     evaluator.load_state(merged)
-    scalars, evaluation = evaluator.compute()
-    return scalars, evaluation, preview, rows
 
 
 def _improved(score: float, best: float, mode: str) -> bool:

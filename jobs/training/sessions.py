@@ -4,7 +4,9 @@
 checkpoint, restored checkpoints after a worker failure). `LocalSession` runs the same loop in one
 process without Ray: shards read with pyarrow, checkpoints written to `<storage>/<run>/epoch_NNNN`
 and pruned to the top-k by the monitored metric plus the latest. Both yield batches as dicts of
-uint8/int64 tensors already on the session's device; scaling to [0, 1] is the task's job.
+uint8/int64 tensors already on the session's device; scaling to [0, 1] is the task's job. With
+several datasets, training reads their windows together and validation one dataset at a time
+(`val_batches(index)`, in the spec's dataset order).
 """
 from __future__ import annotations
 
@@ -18,6 +20,11 @@ import numpy as np
 import torch
 
 from jobs.training import checkpoints
+
+
+def val_dataset_key(index: int, rank: int) -> str:
+    """The Ray Train dataset holding the validation windows of dataset `index` that rank `rank` scores."""
+    return f"val_{index}_{rank}"
 
 
 class LocalSession:
@@ -34,9 +41,10 @@ class LocalSession:
         if spec.use_gpu and not torch.cuda.is_available():
             raise ValueError("--gpu: no CUDA device is visible to this process")
         self.device = torch.device("cuda" if spec.use_gpu else "cpu")
-        columns = list(spec.columns)
-        self._train = _limited(read_windows(spec.data, cfg.data.train_split, columns), cfg.data.limit_train)
-        self._val = _limited(read_windows(spec.data, cfg.data.val_split, columns), cfg.data.limit_val)
+        columns, uris = list(spec.columns), [data.uri for data in spec.datasets]
+        self._train = _concatenated([_limited(read_windows(uri, cfg.data.train_split, columns), cfg.data.limit_train)
+                                     for uri in uris])
+        self._val = [_limited(read_windows(uri, cfg.data.val_split, columns), cfg.data.limit_val) for uri in uris]
         self._batch, self._val_batch = cfg.data.batch_size, cfg.data.val_batch_size or cfg.data.batch_size
         self._run_dir = Path(checkpoints.run_dir(spec.storage_path, spec.run_name))
         self._keep, self._monitor, self._mode = cfg.train.keep_checkpoints, cfg.train.monitor, cfg.train.mode
@@ -58,10 +66,11 @@ class LocalSession:
         for start in range(0, rows, self._batch):
             yield self._to_device(self._train, order[start:start + self._batch])
 
-    def val_batches(self) -> Iterator[dict[str, torch.Tensor]]:
-        rows = len(next(iter(self._val.values())))
+    def val_batches(self, index: int = 0) -> Iterator[dict[str, torch.Tensor]]:
+        val = self._val[index]
+        rows = len(next(iter(val.values())))
         for start in range(0, rows, self._val_batch):
-            yield self._to_device(self._val, np.arange(start, min(start + self._val_batch, rows)))
+            yield self._to_device(val, np.arange(start, min(start + self._val_batch, rows)))
 
     def _to_device(self, columns: dict[str, np.ndarray], index: np.ndarray) -> dict[str, torch.Tensor]:
         return {k: torch.from_numpy(np.ascontiguousarray(v[index])).to(self.device) for k, v in columns.items()}
@@ -87,11 +96,16 @@ def _limited(columns: dict[str, np.ndarray], limit: int | None) -> dict[str, np.
     return columns if limit is None else {k: v[:limit] for k, v in columns.items()}
 
 
+def _concatenated(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """The windows of several datasets, one after the other."""
+    return parts[0] if len(parts) == 1 else {k: np.concatenate([part[k] for part in parts]) for k in parts[0]}
+
+
 class RaySession:
     """Inside a Ray Train worker: `train` is split across workers (equal row counts, so every rank
-    runs the same number of steps); the driver splits `val` into disjoint parts `val_<rank>` (every
-    window once, none dropped), so each window is read once per epoch and the SUM-merged scores
-    equal a single-process evaluation."""
+    runs the same number of steps); the driver splits each dataset's validation windows into disjoint
+    parts, one per rank (`val_dataset_key`: every window once, none dropped), so each window is read
+    once per epoch and the SUM-merged scores equal a single-process evaluation."""
 
     def __init__(self, batch_size: int, val_batch_size: int, shuffle_buffer: int, resume_from: str | None):
         import ray.train
@@ -133,10 +147,10 @@ class RaySession:
                                             local_shuffle_buffer_size=self._shuffle,
                                             local_shuffle_seed=epoch if self._shuffle else None)
 
-    def val_batches(self) -> Iterator[dict[str, torch.Tensor]]:
+    def val_batches(self, index: int = 0) -> Iterator[dict[str, torch.Tensor]]:
         import ray.train
 
-        shard = ray.train.get_dataset_shard(f"val_{self.world_rank}")
+        shard = ray.train.get_dataset_shard(val_dataset_key(index, self.world_rank))
         yield from shard.iter_torch_batches(batch_size=self._val_batch, device=self.device)
 
     def report(self, metrics: dict[str, Any], state: dict[str, Any] | None, epoch: int) -> None:
