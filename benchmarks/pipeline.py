@@ -250,12 +250,15 @@ def _start_ray(cpus: int, modules: list[str]) -> float:
     begin = time.perf_counter()
     ray = init_ray(num_cpus=cpus)
 
-    def warm(batch):  # Ray Data's first run starts its actors and the workers; the workers import the decoders
+    def warm(batch):  # Ray Data's first run starts its actors and one worker per CPU, which import the decoders
         for module in modules:
             importlib.import_module(module)
+        time.sleep(0.5)  # long enough for the tasks to overlap, so that each lands on its own worker
         return batch
 
-    ray.data.range(cpus, override_num_blocks=cpus).map_batches(warm).materialize()
+    ds = ray.data.range(cpus, override_num_blocks=cpus).map_batches(warm, batch_size=1)
+    ds.context.op_resource_reservation_enabled = False  # all tasks at once, as pipelines.driver runs them
+    ds.materialize()
     return time.perf_counter() - begin
 
 

@@ -185,6 +185,10 @@ def _decode(sources: list[Source], windows_fn: WindowsFn, schema: dict, path: st
     ds = ray.data.from_items(items, override_num_blocks=math.ceil(len(items) / per_task)).map_batches(
         _decode_batch, batch_size=per_task, batch_format="numpy",
         fn_kwargs={"windows_fn": windows_fn, "schema": schema, "ledger": ledger})
+    # One real stage (decode + write, fused): Ray Data's per-operator reservation would hold half the
+    # CPUs for the trivial input operator and start the decode tasks one at a time, leaving a CPU idle
+    # between tasks (measured: 2 CPUs ran 1.3 tasks on average; benchmarks/README.md, Pipeline).
+    ds.context.op_resource_reservation_enabled = False
     try:
         with _ProgressBar(ledger, len(sources), enabled=progress):
             write_windows(ds, path, schema)
