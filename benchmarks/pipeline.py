@@ -72,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mnist-sequences", type=int, default=3000,
                         help="mnist: training sequences of 20 frames (default: 3000)")
     parser.add_argument("--cpus", type=int, default=os.cpu_count(), help="CPUs for the local Ray (default: all)")
+    parser.add_argument("--address", help="run the pipeline on this Ray cluster instead of a local Ray "
+                                          "(sources and output then on storage every node reads)")
     parser.add_argument("--double", action=argparse.BooleanOptionalAction, default=True,
                         help="also run on twice the input (default: on)")
     parser.add_argument("--modes", default=",".join(MODES), help=f"which runs, comma-separated (default: {','.join(MODES)})")
@@ -130,7 +132,7 @@ def _inputs(dataset: str, scale: int, workdir: Path, args: argparse.Namespace) -
     if dataset == "kth":
         low, high = (int(v) for v in args.frames.split(","))
         src = workdir / f"kth-{scale * args.videos}"
-        return src, _kth_videos(src, scale * args.videos, (low, high))
+        return src, kth_videos(src, scale * args.videos, (low, high))
     if dataset.startswith("radar-"):
         fmt = dataset.split("-", 1)[1]
         src = workdir / f"{dataset}-{scale * args.radar_days}"
@@ -156,7 +158,7 @@ def _mnist_total(train: int) -> int:
     return sum(_mnist_counts(train))
 
 
-def _kth_videos(src: Path, videos: int, frames: tuple[int, int]) -> int:
+def kth_videos(src: Path, videos: int, frames: tuple[int, int]) -> int:
     """`videos` KTH-style videos (persons 1..25 cycling over actions and scenarios); returns total frames."""
     import cv2
 
@@ -230,25 +232,26 @@ def _child(args: argparse.Namespace) -> int:
     dataset, mode, src, out = args.child
     for module in _IMPORTS[dataset] + (["torch", "PIL.Image"] if mode == "tutorial" else []):
         importlib.import_module(module)
-    startup = _start_ray(args.cpus, _IMPORTS[dataset]) if mode == "pipeline" else 0.0
+    startup = _start_ray(args.cpus, _IMPORTS[dataset], args.address) if mode == "pipeline" else 0.0
     run = {"tutorial": _tutorial, "loop": _loop, "pipeline": _pipeline}[mode]
     stages: dict = {}
     begin, cpu = time.perf_counter(), time.process_time()
     if mode == "loop" and args.stages:
-        stages = _profiled(lambda: run(dataset, Path(src), Path(out), args, stages), stages)
+        stages = _profiled(lambda: run(dataset, src, out, args, stages), stages)
     else:
-        run(dataset, Path(src), Path(out), args, stages)
+        run(dataset, src, out, args, stages)
     seconds = time.perf_counter() - begin
     print(json.dumps({"seconds": seconds, "process_cpu_s": time.process_time() - cpu, "startup_s": startup,
                       "stages": stages}))
     return 0
 
 
-def _start_ray(cpus: int, modules: list[str]) -> float:
+def _start_ray(cpus: int, modules: list[str], address: str | None = None) -> float:
     from pipelines.ray_session import init_ray
 
     begin = time.perf_counter()
-    ray = init_ray(num_cpus=cpus)
+    ray = init_ray(address) if address else init_ray(num_cpus=cpus)
+    cpus = int(ray.cluster_resources().get("CPU", cpus))
 
     def warm(batch):  # Ray Data's first run starts its actors and one worker per CPU, which import the decoders
         for module in modules:
@@ -262,7 +265,7 @@ def _start_ray(cpus: int, modules: list[str]) -> float:
     return time.perf_counter() - begin
 
 
-def _prepare(dataset: str, src: Path, out: Path, args: argparse.Namespace) -> None:
+def _prepare(dataset: str, src: str, out: str, args: argparse.Namespace) -> None:
     """The dataset's real prepare function, as `convlstm prepare` calls it."""
     if dataset == "kth":
         from pipelines.kth import KthOptions, prepare_kth
@@ -280,7 +283,7 @@ def _prepare(dataset: str, src: Path, out: Path, args: argparse.Namespace) -> No
         prepare_mnist(src, str(out), MnistOptions(counts=_mnist_counts(args.mnist_sequences)), progress=False)
 
 
-def _pipeline(dataset: str, src: Path, out: Path, args: argparse.Namespace, stages: dict) -> None:
+def _pipeline(dataset: str, src: str, out: str, args: argparse.Namespace, stages: dict) -> None:
     import logging
 
     records: list[str] = []
@@ -295,7 +298,7 @@ def _pipeline(dataset: str, src: Path, out: Path, args: argparse.Namespace, stag
         stages["ray_data_stats"] = records[-1]
 
 
-def _loop(dataset: str, src: Path, out: Path, args: argparse.Namespace, stages: dict) -> None:
+def _loop(dataset: str, src: str, out: str, args: argparse.Namespace, stages: dict) -> None:
     """The same prepare function with run_prepare swapped for `lean_prepare`: same sources and decoding."""
     import pipelines.kth
     import pipelines.mnist
@@ -365,7 +368,7 @@ def _profiled(run, stages: dict) -> dict:
     return stages
 
 
-def _tutorial(dataset: str, src: Path, out: Path, args: argparse.Namespace, stages: dict) -> None:
+def _tutorial(dataset: str, src: str, out: str, args: argparse.Namespace, stages: dict) -> None:
     """The tutorial's KTHData.data_process with is_gray=True, on the official split, saved with torch.save."""
     import cv2
     import numpy as np
@@ -390,15 +393,15 @@ def _tutorial(dataset: str, src: Path, out: Path, args: argparse.Namespace, stag
 
     data = {"train": [], "val": [], "test": []}
     for label, action in enumerate(CATEGORIES):
-        folder = src / action
+        folder = Path(src) / action
         for name in sorted(os.listdir(folder)) if folder.is_dir() else []:
             frames = load_avi_frames(str(folder / name))
             s, e = 0, args.frame_len
             while e <= len(frames):
                 data[split_of[int(name[6:8])]].append((frames[s:e], label))
                 s, e = e, e + args.frame_len
-    out.mkdir(parents=True)
-    torch.save(data, out / "kth.pt")
+    Path(out).mkdir(parents=True)
+    torch.save(data, Path(out) / "kth.pt")
 
 
 # --- memory -------------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO)]
 
+from convlstm.augment import random_dihedral  # noqa: E402
 from convlstm.baselines import get_baseline  # noqa: E402
 from convlstm.losses import balanced_mse  # noqa: E402
 from convlstm.metrics import CategoricalScores, CorrelationScore  # noqa: E402
@@ -59,6 +60,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--augment", choices=("none", "dihedral"), default="none",
+                        help="training recipe: dihedral gives each window one of the 8 symmetries of the square "
+                             "(convlstm.augment, as data.augment in the training config)")
     args = parser.parse_args(argv)
     if args.budget_min <= 0 or args.batch < 1 or not 0 < args.test_fraction < 1:
         parser.error("--budget-min and --batch must be positive, --test-fraction in (0, 1)")
@@ -94,8 +98,9 @@ def read(paths: dict[str, Path], split: str) -> tuple[np.ndarray, np.ndarray, li
 
 
 def train(model: torch.nn.Module, frames: np.ndarray, masks: np.ndarray, budget_s: float, batch: int, lr: float,
-          seed: int) -> dict:
-    """RMSProp on balanced MSE over valid pixels until `budget_s` seconds of process CPU time are spent."""
+          seed: int, augment: str = "none") -> dict:
+    """RMSProp on balanced MSE over valid pixels until `budget_s` seconds of process CPU time are spent;
+    `augment="dihedral"`: a random symmetry of the square per window (frames and mask alike)."""
     optimizer = torch.optim.RMSprop(model.parameters(), lr=lr, alpha=0.9)
     rng = np.random.default_rng(seed)
     start_cpu, start_wall, steps, losses = time.process_time(), time.perf_counter(), 0, []
@@ -103,7 +108,10 @@ def train(model: torch.nn.Module, frames: np.ndarray, masks: np.ndarray, budget_
     while time.process_time() - start_cpu < budget_s:
         rows = rng.choice(len(frames), size=min(batch, len(frames)), replace=False)
         x = torch.from_numpy(frames[rows]).float() / 255.0
-        mask = torch.from_numpy(masks[rows, IN_LEN:]).float()
+        mask = torch.from_numpy(masks[rows]).float()
+        if augment == "dihedral":
+            x, mask = random_dihedral(x, mask)
+        mask = mask[:, IN_LEN:]
         loss = balanced_mse(model(x[:, :IN_LEN]), x[:, IN_LEN:], mask)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -174,7 +182,8 @@ def main(argv: list[str] | None = None) -> dict:
     hidden = [int(c) for c in args.hidden.split(",")]
     model = EncoderForecaster(1, hidden, 3, 3, patch_size=2, peephole=True, out_frames=OUT_LEN,
                               output_activation="sigmoid")
-    training = train(model, train_frames, train_masks, 60 * args.budget_min, args.batch, args.lr, args.seed)
+    training = train(model, train_frames, train_masks, 60 * args.budget_min, args.batch, args.lr, args.seed,
+                     args.augment)
     print(f"trained {training['steps']} steps ({training['windows_seen']} windows) in {training['cpu_s']:.0f} CPU s "
           f"({training['wall_s']:.0f} wall s); balanced MSE {training['first_losses'][0]:.1f} -> "
           f"{np.mean(training['last_losses']):.1f}")
@@ -193,12 +202,13 @@ def main(argv: list[str] | None = None) -> dict:
     summary = dict(sources=sources, size=args.size, in_len=IN_LEN, out_len=OUT_LEN, test_fraction=args.test_fraction,
                    train_windows=len(train_frames), test_windows=len(test_frames), hidden=hidden,
                    parameters=sum(p.numel() for p in model.parameters()), budget_min=args.budget_min,
+                   augment=args.augment,
                    threads=torch.get_num_threads(), training=training, prepare_s=prepare_s,
                    load_average=list(os.getloadavg()), results=results)
     (args.out / "skill.json").write_text(json.dumps(summary, indent=1))
     plot(results, minutes, args.out / "skill.png",
          f"{len(test_frames)} test windows ({', '.join(sources)}), model {hidden} after "
-         f"{args.budget_min:g} CPU min ({training['steps']} steps)")
+         f"{args.budget_min:g} CPU min ({training['steps']} steps, augment {args.augment})")
     print(f"{'':<14} {'MSE':>8} {'CSI@0.5':>8} {'corr':>6}   CSI@0.5 mm/h at 5 / 30 / 60 / 75 min")
     for name, r in results.items():
         print(f"{name:<14} {r['mse_mean']:>8.5f} {r['csi_overall']:>8.3f} {r['correlation_overall']:>6.3f}   "

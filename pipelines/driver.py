@@ -6,31 +6,34 @@ are written, so a source that fails halfway (truncated video) contributes nothin
 rejects just that source (listed in the manifest's `rejected` with its reason) and the job goes on.
 A source made of many files (a radar day) can instead drop one bad file and keep the windows that
 do not need it: `windows_fn` then yields a `Dropped(file, reason)` among its windows, and the file
-is listed in `rejected` (with the source's name) while the source stays. The driver holds source
-descriptions and per-source counts, never windows.
+is listed in `rejected` (with the source's name) while the source stays.
+
+A task decodes a few sources and writes their windows itself, one Parquet file per split named
+after its sources (a retried task rewrites the same files), and returns one small row per source:
+its manifest entry or its rejection. Decoding, windowing and writing thus happen in one task with
+nothing materialised in between, and the driver holds source descriptions and per-source outcomes,
+never windows.
 """
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import math
 import pickle
-import threading
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
+import pyarrow as pa
 
 from pipelines import cluster, storage
 from pipelines import manifest as mf
 from pipelines.publish import staging
 from pipelines.ray_session import init_ray
-from pipelines.shards import SPLIT_COLUMN, SchemaError, split_dir, stack_windows, to_table, write_windows
-
-if TYPE_CHECKING:
-    import pyarrow as pa
+from pipelines.shards import SPLIT_COLUMN, SchemaError, split_dir, stack_windows, to_table, write_shard
 
 WindowsFn = Callable[["Source"], Iterator[dict]]
 log = logging.getLogger(__name__)
@@ -73,26 +76,6 @@ class Dropped:
 
 class RejectedSourcesError(RuntimeError):
     """strict=True and at least one source was rejected; nothing was published."""
-
-
-class _Ledger:
-    """Ray actor collecting per-source outcomes from the decode tasks (keyed by name: retries are harmless)."""
-
-    def __init__(self):
-        self.done: dict[str, dict] = {}
-        self.rejected: dict[str, dict] = {}
-
-    def record(self, name: str, entry: dict) -> None:
-        self.done[name] = entry
-
-    def reject(self, name: str, entry: dict) -> None:
-        self.rejected[name] = entry
-
-    def count(self) -> int:
-        return len(self.done) + len(self.rejected)
-
-    def results(self) -> tuple[dict, dict]:
-        return self.done, self.rejected
 
 
 def run_prepare(*, task: str, sources: list[Source], windows_fn: WindowsFn, out: str, params: dict,
@@ -177,26 +160,26 @@ def _check_compatible(previous: dict, *, task: str, params: dict, schema: dict, 
 
 def _decode(sources: list[Source], windows_fn: WindowsFn, schema: dict, path: str,
             address: str | None, progress: bool) -> tuple[dict, dict]:
-    """Run the Ray Data decode + write; returns ({name: manifest entry}, {name: rejection})."""
+    """Decode and write `sources` in Ray Data tasks; returns ({name: manifest entry}, {name: rejection})."""
     ray = init_ray(address)
-    ledger = ray.remote(num_cpus=0)(_Ledger).remote()
     items = [{"source": pickle.dumps(s)} for s in sources]
     per_task = _sources_per_task(len(items), ray.cluster_resources().get("CPU", 1))
     ds = ray.data.from_items(items, override_num_blocks=math.ceil(len(items) / per_task)).map_batches(
         _decode_batch, batch_size=per_task, batch_format="numpy",
-        fn_kwargs={"windows_fn": windows_fn, "schema": schema, "ledger": ledger})
-    # One real stage (decode + write, fused): Ray Data's per-operator reservation would hold half the
-    # CPUs for the trivial input operator and start the decode tasks one at a time, leaving a CPU idle
+        fn_kwargs={"windows_fn": windows_fn, "schema": schema, "path": path})
+    # One real stage (decode + write): Ray Data's per-operator reservation would hold half the CPUs
+    # for the trivial input operator and start the decode tasks one at a time, leaving a CPU idle
     # between tasks (measured: 2 CPUs ran 1.3 tasks on average; benchmarks/README.md, Pipeline).
     ds.context.op_resource_reservation_enabled = False
-    try:
-        with _ProgressBar(ledger, len(sources), enabled=progress):
-            write_windows(ds, path, schema)
-        if log.isEnabledFor(logging.DEBUG):  # per-operator task wall/CPU times (benchmarks/pipeline.py --stages)
-            log.debug("Ray Data stats of the decode and write:\n%s", ds.stats())
-        done, failed = ray.get(ledger.results.remote())
-    finally:
-        ray.kill(ledger)
+    outcomes: dict[str, dict] = {"done": {}, "rejected": {}}
+    with _ProgressBar(len(sources), enabled=progress) as bar:
+        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+            for name, outcome, record in zip(batch["name"], batch["outcome"], batch["record"]):
+                outcomes[outcome][name] = json.loads(record)  # keyed by name: a retried task overwrites
+            bar.update(len(batch["name"]))
+    if log.isEnabledFor(logging.DEBUG):  # per-operator task wall/CPU times (benchmarks/pipeline.py --stages)
+        log.debug("Ray Data stats of the decode and write:\n%s", ds.stats())
+    done, failed = outcomes["done"], outcomes["rejected"]
     missing = {s.name for s in sources} - done.keys() - failed.keys()
     if missing:
         raise RuntimeError(f"decode tasks reported nothing for {len(missing)} sources, e.g. {sorted(missing)[:3]}")
@@ -210,12 +193,13 @@ def _sources_per_task(sources: int, cpus: float) -> int:
 
 
 def _decode_batch(batch: dict[str, np.ndarray], *, windows_fn: WindowsFn, schema: dict,
-                  ledger) -> Iterator["pa.Table"]:
-    """Ray Data UDF: pickled Sources, one per row -> each source's windows as one table in shard encoding."""
-    import ray
-
-    for blob in batch["source"]:
-        source: Source = pickle.loads(blob)
+                  path: str) -> dict[str, np.ndarray]:
+    """Ray Data UDF: pickled Sources, one per row -> their windows written under `path` (one shard
+    per split), and one row per source: {name, outcome ("done" | "rejected"), record (JSON)}."""
+    rows: dict[str, list[str]] = {"name": [], "outcome": [], "record": []}
+    tables: dict[str, list] = {}
+    sources = [pickle.loads(blob) for blob in batch["source"]]
+    for source in sources:
         dropped: list[Dropped] = []
         try:
             checksum = mf.sources_checksum(source.paths)
@@ -224,17 +208,30 @@ def _decode_batch(batch: dict[str, np.ndarray], *, windows_fn: WindowsFn, schema
             raise
         except Exception as exc:  # unreadable, truncated, wrong size...: reject this source only
             reason = str(exc) if isinstance(exc, Rejected) else f"{type(exc).__name__}: {exc}"
-            ray.get(ledger.reject.remote(source.name, _rejection(source, reason)))
+            _add_row(rows, source.name, "rejected", _rejection(source, reason))
             continue
         count = len(next(iter(columns.values())))
         entry = {**checksum, "split": source.split, "windows": count,
                  "per_class": _per_class(columns, schema)}
         if dropped:  # taken out of the entry by run_prepare, into `rejected`
             entry["dropped"] = [{"file": d.file, "reason": d.reason} for d in dropped]
-        ray.get(ledger.record.remote(source.name, entry))
         if count:
-            columns[SPLIT_COLUMN] = np.full(count, source.split, dtype=object)
-            yield to_table(columns, schema)
+            tables.setdefault(source.split, []).append(to_table(columns, schema))
+        _add_row(rows, source.name, "done", entry)
+    for split, parts in tables.items():
+        write_shard(path, split, pa.concat_tables(parts), schema, _shard_name([s.name for s in sources]))
+    return {key: np.array(values, dtype=object) for key, values in rows.items()}
+
+
+def _add_row(rows: dict[str, list[str]], name: str, outcome: str, record: dict) -> None:
+    rows["name"].append(name)
+    rows["outcome"].append(outcome)
+    rows["record"].append(json.dumps(record))
+
+
+def _shard_name(names: list[str]) -> str:
+    """A task's shard name: the same for the same sources (retries overwrite), distinct otherwise."""
+    return hashlib.sha256("\0".join(names).encode()).hexdigest()[:24]
 
 
 def _windows_only(items: Iterator, dropped: list[Dropped]) -> Iterator[dict]:
@@ -301,16 +298,15 @@ def _strict_error(rejected: list[dict]) -> RejectedSourcesError:
 
 
 class _ProgressBar:
-    """Context manager: a tqdm bar of sources done, polled from the ledger in a background thread.
+    """Context manager: a tqdm bar of sources done (`update(n)`), or nothing when not `enabled`.
 
     Ray Data's own per-operator bars are switched off meanwhile (two sets of bars garble the terminal).
     """
 
-    def __init__(self, ledger, total: int, enabled: bool):
-        self.ledger, self.total, self.enabled = ledger, total, enabled
-        self.stop = threading.Event()
+    def __init__(self, total: int, enabled: bool):
+        self.total, self.enabled, self.bar = total, enabled, None
 
-    def __enter__(self):
+    def __enter__(self) -> "_ProgressBar":
         if self.enabled:
             import ray.data
             from tqdm import tqdm
@@ -318,23 +314,13 @@ class _ProgressBar:
             self.context = ray.data.DataContext.get_current()
             self.ray_bars, self.context.enable_progress_bars = self.context.enable_progress_bars, False
             self.bar = tqdm(total=self.total, desc="sources", unit="src")
-            self.thread = threading.Thread(target=self._poll, daemon=True)
-            self.thread.start()
         return self
 
-    def _poll(self) -> None:
-        while not self.stop.wait(0.5):
-            self._poll_once()
-
-    def _poll_once(self) -> None:
-        import ray
-
-        self.bar.update(ray.get(self.ledger.count.remote()) - self.bar.n)
+    def update(self, n: int) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
 
     def __exit__(self, *exc) -> None:
-        if self.enabled:
-            self.stop.set()
-            self.thread.join()
-            self._poll_once()
+        if self.bar is not None:
             self.bar.close()
             self.context.enable_progress_bars = self.ray_bars

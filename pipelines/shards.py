@@ -24,7 +24,7 @@ from pipelines.manifest import load_manifest
 if TYPE_CHECKING:
     import ray.data
 
-# Hive partition column used while writing; it becomes the `<split>/` folder and is not stored.
+# Reserved: a window column may not be called this (the split is the `<split>/` folder, not a column).
 SPLIT_COLUMN = "split"
 # Rows are returned in this order by read_windows (when the columns exist).
 ORDER = ("source", "start")
@@ -87,28 +87,15 @@ def to_table(columns: dict[str, np.ndarray], schema: dict) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
 
 
-def write_windows(ds: "ray.data.Dataset", path: str, schema: dict) -> None:
-    """Write a Ray Dataset of to_table batches (with a `split` column) to `<path>/<split>/*.parquet`.
-
-    New files are added beside existing ones (names are unique per write), so this also appends.
-    """
-    fs, root = storage.resolve(path)
-    scalars = [name for name, spec in schema.items() if not spec["shape"]]
-    ds.write_parquet(root, filesystem=fs, partition_cols=[SPLIT_COLUMN], use_dictionary=scalars)
-    for folder in _partition_folders(path):
-        split = folder.split("=", 1)[1]
-        target = split_dir(path, split)
-        if not storage.exists(target):
-            storage.move(storage.join(path, folder), target)
-            continue
-        for name in storage.list_files(storage.join(path, folder)):
-            storage.move(storage.join(path, folder, name), storage.join(target, name))
-        storage.remove(storage.join(path, folder))
-
-
-def _partition_folders(path: str) -> list[str]:
-    return sorted({name.split("/", 1)[0] for name in storage.list_files(path, ".parquet")
-                   if name.startswith(f"{SPLIT_COLUMN}=")})
+def write_shard(path: str, split: str, table: pa.Table, schema: dict, name: str) -> str:
+    """Write `table` (to_table encoding) as `<path>/<split>/<name>.parquet`, replacing a file of that
+    name (a retried task rewrites its own shard); returns the file's path."""
+    fs, root = storage.resolve(split_dir(path, split))
+    fs.create_dir(root, recursive=True)
+    target = f"{root}/{name}.parquet"
+    scalars = [column for column, spec in schema.items() if not spec["shape"]]
+    pq.write_table(table, target, filesystem=fs, use_dictionary=scalars)
+    return target
 
 
 def read_windows(path: str, split: str, columns: list[str] | None = None) -> dict[str, np.ndarray]:

@@ -86,9 +86,12 @@ def require(args: argparse.Namespace, *names: str) -> None:
             raise ValueError(f"--{name.replace('_', '-')} is required")
 
 
-def dataset_summary(out: str, manifest: dict) -> str:
-    """Windows per split (and per class), rejected inputs (first five with reasons), fingerprint, path."""
+def dataset_summary(out: str, manifest: dict, seconds: float | None = None) -> str:
+    """Windows per split (and per class), rejected inputs (first five with reasons), fingerprint, path
+    and, given `seconds`, how long the command took for how many sources."""
     lines = [f"{manifest['task']} dataset published at {out}"]
+    if seconds is not None:
+        lines[0] += f" in {seconds:.1f} s ({len(manifest['sources'])} sources, Ray start-up included)"
     for split, info in manifest["splits"].items():
         classes = ", ".join(f"{name} {n}" for name, n in info["per_class"].items())
         lines.append(f"  {split}: {info['count']} windows" + (f" ({classes})" if classes else ""))

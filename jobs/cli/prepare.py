@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from functools import partial
 
 from jobs.cli import options, prepare_radar
@@ -73,6 +74,7 @@ def run_kth(args: argparse.Namespace) -> int:
     from pipelines.kth import KthOptions, prepare_kth
     from pipelines.radar.preprocess import parse_hw
 
+    started = time.monotonic()
     options.require(args, "src", "out")
     opts = KthOptions(frame_len=args.frame_len, stride=args.stride, size=parse_hw(args.size, "--size"),
                          color=args.color, split=args.split, sequences=args.sequences)
@@ -81,13 +83,14 @@ def run_kth(args: argparse.Namespace) -> int:
                                incremental=args.incremental, address=args.address, progress=sys.stderr.isatty())
     except RejectedSourcesError as exc:
         raise CommandError(str(exc), 1) from exc
-    print(options.dataset_summary(args.out, manifest))
+    print(options.dataset_summary(args.out, manifest, time.monotonic() - started))
     return 0
 
 
 def run_mnist(args: argparse.Namespace) -> int:
     from pipelines.mnist import MnistOptions, prepare_mnist
 
+    started = time.monotonic()
     options.require(args, "mnist", "out")
     try:
         counts = tuple(int(c) for c in args.counts.split(","))
@@ -97,5 +100,5 @@ def run_mnist(args: argparse.Namespace) -> int:
                            subset=args.subset, seed=args.seed)
     manifest = prepare_mnist(args.mnist, args.out, opts, overwrite=args.overwrite, address=args.address,
                              progress=sys.stderr.isatty())
-    print(options.dataset_summary(args.out, manifest))
+    print(options.dataset_summary(args.out, manifest, time.monotonic() - started))
     return 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 from jobs.errors import CommandError
@@ -52,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
     from pipelines.driver import RejectedSourcesError
     from pipelines.radar.prepare import RadarOptions, prepare_radar
 
+    started = time.monotonic()
     options.require(args, "src", "out")
     opts = RadarOptions(
         in_len=args.in_len, out_len=args.out_len, stride=args.stride, size=parse_hw(args.size, "--size"),
@@ -65,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
                                  max_unpacked_mb=args.max_unpacked_mb)
     except RejectedSourcesError as exc:
         raise CommandError(str(exc), 1) from exc
-    print(options.dataset_summary(args.out, manifest))
+    print(options.dataset_summary(args.out, manifest, time.monotonic() - started))
     print(radar_summary(manifest))
     return 0
 

@@ -65,6 +65,9 @@ class Task:
                              f"got {cfg.loss.name!r}")
         self.cfg = cfg
         self.frames_shape = list(manifest["schema"]["frames"]["shape"])  # [T, C, H, W]
+        if cfg.data.augment and not isinstance(self, ForecastTask):
+            raise ValueError(f"data.augment: {cfg.data.augment} is for forecast tasks; {self.name} "
+                             f"clips can be mirrored with data.hflip")
 
     @classmethod
     def metric_higher_is_better(cls, metric: str) -> bool:
@@ -261,6 +264,9 @@ class ForecastTask(Task):
         self.output_shape = [self.out_len, *self.frames_shape[1:]]
         self.has_mask = "mask" in manifest["schema"]
         self.columns = ["frames", "mask"] if self.has_mask else ["frames"]
+        if cfg.data.augment == "dihedral" and self.frames_shape[2] != self.frames_shape[3]:
+            raise ValueError(f"data.augment: dihedral needs square frames, this dataset's are "
+                             f"{self.frames_shape[2]}x{self.frames_shape[3]}")
         self.logits = cfg.model.params.get("output_activation", "sigmoid") is None
         if (cfg.loss.name == "bce") != self.logits:
             raise ValueError("model.params.output_activation: the bce loss takes logits (null), the other "
@@ -299,8 +305,17 @@ class ForecastTask(Task):
         return {**super().pooling_fields(manifest), "params": {k: params.get(k) for k in ("in_len", "out_len")}}
 
     def loss(self, model, batch, train):
-        inputs, target, mask = self._split(batch)
+        inputs, target, mask = self._split(self._augmented(batch) if train else batch)
         return self._criterion(model(inputs).float(), target, mask)
+
+    def _augmented(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """`data.augment`: one random symmetry of the square per window, frames and mask alike."""
+        if self.cfg.data.augment != "dihedral":
+            return batch
+        from convlstm.augment import random_dihedral
+
+        names = [c for c in self.columns if c in batch]
+        return {**batch, **dict(zip(names, random_dihedral(*(batch[c] for c in names))))}
 
     def forward(self, model, batch):
         inputs, target, mask = self._split(batch)

@@ -62,7 +62,10 @@ class ScheduleConfig(Section):
 
 class DataConfig(Section):
     """Batching of the shards. `batch_size` is global (split evenly over workers); `limit_*` cap
-    the windows read per split (None = all); `hflip` randomly mirrors training clips (p = 0.5).
+    the windows read per split (None = all); `hflip` randomly mirrors training clips (p = 0.5;
+    classification); `augment: dihedral` gives each training window of a forecast task one of the
+    eight symmetries of the square (quarter turns and mirrors, the same for all its frames; square
+    frames only; convlstm.augment).
     `shuffle_buffer` > 0 shuffles the training windows each epoch (Ray Data's local shuffle buffer
     of that many rows; a full permutation without Ray). Forecasting: the first `in_len` frames of a
     window are the input, the rest the target (None = the manifest's `in_len`, else half the window);
@@ -77,6 +80,7 @@ class DataConfig(Section):
     batch_size: int = Field(32, ge=1)
     val_batch_size: int | None = Field(None, ge=1)
     hflip: bool = False
+    augment: Literal["dihedral"] | None = None
     shuffle_buffer: int = Field(0, ge=0)
     train_split: Name = "train"
     val_split: Name = "val"

@@ -374,8 +374,11 @@ class MultiNodeCluster:
     """A head with 0 CPUs and `workers` worker nodes, each in its own mount namespace (see module doc)."""
 
     def __init__(self, folder: Path, workers: int = 2, cpus_per_node: float = 2, env: dict[str, str] | None = None,
-                 object_store_mb: int = 200):
+                 object_store_mb: int = 200, pin_cores: bool = False):
+        """`pin_cores`: worker node i runs on core (i - 1) mod cores only (taskset), as if it were its own
+        machine: its processes' threads (OpenCV, Arrow, torch pools) cannot spill onto another node's core."""
         self.folder, self.cpus_per_node, self.env = folder, cpus_per_node, dict(env or {})
+        self.pin_cores = pin_cores
         self.object_store = str(object_store_mb * 2**20)
         self.head: Cluster | None = None
         self.nodes: list[WorkerNode] = []
@@ -415,7 +418,8 @@ class MultiNodeCluster:
         env.pop("MLFLOW_TRACKING_URI", None)
         log = self.folder / f"node{index}.log"
         with open(log, "wb") as out:
-            proc = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+            pin = ["taskset", "-c", str((index - 1) % (os.cpu_count() or 1))] if self.pin_cores else []
+            proc = subprocess.Popen([*pin, "unshare", "--mount", "--propagation", "private", "sh", "-c", script],
                                     env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         node = WorkerNode(index, resource, proc, log)
         self.nodes = [n for n in self.nodes if n.index != index] + [node]

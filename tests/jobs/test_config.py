@@ -117,3 +117,28 @@ def test_yaml_syntax_errors_name_the_file_and_line(tmp_path, capsys):
     assert main(["train", "--task", "kth", "--data", str(tmp_path), "--config", "kth-tiny", "optim.betas=[1,"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "optim.betas" in err and "not valid YAML" in err
+
+
+def test_dihedral_augmentation_turns_frames_and_mask_together():
+    import torch
+
+    from jobs.tasks import get_task
+
+    manifest = {"task": "radar", "params": {"in_len": 2},
+                "schema": {"frames": {"shape": [4, 1, 6, 6], "dtype": "uint8"},
+                           "mask": {"shape": [4, 1, 6, 6], "dtype": "bool"}}}
+    task = get_task(load_config("radar-tiny", "radar", ["data.augment=dihedral"]), manifest)
+    torch.manual_seed(0)
+    frames = torch.randint(0, 256, (8, 4, 1, 6, 6), dtype=torch.uint8)
+    batch = {"frames": frames, "mask": frames > 100}
+    turned = task._augmented(batch)
+    assert torch.equal(turned["mask"], turned["frames"] > 100) and not torch.equal(turned["frames"], frames)
+    assert get_task(load_config("radar-tiny", "radar"), manifest)._augmented(batch) is batch  # off by default
+
+    oblong = {**manifest, "schema": {k: {**v, "shape": [4, 1, 6, 8]} for k, v in manifest["schema"].items()}}
+    with pytest.raises(ValueError, match="data.augment: dihedral needs square frames"):
+        get_task(load_config("radar-tiny", "radar", ["data.augment=dihedral"]), oblong)
+    kth = {"task": "kth", "params": {}, "schema": {"frames": {"shape": [4, 1, 6, 8], "dtype": "uint8"},
+                                                   "label": {"shape": [], "dtype": "int64", "classes": ["a", "b"]}}}
+    with pytest.raises(ValueError, match="data.augment: dihedral is for forecast tasks"):
+        get_task(load_config("kth-tiny", "kth", ["data.augment=dihedral"]), kth)

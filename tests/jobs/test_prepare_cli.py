@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 
 import pytest
 
@@ -50,6 +51,7 @@ def test_kth_run_refuse_strict_incremental(ray_local, tmp_path, capsys):
     printed = capsys.readouterr().out
     manifest = load_manifest(out)
     assert f"published at {out}" in printed and manifest["fingerprint"] in printed
+    assert re.search(rf"published at {re.escape(str(out))} in \d+\.\d s \({len(manifest['sources'])} sources", printed)
     assert "train: 4 windows (boxing 2, walking 2)" in printed
     assert "rejected inputs: 7" in printed
 
