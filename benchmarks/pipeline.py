@@ -247,21 +247,26 @@ def _child(args: argparse.Namespace) -> int:
 
 
 def _start_ray(cpus: int, modules: list[str], address: str | None = None) -> float:
+    """Start (or join) Ray and warm it: one task per CPU of every node, pinned there, importing the
+    decoders, so that each CPU has a worker with the imports done; then one tiny Ray Data run."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
     from pipelines.ray_session import init_ray
 
     begin = time.perf_counter()
     ray = init_ray(address) if address else init_ray(num_cpus=cpus)
-    cpus = int(ray.cluster_resources().get("CPU", cpus))
 
-    def warm(batch):  # Ray Data's first run starts its actors and one worker per CPU, which import the decoders
+    @ray.remote(num_cpus=1)
+    def warm() -> None:
         for module in modules:
             importlib.import_module(module)
-        time.sleep(0.5)  # long enough for the tasks to overlap, so that each lands on its own worker
-        return batch
+        time.sleep(0.5)  # long enough for a node's tasks to overlap, so that each lands on its own worker
 
-    ds = ray.data.range(cpus, override_num_blocks=cpus).map_batches(warm, batch_size=1)
-    ds.context.op_resource_reservation_enabled = False  # all tasks at once, as pipelines.driver runs them
-    ds.materialize()
+    pending = [warm.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)).remote()
+               for node in ray.nodes() if node["Alive"]
+               for _ in range(int(node["Resources"].get("CPU", 0)))]
+    ray.get(pending)
+    ray.data.range(1).materialize()  # Ray Data's own start-up (its internal actors)
     return time.perf_counter() - begin
 
 
