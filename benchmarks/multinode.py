@@ -154,7 +154,7 @@ def prepare_scaling(args: argparse.Namespace) -> int:
                               if line.startswith('{"seconds"'))
                 stats = result["stages"].get("ray_data_stats", "")
                 used = re.findall(r"Tasks per node: .*?(\d+) nodes used", stats)
-                stage = re.findall(r"MapBatches\(_decode_batch\)->Write: \d+ tasks executed, .*? in ([\d.]+)s", stats)
+                stage = re.findall(r"MapBatches\(_decode_batch\)\S*: \d+ tasks executed, .*? in ([\d.]+)s", stats)
                 decode_s = float(stage[-1]) if stage else float("nan")
                 runs.append({"worker_nodes": nodes, "repeat": repeat, "seconds": result["seconds"],
                              "startup_s": result["startup_s"], "fps": frames / result["seconds"],
