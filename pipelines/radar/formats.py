@@ -61,6 +61,14 @@ def detect_format(files: Iterable[str | Path]) -> RadarFormat:
     return FORMATS[found.pop()]
 
 
+def check_has_frames(src: str | Path, root: Path, purpose: str) -> None:
+    """ValueError naming --src when no file under `root` (`src`, or what it unpacked to) has a radar frame
+    extension: an empty source, or one of other files only. `purpose` ends the message."""
+    if not any(p.is_file() and any(f.claims(p.name) for f in FORMATS.values()) for p in root.rglob("*")):
+        extensions = sorted({e for f in FORMATS.values() for e in f.extensions})
+        raise ValueError(f"--src {src}: no radar frame ({', '.join(extensions)}) in it; {purpose}")
+
+
 def resolve_format(name: str, root: Path) -> RadarFormat:
     """`get_format(name)`, or for "auto" the format detected from the files under `root` (names, then content)."""
     if name != "auto":

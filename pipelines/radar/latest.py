@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from pipelines.radar.archive import source_folder
-from pipelines.radar.formats import FrameFile, list_frames, probe_frames, read_dbz, resolve_format
+from pipelines.radar.formats import (FrameFile, check_has_frames, list_frames, probe_frames, read_dbz,
+                                     resolve_format)
 from pipelines.radar.frame_format import FrameError, RadarFormat
 from pipelines.radar.preprocess import preprocess
 from pipelines.radar.timeline import infer_time_step, iso
@@ -53,6 +54,7 @@ def load_sequence(src: Path, fmt: str, end: datetime | None, n: int, params: dic
     crop = tuple(params["crop"]) if params.get("crop") else None
     size = tuple(params["size"])
     with source_folder(src) as root:
+        check_has_frames(src, root, "nothing to forecast from")
         radar = resolve_format(fmt, root)
         frames, _ = list_frames(root, radar)
         frames = [f for f in frames if end is None or f.time <= end]

@@ -31,7 +31,7 @@ from pipelines import cluster, storage
 from pipelines.driver import Dropped, Source, build_options, run_prepare
 from pipelines.radar.archive import check_limit, source_folder
 from pipelines.radar.days import Unit, load_days_file, plan_units
-from pipelines.radar.formats import FORMATS, FrameFile, get_format, list_frames, probe_frames, resolve_format
+from pipelines.radar.formats import FrameFile, check_has_frames, get_format, list_frames, probe_frames, resolve_format
 from pipelines.radar.frame_format import RadarFormat
 from pipelines.radar.preprocess import check_crop
 from pipelines.radar.latest import load_frames
@@ -131,7 +131,7 @@ def prepare_radar(src: Path, out: str, fmt: str = "auto", options: RadarOptions 
     local_folder = None if remote_src or not Path(src).is_dir() else src
     cluster.check_paths({"--out": str(out), "--src": local_folder}, address=address)
     with source_folder(src, _unpack_dir(out), max_mb=max_unpacked_mb) as root:
-        _check_has_frames(src, root)
+        check_has_frames(src, root, "nothing to prepare")
         radar = resolve_format(fmt, root)
         frames, rejected = list_frames(root, radar)
         frames, grid, bad = probe_frames(frames, radar)
@@ -163,13 +163,6 @@ def prepare_radar(src: Path, out: str, fmt: str = "auto", options: RadarOptions 
                                rejected=rejected, overwrite=overwrite, incremental=incremental,
                                strict=strict, address=address, progress=progress,
                                protect=[str(src)])
-
-
-def _check_has_frames(src: Path, root: Path) -> None:
-    """ValueError naming --src when no file under `root` has a radar frame extension (empty source)."""
-    if not any(p.is_file() and any(f.claims(p.name) for f in FORMATS.values()) for p in root.rglob("*")):
-        extensions = sorted({e for f in FORMATS.values() for e in f.extensions})
-        raise ValueError(f"--src {src}: no radar frame ({', '.join(extensions)}) in it; nothing to prepare")
 
 
 def unit_windows(source: Source) -> Iterator[dict | Dropped]:

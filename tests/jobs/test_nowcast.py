@@ -140,3 +140,20 @@ def test_rain_colours_and_times():
     assert parse_time(None) is None
     assert parse_time("2016-07-11T23:45").isoformat() == "2016-07-11T23:45:00+00:00"
     assert parse_time("2016-07-12T01:45+02:00") == parse_time("2016-07-11T23:45Z")
+
+
+@pytest.mark.parametrize("content", ["empty", "readme-only"])
+def test_nowcast_inputs_from_a_source_without_frames_name_src(tmp_path, content):
+    """Nowcasting from an empty folder (or one of other files) names --src, as prepare does."""
+    from jobs.nowcast.forecast import read_input
+    from pipelines.radar.latest import load_sequence
+
+    src = tmp_path / "src"
+    src.mkdir()
+    if content == "readme-only":
+        (src / "README.md").write_text("no frames")
+    params = {"crop": None, "size": [16, 16]}
+    with pytest.raises(ValueError, match=rf"^--src {src}: no radar frame .*; nothing to forecast from$"):
+        load_sequence(src, "auto", None, 4, params)
+    with pytest.raises(ValueError, match=rf"^--src {src}: no radar frame .*; nothing to forecast from$"):
+        read_input(src, "auto", None, {"params": params}, 4)
