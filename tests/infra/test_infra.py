@@ -699,3 +699,12 @@ def test_compose_credentials_come_from_a_gitignored_env_file():
     assert ignored.returncode == 0
     example = (INFRA / "mlflow" / ".env.example").read_text()
     assert "MLFLOW_DB_PASSWORD=<" in example and "MLFLOW_AUTH_ADMIN_PASSWORD=<" in example
+
+
+def test_job_config_puts_default_outputs_on_shared_storage():
+    """Outputs no flag names go under CONVLSTM_STORAGE: on a cluster it must be storage every pod reads."""
+    from pipelines import storage
+
+    (config,) = [d for d in _of_kind("ConfigMap") if d["metadata"]["name"] == "convlstm-job-config"]
+    assert storage.is_remote(config["data"]["CONVLSTM_STORAGE"])
+    assert set(config["data"]) >= {"MLFLOW_TRACKING_URI", "CONVLSTM_STORAGE", "CONVLSTM_HOME"}
