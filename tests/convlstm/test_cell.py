@@ -94,6 +94,41 @@ def test_fused_pointwise_matches_autograd_form(peephole):
     torch.testing.assert_close(g_fused, g_plain, atol=1e-12, rtol=1e-12)
 
 
+def test_fused_pointwise_float32_tanh_within_1e6_of_torch_tanh():
+    """The fused form computes tanh as 2 sigmoid(2x) - 1 (faster on CPU): float32 stays within 1e-6."""
+    torch.manual_seed(2)
+    gates, c = torch.randn(4, 64, 9, 7) * 4, torch.randn(4, 16, 9, 7) * 3
+    torch.testing.assert_close(LSTMPointwise.apply(gates, c, None, None, None), lstm_pointwise(gates, c),
+                               atol=1e-6, rtol=0)
+
+
+def test_split_and_joint_input_convolutions_agree(monkeypatch):
+    """W_x * x + W_h * h as one convolution over [x, h] or as two: same values and gradients."""
+    import convlstm.cell as cell_module
+
+    x = torch.randn(2, 2, 5, 4, dtype=torch.float64, requires_grad=True)
+    state = tuple(torch.randn(2, 3, 5, 4, dtype=torch.float64, requires_grad=True) for _ in range(2))
+    results = []
+    for split in (False, True):
+        monkeypatch.setattr(cell_module, "_split_on_cpu", lambda x, split=split: split)
+        cell = make_cell(peephole=True)
+        h, c = cell(x, state)
+        results.append((h, c, *torch.autograd.grad((h.sum() + 2 * c.sum()), [x, *state, *cell.parameters()])))
+    torch.testing.assert_close(results[0], results[1], atol=1e-12, rtol=1e-12)
+
+
+def test_split_rule_on_cpu():
+    """Two convolutions for narrow inputs and for gradient-free inputs in training; joint otherwise."""
+    from convlstm.cell import _split_on_cpu
+
+    narrow, wide = torch.zeros(1, 4, 2, 2), torch.zeros(1, 16, 2, 2)
+    assert _split_on_cpu(narrow)
+    assert _split_on_cpu(wide)  # data input in training: the joint backward would waste its gradient
+    assert not _split_on_cpu(wide.clone().requires_grad_())  # inner layer
+    with torch.no_grad():
+        assert _split_on_cpu(narrow) and not _split_on_cpu(wide)
+
+
 def test_parameter_layout():
     cell = ConvLSTMCell(4, 8, input_kernel_size=9, hidden_kernel_size=1, peephole=True)
     assert cell.weight_x.shape == (32, 4, 9, 9)
