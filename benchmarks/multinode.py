@@ -54,6 +54,9 @@ def main() -> int:
     parser.add_argument("--pin-cores", action=argparse.BooleanOptionalAction, default=True,
                         help="prepare-scaling: worker node i runs on core i-1 only (taskset), like its own machine")
     parser.add_argument("--prepare-cpus-per-node", type=float, default=1, help="prepare-scaling: CPUs per worker node")
+    parser.add_argument("--head-nice", type=int, default=0, choices=range(0, 20), metavar="0-19",
+                        help="prepare-scaling: niceness of the head's processes and the job driver; 19 lets them "
+                             "run only on cycles the pinned worker nodes leave, as a head with its own machine")
     parser.add_argument("--postgres", action="store_true", help="MLflow on PostgreSQL (as the test) instead of sqlite")
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args()
@@ -132,7 +135,7 @@ def prepare_scaling(args: argparse.Namespace) -> int:
             env.update(s3.env)
         src = s3.upload(shared / "videos", "raw", "kth") if s3 else str(shared / "videos")
         cluster = MultiNodeCluster(shared, workers=1, cpus_per_node=args.prepare_cpus_per_node, env=env,
-                                   pin_cores=args.pin_cores).start()
+                                   pin_cores=args.pin_cores, head_nice=args.head_nice).start()
         second = None
         for repeat in range(args.repeats):
             for nodes in (1, 2) if repeat % 2 == 0 else (2, 1):
@@ -172,7 +175,7 @@ def prepare_scaling(args: argparse.Namespace) -> int:
     best = {n: max(r["fps"] for r in runs if r["worker_nodes"] == n) for n in (1, 2)}
     stage = {n: max(r["decode_write_fps"] for r in runs if r["worker_nodes"] == n) for n in (1, 2)}
     summary = {"videos": args.videos, "size": args.size, "frames": frames, "cpus_per_node": args.prepare_cpus_per_node,
-               "pinned_cores": args.pin_cores,
+               "pinned_cores": args.pin_cores, "head_nice": args.head_nice,
                "storage": "s3 (moto)" if args.via_s3 else "shared folder", "best_fps": best,
                "scaling_2_vs_1": best[2] / best[1], "best_decode_write_fps": stage,
                "decode_write_scaling_2_vs_1": stage[2] / stage[1], "runs": runs, "machine": machine.describe()}

@@ -41,7 +41,9 @@ import sys
 import tempfile
 import threading
 import time
+from contextlib import contextmanager
 from datetime import datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -323,7 +325,7 @@ def lean_prepare(*, sources, windows_fn, out, schema, stages: dict, **_ignored) 
     from pipelines.driver import Dropped
     from pipelines.shards import stack_windows, to_table
 
-    clock = _Clock(stages)
+    clock = partial(_timed, stages)
     parts: dict[str, list[dict]] = {}
     for source in sources:
         with clock("windows_fn (decode, resize, window)"):
@@ -341,21 +343,14 @@ def lean_prepare(*, sources, windows_fn, out, schema, stages: dict, **_ignored) 
             pq.write_table(table, Path(out) / f"{split}.parquet")
 
 
-class _Clock:
-    def __init__(self, totals: dict):
-        self.totals = totals
-
-    def __call__(self, stage: str):
-        clock = self
-
-        class _Timer:
-            def __enter__(self):
-                self.begin = time.perf_counter()
-
-            def __exit__(self, *exc):
-                clock.totals[stage] = clock.totals.get(stage, 0.0) + time.perf_counter() - self.begin
-
-        return _Timer()
+@contextmanager
+def _timed(totals: dict, stage: str):
+    """Adds the seconds spent inside the block to `totals[stage]`."""
+    begin = time.perf_counter()
+    try:
+        yield
+    finally:
+        totals[stage] = totals.get(stage, 0.0) + time.perf_counter() - begin
 
 
 def _profiled(run, stages: dict) -> dict:

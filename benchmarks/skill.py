@@ -37,7 +37,8 @@ from convlstm.baselines import get_baseline  # noqa: E402
 from convlstm.losses import balanced_mse  # noqa: E402
 from convlstm.metrics import CategoricalScores, CorrelationScore  # noqa: E402
 from convlstm.networks import EncoderForecaster  # noqa: E402
-from convlstm.units import scaled_pixel_to_rainrate  # noqa: E402
+from convlstm.units import (DBZ_MIN, DBZ_RANGE, HKO_ZR_A, HKO_ZR_B, rainrate_to_scaled_pixel,  # noqa: E402
+                            scaled_pixel_to_rainrate)
 
 SOURCES = ("mch", "fmi", "knmi")
 IN_LEN, OUT_LEN = 5, 15
@@ -63,10 +64,47 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--augment", choices=("none", "dihedral"), default="none",
                         help="training recipe: dihedral gives each window one of the 8 symmetries of the square "
                              "(convlstm.augment, as data.augment in the training config)")
+    parser.add_argument("--crop", type=int, default=None,
+                        help="training recipe: train on random CROP x CROP crops of the --size frames (one per "
+                             "window, all frames alike); scoring stays on the whole --size frames")
+    parser.add_argument("--warmup-steps", type=int, default=0,
+                        help="training recipe: raise the learning rate linearly from 0 over this many steps")
+    parser.add_argument("--scaling", choices=sorted(SCALINGS), default="dbz",
+                        help="training recipe: what the network sees and predicts; dbz: HKO-7 pixels / 255 "
+                             "(linear in dBZ, the project's); log-rain: log(1 + R) / log(1 + R_max), R in mm/h. "
+                             "The loss keeps the HKO-7 weights of the target's rain rate")
     args = parser.parse_args(argv)
     if args.budget_min <= 0 or args.batch < 1 or not 0 < args.test_fraction < 1:
         parser.error("--budget-min and --batch must be positive, --test-fraction in (0, 1)")
+    if args.crop is not None and not 4 <= args.crop <= args.size:
+        parser.error(f"--crop must be between 4 and --size ({args.size}), got {args.crop}")
+    if args.crop is not None and args.crop % 2:
+        parser.error(f"--crop must be even (the model's 2x2 patches), got {args.crop}")
+    if args.warmup_steps < 0:
+        parser.error("--warmup-steps must be >= 0")
     return args
+
+
+def _rain_rate(scaled: torch.Tensor) -> torch.Tensor:
+    """HKO-7 pixels / 255 -> rain rate in mm/h (torch twin of `convlstm.units.scaled_pixel_to_rainrate`)."""
+    dbz = scaled * DBZ_RANGE + DBZ_MIN
+    return (torch.pow(10.0, dbz / 10.0) / HKO_ZR_A) ** (1.0 / HKO_ZR_B)
+
+
+_LOG_RAIN_MAX = float(np.log1p(scaled_pixel_to_rainrate(1.0)))  # log(1 + R) at 60 dBZ (255)
+
+
+def _to_log_rain(scaled: torch.Tensor) -> torch.Tensor:
+    return torch.log1p(_rain_rate(scaled)) / _LOG_RAIN_MAX
+
+
+def _from_log_rain(value: torch.Tensor) -> torch.Tensor:
+    rate = torch.expm1(value.clamp(0, 1) * _LOG_RAIN_MAX)
+    return torch.from_numpy(rainrate_to_scaled_pixel(rate.numpy()))
+
+
+# network space <- HKO-7 pixels / 255, and back
+SCALINGS = {"dbz": (lambda x: x, lambda y: y), "log-rain": (_to_log_rain, _from_log_rain)}
 
 
 def prepare(sources: list[str], data: Path, work: Path, size: int, test_fraction: float) -> dict[str, Path]:
@@ -97,25 +135,43 @@ def read(paths: dict[str, Path], split: str) -> tuple[np.ndarray, np.ndarray, li
     return np.concatenate(frames), np.concatenate(masks), names
 
 
+def random_crop(rng: np.random.Generator, size: int, *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+    """One random `size` x `size` crop per window (axis 0), the same for every array and frame."""
+    height, width = arrays[0].shape[-2:]
+    tops, lefts = rng.integers(0, height - size + 1, len(arrays[0])), rng.integers(0, width - size + 1, len(arrays[0]))
+    return tuple(np.stack([a[i, ..., t:t + size, l:l + size] for i, (t, l) in enumerate(zip(tops, lefts))])
+                 for a in arrays)
+
+
 def train(model: torch.nn.Module, frames: np.ndarray, masks: np.ndarray, budget_s: float, batch: int, lr: float,
-          seed: int, augment: str = "none") -> dict:
-    """RMSProp on balanced MSE over valid pixels until `budget_s` seconds of process CPU time are spent;
-    `augment="dihedral"`: a random symmetry of the square per window (frames and mask alike)."""
+          seed: int, augment: str = "none", crop: int | None = None, warmup_steps: int = 0,
+          scaling: str = "dbz") -> dict:
+    """RMSProp on balanced MSE over valid pixels until `budget_s` seconds of process CPU time are spent.
+    Recipes: `augment="dihedral"`, a random symmetry of the square per window (frames and mask alike);
+    `crop`, a random crop per window; `warmup_steps`, a linear learning-rate ramp; `scaling`, the
+    network's space (SCALINGS), with the HKO-7 balancing weights of the target pixels either way."""
     optimizer = torch.optim.RMSprop(model.parameters(), lr=lr, alpha=0.9)
+    warmup = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / (warmup_steps + 1)))
+    to_net = SCALINGS[scaling][0]
     rng = np.random.default_rng(seed)
     start_cpu, start_wall, steps, losses = time.process_time(), time.perf_counter(), 0, []
     model.train()
     while time.process_time() - start_cpu < budget_s:
         rows = rng.choice(len(frames), size=min(batch, len(frames)), replace=False)
-        x = torch.from_numpy(frames[rows]).float() / 255.0
-        mask = torch.from_numpy(masks[rows]).float()
+        window_frames, window_masks = frames[rows], masks[rows]
+        if crop is not None:
+            window_frames, window_masks = random_crop(rng, crop, window_frames, window_masks)
+        x = torch.from_numpy(window_frames).float() / 255.0
+        mask = torch.from_numpy(window_masks).float()
         if augment == "dihedral":
             x, mask = random_dihedral(x, mask)
-        mask = mask[:, IN_LEN:]
-        loss = balanced_mse(model(x[:, :IN_LEN]), x[:, IN_LEN:], mask)
+        mask, target = mask[:, IN_LEN:], x[:, IN_LEN:]
+        net_x = to_net(x)
+        loss = balanced_mse(model(net_x[:, :IN_LEN]), net_x[:, IN_LEN:], mask, weighted_by=target)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        warmup.step()
         steps += 1
         losses.append(float(loss.detach()))
     model.eval()
@@ -160,6 +216,16 @@ def plot(results: dict, minutes: list[float], path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def recipe(args: argparse.Namespace) -> str:
+    """The training recipe in a few words, for titles."""
+    parts = [f"augment {args.augment}", f"scaling {args.scaling}"]
+    if args.crop:
+        parts.append(f"crops {args.crop}")
+    if args.warmup_steps:
+        parts.append(f"warm-up {args.warmup_steps}")
+    return ", ".join(parts)
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     if args.threads:
@@ -183,7 +249,7 @@ def main(argv: list[str] | None = None) -> dict:
     model = EncoderForecaster(1, hidden, 3, 3, patch_size=2, peephole=True, out_frames=OUT_LEN,
                               output_activation="sigmoid")
     training = train(model, train_frames, train_masks, 60 * args.budget_min, args.batch, args.lr, args.seed,
-                     args.augment)
+                     args.augment, args.crop, args.warmup_steps, args.scaling)
     print(f"trained {training['steps']} steps ({training['windows_seen']} windows) in {training['cpu_s']:.0f} CPU s "
           f"({training['wall_s']:.0f} wall s); balanced MSE {training['first_losses'][0]:.1f} -> "
           f"{np.mean(training['last_losses']):.1f}")
@@ -192,7 +258,8 @@ def main(argv: list[str] | None = None) -> dict:
     inputs, target, mask = x[:, :IN_LEN], x[:, IN_LEN:], test_masks[:, IN_LEN:]
     forecasts = {}
     with torch.no_grad():
-        forecasts["model"] = np.concatenate([model(torch.from_numpy(inputs[i:i + 4])).numpy()
+        to_net, from_net = SCALINGS[args.scaling]
+        forecasts["model"] = np.concatenate([from_net(model(to_net(torch.from_numpy(inputs[i:i + 4])))).numpy()
                                              for i in range(0, len(inputs), 4)])
     forecasts["persistence"] = get_baseline("persistence", OUT_LEN)(inputs)
     forecasts["optical-flow"] = get_baseline("optical-flow", OUT_LEN)(inputs)
@@ -202,13 +269,13 @@ def main(argv: list[str] | None = None) -> dict:
     summary = dict(sources=sources, size=args.size, in_len=IN_LEN, out_len=OUT_LEN, test_fraction=args.test_fraction,
                    train_windows=len(train_frames), test_windows=len(test_frames), hidden=hidden,
                    parameters=sum(p.numel() for p in model.parameters()), budget_min=args.budget_min,
-                   augment=args.augment,
+                   augment=args.augment, crop=args.crop, warmup_steps=args.warmup_steps, scaling=args.scaling,
                    threads=torch.get_num_threads(), training=training, prepare_s=prepare_s,
                    load_average=list(os.getloadavg()), results=results)
     (args.out / "skill.json").write_text(json.dumps(summary, indent=1))
     plot(results, minutes, args.out / "skill.png",
          f"{len(test_frames)} test windows ({', '.join(sources)}), model {hidden} after "
-         f"{args.budget_min:g} CPU min ({training['steps']} steps, augment {args.augment})")
+         f"{args.budget_min:g} CPU min ({training['steps']} steps, {recipe(args)})")
     print(f"{'':<14} {'MSE':>8} {'CSI@0.5':>8} {'corr':>6}   CSI@0.5 mm/h at 5 / 30 / 60 / 75 min")
     for name, r in results.items():
         print(f"{name:<14} {r['mse_mean']:>8.5f} {r['csi_overall']:>8.3f} {r['correlation_overall']:>6.3f}   "

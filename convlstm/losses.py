@@ -72,10 +72,13 @@ def hko_balance_weights(target: torch.Tensor) -> torch.Tensor:
     return weights[torch.bucketize(target.contiguous(), thresholds, right=True)]
 
 
-def balanced_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """HKO-7 B-MSE on scaled pixels: weighted squared error summed per frame, mean over frames and sequences."""
+def balanced_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None,
+                 weighted_by: torch.Tensor | None = None) -> torch.Tensor:
+    """HKO-7 B-MSE on scaled pixels: weighted squared error summed per frame, mean over frames and sequences.
+    `weighted_by`: the scaled pixels that set the weights when `pred`/`target` are in another space."""
     mask = _checked_mask(pred, target, mask)
-    return _per_frame_mean(hko_balance_weights(target) * (pred - target).square(), mask)
+    weights = hko_balance_weights(target if weighted_by is None else weighted_by)
+    return _per_frame_mean(weights * (pred - target).square(), mask)
 
 
 def balanced_mae(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:

@@ -69,6 +69,15 @@ def test_balanced_losses_weight_each_pixel():
     torch.testing.assert_close(balanced_mae(pred, target), (weights * (pred - target).abs()).sum() / 6)
 
 
+def test_balanced_mse_weights_from_another_tensor():
+    """`weighted_by` sets the weights when prediction and target live in another space (e.g. log rain)."""
+    pred, target = pair()
+    pixels = torch.rand_like(target)
+    want = (hko_balance_weights(pixels) * (pred - target) ** 2).sum() / 6
+    torch.testing.assert_close(balanced_mse(pred, target, weighted_by=pixels), want)
+    assert not torch.allclose(balanced_mse(pred, target, weighted_by=pixels), balanced_mse(pred, target))
+
+
 def test_bad_shapes_raise():
     pred, target = pair()
     with pytest.raises(ValueError, match="target"):

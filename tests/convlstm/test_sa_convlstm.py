@@ -16,23 +16,15 @@ from convlstm.cell import ConvLSTMCell
 from convlstm.factory import build_model, model_spec
 from convlstm.networks import ConvLSTMClassifier, EncoderForecaster
 from convlstm.sa_cell import SAConvLSTMCell, SelfAttentionMemory
-from convlstm.stack import ConvLSTM
+from stacks import clip, make_stack
 
 
 def n_params(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def sa_stack(**kwargs) -> ConvLSTM:
-    torch.manual_seed(0)
-    args = dict(in_channels=2, hidden_channels=[4, 3], input_kernel_size=3, peephole=True, cell_factory=SAConvLSTMCell)
-    args.update(kwargs)
-    return ConvLSTM(**args)
-
-
-def clip(batch=2, steps=5, channels=2, height=5, width=4, seed=1) -> torch.Tensor:
-    torch.manual_seed(seed)
-    return torch.rand(batch, steps, channels, height, width)
+sa_stack = functools.partial(make_stack, cell_factory=SAConvLSTMCell)
+clip = functools.partial(clip, height=5, width=4)
 
 
 # --- the SAM module against the paper's equations, written out in numpy ---------------------------
@@ -176,7 +168,7 @@ def test_stack_gradcheck_over_three_steps():
     assert torch.autograd.gradcheck(lambda x: stack(x)[0][0], (x,))
 
 
-# --- stacks: shapes, stateful chunks, layouts, execution paths --------------------------------------
+# --- stacks: shapes, states, arguments (chunks, layouts and execution paths: test_stack.py) --------------------------------------
 
 def test_stack_shapes_and_states():
     stack = sa_stack(return_all_layers=True)
@@ -185,40 +177,6 @@ def test_stack_shapes_and_states():
     assert [len(s) for s in states] == [3, 3]
     assert [tuple(t.shape) for t in states[1]] == [(2, 3, 5, 4)] * 3
     torch.testing.assert_close(outputs[-1][:, -1], states[-1][0])  # the output is Ĥ, the state's h
-
-
-@pytest.mark.parametrize("hoist_input", [False, True])
-def test_stateful_chunks_equal_one_pass(hoist_input):
-    stack = sa_stack(hoist_input=hoist_input)
-    x = clip(steps=6)
-    (whole,), whole_states = stack(x)
-    (first,), states = stack(x[:, :2])
-    (second,), states = stack(x[:, 2:5], states)
-    (third,), end_states = stack(x[:, 5:], states)
-    torch.testing.assert_close(torch.cat([first, second, third], dim=1), whole, atol=1e-6, rtol=0)
-    torch.testing.assert_close(end_states, whole_states, atol=1e-6, rtol=0)
-
-
-def test_batch_first_and_time_first_agree():
-    x = clip()
-    (batch_first,), states_b = sa_stack(batch_first=True)(x)
-    (time_first,), states_t = sa_stack(batch_first=False)(x.transpose(0, 1))
-    torch.testing.assert_close(time_first.transpose(0, 1), batch_first, atol=1e-6, rtol=0)
-    torch.testing.assert_close(states_t, states_b, atol=1e-6, rtol=0)
-
-
-def test_execution_paths_agree_with_gradients():
-    x = clip()
-    results = []
-    for hoist_input in (False, True):
-        for channels_last in (False, True):
-            stack = sa_stack(hoist_input=hoist_input, channels_last=channels_last)
-            xg = x.clone().requires_grad_()
-            (out,), _ = stack(xg)
-            out.square().sum().backward()
-            results.append((out.detach(), xg.grad, [p.grad for p in stack.parameters()]))
-    for other in results[1:]:
-        torch.testing.assert_close(other, results[0], atol=1e-5, rtol=1e-5)
 
 
 def test_attention_channels_via_partial_and_input_less_stack():

@@ -5,19 +5,12 @@ import pytest
 import torch
 from torch_threads import single_thread  # noqa: F401 (autouse fixture)
 
+from convlstm.cell import ConvLSTMCell
+from convlstm.sa_cell import SAConvLSTMCell
 from convlstm.stack import ConvLSTM
+from stacks import clip, make_stack
 
-
-def make_stack(**kwargs) -> ConvLSTM:
-    torch.manual_seed(0)
-    args = dict(in_channels=2, hidden_channels=[4, 3], input_kernel_size=3, peephole=True)
-    args.update(kwargs)
-    return ConvLSTM(**args)
-
-
-def clip(batch=2, steps=5, channels=2, height=7, width=6, seed=1) -> torch.Tensor:
-    torch.manual_seed(seed)
-    return torch.rand(batch, steps, channels, height, width)
+CELLS = pytest.mark.parametrize("cell", [ConvLSTMCell, SAConvLSTMCell], ids=["conv", "sa"])
 
 
 def test_shapes_outputs_and_states():
@@ -31,34 +24,38 @@ def test_shapes_outputs_and_states():
     torch.testing.assert_close(last_only[0], outputs[-1])
 
 
-def test_batch_first_and_time_first_agree():
+@CELLS
+def test_batch_first_and_time_first_agree(cell):
     x = clip()
-    (batch_first,), states_b = make_stack(batch_first=True)(x)
-    (time_first,), states_t = make_stack(batch_first=False)(x.transpose(0, 1))
+    (batch_first,), states_b = make_stack(batch_first=True, cell_factory=cell)(x)
+    (time_first,), states_t = make_stack(batch_first=False, cell_factory=cell)(x.transpose(0, 1))
     torch.testing.assert_close(time_first.transpose(0, 1), batch_first, atol=1e-6, rtol=0)
     torch.testing.assert_close(states_t, states_b, atol=1e-6, rtol=0)
 
 
+@CELLS
 @pytest.mark.parametrize("hoist_input", [False, True])
-def test_stateful_chunks_equal_one_pass(hoist_input):
-    stack = make_stack(hoist_input=hoist_input)
+def test_stateful_chunks_equal_one_pass(hoist_input, cell):
+    stack = make_stack(hoist_input=hoist_input, cell_factory=cell)
     x = clip(steps=6)
     (whole,), whole_states = stack(x)
     (first,), states = stack(x[:, :2])
-    (second,), end_states = stack(x[:, 2:], states)
-    torch.testing.assert_close(torch.cat([first, second], dim=1), whole, atol=1e-6, rtol=0)
+    (second,), states = stack(x[:, 2:5], states)
+    (third,), end_states = stack(x[:, 5:], states)
+    torch.testing.assert_close(torch.cat([first, second, third], dim=1), whole, atol=1e-6, rtol=0)
     torch.testing.assert_close(end_states, whole_states, atol=1e-6, rtol=0)
 
 
+@CELLS
 @pytest.mark.parametrize("kernels", [(3, None), (5, 1)], ids=["joint", "split"])
-def test_execution_paths_agree_with_gradients(kernels):
+def test_execution_paths_agree_with_gradients(kernels, cell):
     """Hoisted vs per-step input convolution, channels_last vs NCHW: same values and gradients."""
     x = clip()
     results = []
     for hoist_input in (False, True):
         for channels_last in (False, True):
             stack = make_stack(input_kernel_size=kernels[0], hidden_kernel_size=kernels[1],
-                               hoist_input=hoist_input, channels_last=channels_last)
+                               hoist_input=hoist_input, channels_last=channels_last, cell_factory=cell)
             xg = x.clone().requires_grad_()
             (out,), _ = stack(xg)
             out.square().sum().backward()

@@ -159,8 +159,9 @@ def head_command(temp_dir: Path, num_cpus: float, ports: list[int], *extra: str)
 
 
 def start_head(num_cpus: float = 2, *extra: str, env: dict[str, str] | None = None,
-               timeout_s: float = 180) -> Cluster:
-    """`ray start --head` (not blocking: its daemons stay in the group of the `ray start` process)."""
+               timeout_s: float = 180, nice: int = 0) -> Cluster:
+    """`ray start --head` (not blocking: its daemons stay in the group of the `ray start` process).
+    `nice`: the niceness of the head's processes and of the job drivers it starts (they inherit it)."""
     token = secrets.token_hex(16)
     ports = free_ports(9)
     temp_dir = Path(tempfile.mkdtemp(prefix="rs", dir="/tmp"))  # short: unix socket paths
@@ -169,7 +170,8 @@ def start_head(num_cpus: float = 2, *extra: str, env: dict[str, str] | None = No
     node_env = client_env(token, PATH=f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}", RAY_TMPDIR=str(temp_dir),
                           RAY_ADDRESS=f"127.0.0.1:{ports[0]}", **(env or {}))
     node_env.pop("MLFLOW_TRACKING_URI", None)  # jobs must get it from `convlstm submit`
-    proc = subprocess.Popen(head_command(temp_dir, num_cpus, ports, *extra), env=node_env,
+    niceness = ["nice", "-n", str(nice)] if nice else []
+    proc = subprocess.Popen([*niceness, *head_command(temp_dir, num_cpus, ports, *extra)], env=node_env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     head = Cluster(f"http://127.0.0.1:{ports[1]}", token, proc.pid, temp_dir)
     head.gcs_address = f"127.0.0.1:{ports[0]}"
@@ -374,11 +376,13 @@ class MultiNodeCluster:
     """A head with 0 CPUs and `workers` worker nodes, each in its own mount namespace (see module doc)."""
 
     def __init__(self, folder: Path, workers: int = 2, cpus_per_node: float = 2, env: dict[str, str] | None = None,
-                 object_store_mb: int = 200, pin_cores: bool = False):
+                 object_store_mb: int = 200, pin_cores: bool = False, head_nice: int = 0):
         """`pin_cores`: worker node i runs on core (i - 1) mod cores only (taskset), as if it were its own
-        machine: its processes' threads (OpenCV, Arrow, torch pools) cannot spill onto another node's core."""
+        machine: its processes' threads (OpenCV, Arrow, torch pools) cannot spill onto another node's core.
+        `head_nice`: niceness of the head and the job drivers (19: they take only what the nodes leave,
+        as if the head had a machine of its own)."""
         self.folder, self.cpus_per_node, self.env = folder, cpus_per_node, dict(env or {})
-        self.pin_cores = pin_cores
+        self.pin_cores, self.head_nice = pin_cores, head_nice
         self.object_store = str(object_store_mb * 2**20)
         self.head: Cluster | None = None
         self.nodes: list[WorkerNode] = []
@@ -387,7 +391,7 @@ class MultiNodeCluster:
     def start(self, timeout_s: float = 240) -> "MultiNodeCluster":
         require_isolation()
         self.head = start_head(0, f"--object-store-memory={self.object_store}",
-                               "--min-worker-port=0", "--max-worker-port=0", env=self.env)
+                               "--min-worker-port=0", "--max-worker-port=0", env=self.env, nice=self.head_nice)
         try:
             for i in range(1, self.n_workers + 1):
                 self.add_node(i)

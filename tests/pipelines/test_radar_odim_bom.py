@@ -127,13 +127,20 @@ def expected_dbzh() -> np.ndarray:
 
 # --- the real samples --------------------------------------------------------------------------------
 
+def sample_frames(root, name: str, count: int, first, step):
+    """The sample's format (auto-detected, Marshall-Palmer source Z-R) and its `count` frames, all
+    listed in order `first + step * k` and none rejected."""
+    fmt = resolve_format("auto", root)
+    assert fmt is get_format(name) and fmt.source_zr == {"a": 200.0, "b": 1.6}
+    frames, rejected = list_frames(root, fmt)
+    assert rejected == [] and len(frames) == count
+    assert [f.time for f in frames] == [first + step * k for k in range(count)]
+    return fmt, frames
+
+
 def test_opera_sample_rain_rate_composite(shared_data, opera_files):
     root = shared_data / "radar-opera-sample"
-    fmt = resolve_format("auto", root)
-    assert fmt is get_format("odim") and fmt.source_zr == {"a": 200.0, "b": 1.6}
-    frames, rejected = list_frames(root, fmt)
-    assert rejected == [] and len(frames) == 24
-    assert [f.time for f in frames] == [OPERA_FIRST + OPERA_STEP * k for k in range(24)]  # what/date + what/time
+    fmt, frames = sample_frames(root, "odim", 24, OPERA_FIRST, OPERA_STEP)  # times: what/date + what/time
     usable, grid, bad = probe_frames(frames, fmt)
     assert grid == (2200, 1900) and bad == [] and len(usable) == 24
     for frame in (frames[0], frames[11], frames[-1]):
@@ -148,11 +155,7 @@ def test_opera_sample_rain_rate_composite(shared_data, opera_files):
 
 def test_bom_sample_ten_minute_accumulations(shared_data, bom_files):
     root = shared_data / "radar-bom-sample"
-    fmt = resolve_format("auto", root)
-    assert fmt is get_format("bom") and fmt.source_zr == {"a": 200.0, "b": 1.6}
-    frames, rejected = list_frames(root, fmt)
-    assert rejected == [] and len(frames) == 144
-    assert [f.time for f in frames] == [BOM_FIRST + BOM_STEP * k for k in range(144)]  # valid_time = name time
+    fmt, frames = sample_frames(root, "bom", 144, BOM_FIRST, BOM_STEP)  # valid_time = the name's time
     assert probe_frames(frames[:3], fmt)[1] == (512, 512)
     pvs = [bom_pv(frame.path) for frame in frames]
     fills = [int((pv == -1).sum()) for pv in pvs]
