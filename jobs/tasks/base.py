@@ -327,6 +327,24 @@ class ForecastTask(Task):
             return self._loss_fn(output, target, mask)
         return self._loss_fn(self.probabilities(output), target, mask)
 
+    # Per-lead metrics of `convlstm.metrics.VideoScores` reported by the default evaluator (summary: the
+    # mean over lead times); a task with other scores overrides evaluator/score/summarize (radar).
+    video_metrics: tuple[str, ...] = ("mse", "mae")
+
+    def evaluator(self) -> Evaluator:
+        from convlstm.metrics import VideoScores
+
+        return Evaluator(self, {"video": VideoScores(self.out_len)})
+
+    def score(self, accumulators, output, batch, raw=True):
+        _, target, _ = self._split(batch)
+        accumulators["video"].update(self.probabilities(output, raw).clamp(0, 1), target)
+
+    def summarize(self, accumulators):
+        video = accumulators["video"].compute()
+        per_lead = {name: video[name] for name in self.video_metrics}
+        return {"summary": {k: mean_over_leads(v) for k, v in per_lead.items()}, "per_lead": per_lead}
+
     def preview(self, batch, output):
         frames = batch["frames"][0].cpu()
         preview = {"input": frames[:self.in_len], "target": frames[self.in_len:],

@@ -19,7 +19,7 @@ import numpy as np
 
 from convlstm.units import rainrate_to_dbz
 from pipelines.radar.preprocess import check_grid
-from pipelines.radar.frame_format import FrameError, RadarFormat
+from pipelines.radar.frame_format import FrameError, RadarFormat, hdf5_scalar, sniff_hdf5
 
 VARIABLE = "precipitation"
 AMOUNT_UNITS = ("kg m-2", "mm")
@@ -31,24 +31,13 @@ _EPOCH_UNITS = re.compile(r"seconds since (\d{4}-\d{1,2}-\d{1,2})(?:[ T](\d{1,2}
                           r"\s*(?:UTC|Z|\+00:?00)?")
 
 
-def _scalar(value):
-    """An attribute or scalar variable as a Python scalar: 1-element arrays unwrapped, bytes decoded."""
-    value = np.asarray(value)
-    if value.size != 1:
-        raise FrameError(f"expected a single value, got shape {value.shape}")
-    value = value.reshape(-1)[0]
-    if isinstance(value, (bytes, np.bytes_)):
-        return value.decode("latin-1").strip("\x00").strip()
-    return value.item() if isinstance(value, np.generic) else value
-
-
 def _variable(f: h5py.File) -> h5py.Dataset:
     data = f.get(VARIABLE)
     if not isinstance(data, h5py.Dataset) or data.ndim != 2 or data.dtype.kind not in "iuf":
         what = "missing" if data is None else f"{getattr(data, 'dtype', 'a group')} {getattr(data, 'shape', '')}"
         raise FrameError(f"{VARIABLE} is {what}, expected a 2-D numeric variable")
     check_grid(*data.shape)  # before any data is read
-    units = _scalar(data.attrs.get("units", b"mm"))
+    units = hdf5_scalar(data.attrs.get("units", b"mm"))
     if units not in AMOUNT_UNITS:
         raise FrameError(f"{VARIABLE} units {units!r}, expected an accumulation in {' or '.join(AMOUNT_UNITS)}")
     return data
@@ -58,13 +47,13 @@ def _time(f: h5py.File, name: str) -> datetime | None:
     """A time variable (seconds since an epoch, UTC) as an aware datetime; None when absent."""
     if name not in f:
         return None
-    units = _scalar(f[name].attrs.get("units", b"seconds since 1970-01-01 00:00:00 UTC"))
+    units = hdf5_scalar(f[name].attrs.get("units", b"seconds since 1970-01-01 00:00:00 UTC"))
     match = _EPOCH_UNITS.fullmatch(str(units))
     if not match:
         raise FrameError(f"{name} units {units!r}, expected seconds since a UTC epoch")
     try:
         epoch = datetime.fromisoformat(f"{match[1]}T{match[2] or '00:00'}").replace(tzinfo=timezone.utc)
-        return epoch + timedelta(seconds=float(_scalar(f[name][()])))
+        return epoch + timedelta(seconds=float(hdf5_scalar(f[name][()])))
     except (OverflowError, ValueError) as exc:
         raise FrameError(f"{name}: {exc}") from None
 
@@ -78,9 +67,9 @@ def decode(path: Path, time_step_s: float) -> np.ndarray:
     with h5py.File(path, "r") as f:
         data = _variable(f)
         pv = data[...]
-        scale = float(_scalar(data.attrs.get("scale_factor", 1.0)))
-        offset = float(_scalar(data.attrs.get("add_offset", 0.0)))
-        fill = _scalar(data.attrs["_FillValue"]) if "_FillValue" in data.attrs else None
+        scale = float(hdf5_scalar(data.attrs.get("scale_factor", 1.0)))
+        offset = float(hdf5_scalar(data.attrs.get("add_offset", 0.0)))
+        fill = hdf5_scalar(data.attrs["_FillValue"]) if "_FillValue" in data.attrs else None
         start, end = _time(f, "start_time"), _time(f, "valid_time")
     seconds = (end - start).total_seconds() if start and end else time_step_s
     if seconds <= 0:
@@ -93,18 +82,15 @@ def decode(path: Path, time_step_s: float) -> np.ndarray:
 
 def sniff(path: Path) -> datetime | None:
     """`valid_time` (UTC) of a Rainfields-like NetCDF-4 file, else None."""
-    try:
-        if not h5py.is_hdf5(path):
-            return None
-        with h5py.File(path, "r") as f:
-            conventions = str(_scalar(f.attrs.get("Conventions", b"")))
-            netcdf = conventions.startswith("CF") or "_NCProperties" in f.attrs
-            variable = f.get(VARIABLE)
-            if not (netcdf and isinstance(variable, h5py.Dataset) and variable.ndim == 2):
-                return None
-            return _time(f, "valid_time")
-    except (OSError, ValueError, KeyError, TypeError):
+    return sniff_hdf5(path, _sniffed_time)
+
+
+def _sniffed_time(f: h5py.File, conventions: str) -> datetime | None:
+    netcdf = conventions.startswith("CF") or "_NCProperties" in f.attrs
+    variable = f.get(VARIABLE)
+    if not (netcdf and isinstance(variable, h5py.Dataset) and variable.ndim == 2):
         return None
+    return _time(f, "valid_time")
 
 
 FORMAT = RadarFormat(

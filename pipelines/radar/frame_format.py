@@ -6,9 +6,12 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import h5py
 
 
 class FrameError(ValueError):
@@ -53,3 +56,31 @@ class RadarFormat:
     def claims(self, filename: str) -> bool:
         """True when the file has one of this format's extensions (its name may still not parse)."""
         return filename.lower().endswith(self.extensions)
+
+
+def hdf5_scalar(value):
+    """An HDF5 attribute or scalar variable as a Python scalar: 1-element arrays unwrapped, bytes decoded
+    (latin-1), NUL padding and blanks stripped; FrameError for anything with more than one value."""
+    if isinstance(value, np.ndarray):
+        if value.size != 1:
+            raise FrameError(f"expected a single value, got shape {value.shape}")
+        value = value.reshape(-1)[0]
+    if isinstance(value, (bytes, np.bytes_)):
+        value = value.decode("latin-1")
+    if isinstance(value, str):
+        return value.strip("\x00").strip()
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def sniff_hdf5(path: Path, read_time: Callable[[h5py.File, str], datetime | None]) -> datetime | None:
+    """Content sniffing shared by the HDF5-based formats: `read_time(file, conventions)` of an HDF5 file
+    (its root `Conventions` attribute as text, "" if absent), None for anything unreadable or not HDF5."""
+    import h5py
+
+    try:
+        if not h5py.is_hdf5(path):
+            return None
+        with h5py.File(path, "r") as f:
+            return read_time(f, str(hdf5_scalar(f.attrs.get("Conventions", b""))))
+    except (OSError, ValueError, KeyError, TypeError):  # FrameError is a ValueError
+        return None

@@ -21,7 +21,7 @@ import numpy as np
 
 from convlstm.units import rainrate_to_dbz
 from pipelines.radar.preprocess import check_grid
-from pipelines.radar.frame_format import FrameError, RadarFormat
+from pipelines.radar.frame_format import FrameError, RadarFormat, hdf5_scalar, sniff_hdf5
 
 QUANTITIES = ("DBZH", "TH", "RATE", "ACRR")  # the usable fields, in order of preference
 ZR_A, ZR_B = 200.0, 1.6
@@ -32,26 +32,13 @@ CONVERSION = ("ODIM_H5 composite, field chosen by quantity (DBZH, TH, RATE, ACRR
 _TIME_FORMAT = "%Y%m%d%H%M%S"
 
 
-def _scalar(value):
-    """An attribute as a Python scalar: 1-element arrays unwrapped, bytes decoded, NUL padding stripped."""
-    if isinstance(value, np.ndarray):
-        if value.size != 1:
-            raise FrameError(f"attribute {value!r} is not a scalar")
-        value = value.reshape(-1)[0]
-    if isinstance(value, (bytes, np.bytes_)):
-        value = value.decode("latin-1")
-    if isinstance(value, str):
-        return value.strip("\x00").strip()
-    return value.item() if isinstance(value, np.generic) else value
-
-
 def _lookup(f: h5py.File, node: str, key: str):
     """`key` from the nearest `what` group from `node` (e.g. dataset1/data1) up to the root; None if absent."""
     parts = node.split("/") if node else []
     for depth in range(len(parts), -1, -1):
         what = "/".join([*parts[:depth], "what"])
         if what in f and key in f[what].attrs:
-            return _scalar(f[what].attrs[key])
+            return hdf5_scalar(f[what].attrs[key])
     return None
 
 
@@ -148,17 +135,14 @@ def decode(path: Path, time_step_s: float) -> np.ndarray:
 
 def sniff(path: Path) -> datetime | None:
     """The nominal UTC time of an ODIM_H5 file (any object; `decode` refuses non-composites), else None."""
-    try:
-        if not h5py.is_hdf5(path):
-            return None
-        with h5py.File(path, "r") as f:
-            conventions = str(_scalar(f.attrs.get("Conventions", b"")))
-            version = str(_lookup(f, "", "version") or "") if "what" in f else ""
-            if not (conventions.startswith("ODIM_H5") or version.startswith("H5rad")):
-                return None
-            return _time(f, "", "date", "time")
-    except (OSError, ValueError, KeyError, TypeError):
+    return sniff_hdf5(path, _sniffed_time)
+
+
+def _sniffed_time(f: h5py.File, conventions: str) -> datetime | None:
+    version = str(_lookup(f, "", "version") or "") if "what" in f else ""
+    if not (conventions.startswith("ODIM_H5") or version.startswith("H5rad")):
         return None
+    return _time(f, "", "date", "time")
 
 
 FORMAT = RadarFormat(

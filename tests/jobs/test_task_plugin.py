@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from jobs.tasks import ForecastTask, register, task_class
-from jobs.tasks.base import Evaluator, mean_over_leads
 
 FRAMES, SIZE = 6, 16
 
@@ -46,21 +45,7 @@ class BlobsTask(ForecastTask):
     name = "blobs"
     primary_metric = "mse"
     lower_is_better = frozenset({"mse", "mae"})
-    table_metrics = ("mse", "mae")
-
-    def evaluator(self) -> Evaluator:
-        from convlstm.metrics import VideoScores
-
-        return Evaluator(self, {"video": VideoScores(self.out_len)})
-
-    def score(self, accumulators, output, batch, raw=True):
-        _, target, _ = self._split(batch)
-        accumulators["video"].update(self.probabilities(output, raw).clamp(0, 1), target)
-
-    def summarize(self, accumulators):
-        video = accumulators["video"].compute()
-        per_lead = {name: video[name] for name in ("mse", "mae")}
-        return {"summary": {k: mean_over_leads(v) for k, v in per_lead.items()}, "per_lead": per_lead}
+    table_metrics = ("mse", "mae")  # scored by ForecastTask's default evaluator (video_metrics)
 
 
 @pytest.fixture(scope="module")
