@@ -30,12 +30,7 @@ def learning_curve(series: dict[str, Sequence[tuple[int, float]]], path: Path, t
         ax.set_title(name)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path, title, dpi=100)
 
 
 def confusion_matrix(matrix: np.ndarray, class_names: Sequence[str], path: Path, title: str = "") -> Path:
@@ -56,10 +51,7 @@ def confusion_matrix(matrix: np.ndarray, class_names: Sequence[str], path: Path,
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title or "confusion matrix")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path, "", dpi=100)
 
 
 def frame_strip(rows: dict[str, np.ndarray], path: Path, title: str = "", cmap: str = "gray") -> Path:
@@ -79,9 +71,14 @@ def frame_strip(rows: dict[str, np.ndarray], path: Path, title: str = "", cmap: 
             else:
                 ax.axis("off")
         axes[r][0].set_ylabel(name)
+    return _save(fig, path, title, dpi=80)
+
+
+def _save(fig, path: Path, title: str, dpi: int) -> Path:
+    """Title (if any), tight layout, PNG at `dpi`; the figure is closed."""
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    fig.savefig(path, dpi=dpi)
+    pyplot().close(fig)
     return path
