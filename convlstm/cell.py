@@ -202,10 +202,10 @@ class ConvLSTMCell(nn.Module):
 def _split_on_cpu(x: torch.Tensor) -> bool:
     """Whether W_x * x + W_h * h is cheaper as two convolutions than as one over [x, h] on the CPU.
 
-    Measured with oneDNN (benchmarks/README.md, "Model step"): for narrow inputs (< 8 channels, such
-    as raw frames, which the joint convolution pads to a 16-channel block together with the state)
-    and, in training, for inputs that need no gradient (the first layer: the joint backward would
-    compute a gradient for x's channels as well). Otherwise the joint convolution is faster.
+    Measured with oneDNN (benchmarks/README.md, "Model step"): two are faster for narrow inputs (< 8
+    channels, such as raw frames: 1 + 32 channels joint cost more than 32 plus a separate 1) and, in
+    training, for inputs that need no gradient (the first layer: the joint backward would compute a
+    gradient for x's channels as well). Otherwise the joint convolution is faster.
     """
     return x.device.type == "cpu" and (x.shape[1] < 8 or (torch.is_grad_enabled() and not x.requires_grad))
 

@@ -5,8 +5,8 @@ so the input-to-state convolution W_x * X can be hoisted out of the time loop (o
 over all B*T frames). Measured on CPU (benchmarks/README.md), a joint per-step convolution over
 [X_t, H_{t-1}] is faster when both kernels match, so `hoist_input=None` (auto) hoists on GPUs
 and otherwise only when the kernels differ (the cell itself runs W_x * X_t and W_h * H_{t-1} as two
-per-step convolutions for narrow or gradient-free inputs, where that is faster on the CPU). Activations run channels_last on Intel CPUs with
-AVX-512, where oneDNN's convolutions run up to 2x faster, and NCHW on other CPUs (AVX2-only, AMD
+per-step convolutions for narrow or gradient-free inputs, where that is faster on the CPU).
+Activations run channels_last on Intel CPUs with AVX-512, where oneDNN's convolutions run up to 2x faster, and NCHW on other CPUs (AVX2-only, AMD
 with AVX-512), where channels_last slows the gate arithmetic more than it speeds the convolutions
 (`channels_last=None`, auto; `cpu_execution_choices`, decided once per process from the
 instruction set). The first step from a zero state skips the state convolution (W_h * 0 = 0).
