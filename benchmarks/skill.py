@@ -8,7 +8,9 @@
    kernels, 2x2 patches, peepholes, sigmoid; HKO-7 balanced MSE on valid pixels; RMSProp lr 1e-3,
    alpha 0.9) on all samples' training windows, in one process, until `--budget-min` minutes of this
    process's CPU time are spent (CPU time, not wall time, so that other jobs on a shared machine
-   change the wall time but not the budget). `--hidden` changes the channels.
+   change the wall time but not the budget). `--hidden` changes the channels. Training recipes, one
+   flag each: `--augment dihedral`, `--crop N` (random N x N crops of the --size frames),
+   `--warmup-steps N` (linear learning-rate ramp), `--scaling log-rain` (the network's space).
 3. Scores it, persistence and optical flow (`convlstm.baselines`) on the test windows at every lead
    time: MSE of [0, 1] pixels on valid pixels, CSI at 0.5 mm/h (rain rate from the HKO-7 pixels with
    Z = 58.53 R^1.56, as the project's radar evaluation does), and the paper's correlation; writes
@@ -16,6 +18,7 @@
 
     python benchmarks/skill.py --budget-min 15 --out skill-results
     python benchmarks/skill.py --budget-min 3 --hidden 16,16
+    python benchmarks/skill.py --budget-min 8 --size 200 --crop 100
 """
 from __future__ import annotations
 
