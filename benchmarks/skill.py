@@ -35,7 +35,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO)]
 
-from convlstm.augment import random_dihedral  # noqa: E402
+from convlstm.augment import random_crop, random_dihedral  # noqa: E402
 from convlstm.baselines import get_baseline  # noqa: E402
 from convlstm.losses import balanced_mse  # noqa: E402
 from convlstm.metrics import CategoricalScores, CorrelationScore  # noqa: E402
@@ -69,7 +69,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "(convlstm.augment, as data.augment in the training config)")
     parser.add_argument("--crop", type=int, default=None,
                         help="training recipe: train on random CROP x CROP crops of the --size frames (one per "
-                             "window, all frames alike); scoring stays on the whole --size frames")
+                             "window, all frames alike; as data.crop in the training config); scoring stays on the "
+                             "whole --size frames")
     parser.add_argument("--warmup-steps", type=int, default=0,
                         help="training recipe: raise the learning rate linearly from 0 over this many steps")
     parser.add_argument("--scaling", choices=sorted(SCALINGS), default="dbz",
@@ -138,19 +139,12 @@ def read(paths: dict[str, Path], split: str) -> tuple[np.ndarray, np.ndarray, li
     return np.concatenate(frames), np.concatenate(masks), names
 
 
-def random_crop(rng: np.random.Generator, size: int, *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
-    """One random `size` x `size` crop per window (axis 0), the same for every array and frame."""
-    height, width = arrays[0].shape[-2:]
-    tops, lefts = rng.integers(0, height - size + 1, len(arrays[0])), rng.integers(0, width - size + 1, len(arrays[0]))
-    return tuple(np.stack([a[i, ..., t:t + size, l:l + size] for i, (t, l) in enumerate(zip(tops, lefts))])
-                 for a in arrays)
-
-
 def train(model: torch.nn.Module, frames: np.ndarray, masks: np.ndarray, budget_s: float, batch: int, lr: float,
           seed: int, augment: str = "none", crop: int | None = None, warmup_steps: int = 0,
           scaling: str = "dbz") -> dict:
     """RMSProp on balanced MSE over valid pixels until `budget_s` seconds of process CPU time are spent.
-    Recipes: `augment="dihedral"`, a random symmetry of the square per window (frames and mask alike);
+    Recipes (`convlstm.augment`, as `data.augment` and `data.crop` in the training config):
+    `augment="dihedral"`, a random symmetry of the square per window (frames and mask alike);
     `crop`, a random crop per window; `warmup_steps`, a linear learning-rate ramp; `scaling`, the
     network's space (SCALINGS), with the HKO-7 balancing weights of the target pixels either way."""
     optimizer = torch.optim.RMSprop(model.parameters(), lr=lr, alpha=0.9)
@@ -161,11 +155,10 @@ def train(model: torch.nn.Module, frames: np.ndarray, masks: np.ndarray, budget_
     model.train()
     while time.process_time() - start_cpu < budget_s:
         rows = rng.choice(len(frames), size=min(batch, len(frames)), replace=False)
-        window_frames, window_masks = frames[rows], masks[rows]
+        x = torch.from_numpy(frames[rows]).float() / 255.0
+        mask = torch.from_numpy(masks[rows]).float()
         if crop is not None:
-            window_frames, window_masks = random_crop(rng, crop, window_frames, window_masks)
-        x = torch.from_numpy(window_frames).float() / 255.0
-        mask = torch.from_numpy(window_masks).float()
+            x, mask = random_crop(x, mask, size=crop)
         if augment == "dihedral":
             x, mask = random_dihedral(x, mask)
         mask, target = mask[:, IN_LEN:], x[:, IN_LEN:]

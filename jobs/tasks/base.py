@@ -68,6 +68,9 @@ class Task:
         if cfg.data.augment and not isinstance(self, ForecastTask):
             raise ValueError(f"data.augment: {cfg.data.augment} is for forecast tasks; {self.name} "
                              f"clips can be mirrored with data.hflip")
+        if cfg.data.crop and not isinstance(self, ForecastTask):
+            raise ValueError(f"data.crop: random crops are for forecast tasks; {self.name} models are "
+                             f"built for the dataset's frame size")
 
     @classmethod
     def metric_higher_is_better(cls, metric: str) -> bool:
@@ -264,9 +267,20 @@ class ForecastTask(Task):
         self.output_shape = [self.out_len, *self.frames_shape[1:]]
         self.has_mask = "mask" in manifest["schema"]
         self.columns = ["frames", "mask"] if self.has_mask else ["frames"]
-        if cfg.data.augment == "dihedral" and self.frames_shape[2] != self.frames_shape[3]:
+        if cfg.data.augment == "dihedral" and not cfg.data.crop and self.frames_shape[2] != self.frames_shape[3]:
             raise ValueError(f"data.augment: dihedral needs square frames, this dataset's are "
                              f"{self.frames_shape[2]}x{self.frames_shape[3]}")
+        if cfg.data.crop:
+            if cfg.model.name != "encoder_forecaster":
+                raise ValueError(f"data.crop: needs a convolutional model (encoder_forecaster), {cfg.model.name} "
+                                 f"is built for one frame size")
+            from convlstm.networks import EncoderForecaster
+
+            height, width = self.frames_shape[2:]
+            patch = cfg.model.params.get("patch_size", inspect.signature(EncoderForecaster).parameters["patch_size"].default)
+            if cfg.data.crop > min(height, width) or cfg.data.crop % patch:
+                raise ValueError(f"data.crop: {cfg.data.crop} must fit the dataset's {height}x{width} frames and be "
+                                 f"divisible by model.params.patch_size ({patch})")
         self.logits = cfg.model.params.get("output_activation", "sigmoid") is None
         if (cfg.loss.name == "bce") != self.logits:
             raise ValueError("model.params.output_activation: the bce loss takes logits (null), the other "
@@ -309,13 +323,19 @@ class ForecastTask(Task):
         return self._criterion(model(inputs).float(), target, mask)
 
     def _augmented(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """`data.augment`: one random symmetry of the square per window, frames and mask alike."""
-        if self.cfg.data.augment != "dihedral":
+        """`data.crop`, then `data.augment`: one random crop and one random symmetry of the square per
+        window, frames and mask alike."""
+        if not (self.cfg.data.crop or self.cfg.data.augment == "dihedral"):
             return batch
-        from convlstm.augment import random_dihedral
+        from convlstm.augment import random_crop, random_dihedral
 
         names = [c for c in self.columns if c in batch]
-        return {**batch, **dict(zip(names, random_dihedral(*(batch[c] for c in names))))}
+        tensors = [batch[c] for c in names]
+        if self.cfg.data.crop:
+            tensors = random_crop(*tensors, size=self.cfg.data.crop)
+        if self.cfg.data.augment == "dihedral":
+            tensors = random_dihedral(*tensors)
+        return {**batch, **dict(zip(names, tensors))}
 
     def forward(self, model, batch):
         inputs, target, mask = self._split(batch)

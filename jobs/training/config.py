@@ -65,7 +65,9 @@ class DataConfig(Section):
     the windows read per split (None = all); `hflip` randomly mirrors training clips (p = 0.5;
     classification); `augment: dihedral` gives each training window of a forecast task one of the
     eight symmetries of the square (quarter turns and mirrors, the same for all its frames; square
-    frames only; convlstm.augment).
+    frames only; convlstm.augment). `crop: N` trains a forecast task on one random N x N crop per
+    window (the same place in all its frames and its mask; N divisible by the model's patch_size);
+    validation and evaluation see whole frames.
     `shuffle_buffer` > 0 shuffles the training windows each epoch (Ray Data's local shuffle buffer
     of that many rows; a full permutation without Ray). Forecasting: the first `in_len` frames of a
     window are the input, the rest the target (None = the manifest's `in_len`, else half the window);
@@ -81,6 +83,7 @@ class DataConfig(Section):
     val_batch_size: int | None = Field(None, ge=1)
     hflip: bool = False
     augment: Literal["dihedral"] | None = None
+    crop: int | None = Field(None, ge=2)
     shuffle_buffer: int = Field(0, ge=0)
     train_split: Name = "train"
     val_split: Name = "val"

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from convlstm.augment import DIHEDRAL, dihedral, random_dihedral
+from convlstm.augment import DIHEDRAL, dihedral, random_crop, random_dihedral
 
 
 def test_the_eight_symmetries_are_distinct_and_invertible():
@@ -38,3 +38,15 @@ def test_seeded_generator_repeats():
 def test_non_square_frames_refused():
     with pytest.raises(ValueError, match="square"):
         random_dihedral(torch.rand(2, 3, 1, 4, 6))
+
+
+def test_one_crop_per_window_shared_by_its_frames_and_mask():
+    frames = torch.arange(4 * 3 * 8 * 10, dtype=torch.float32).reshape(4, 3, 1, 8, 10)  # every pixel distinct
+    mask = frames.long() % 3 == 0
+    out_frames, out_mask = random_crop(frames, mask, size=4, generator=torch.Generator().manual_seed(0))
+    assert out_frames.shape == (4, 3, 1, 4, 4) and torch.equal(out_mask, out_frames.long() % 3 == 0)
+    for i in range(4):  # a window's frames share one crop: recover its corner from the first pixel
+        top, left = divmod(int(out_frames[i, 0, 0, 0, 0] - frames[i, 0, 0, 0, 0]), 10)
+        assert torch.equal(out_frames[i], frames[i, ..., top:top + 4, left:left + 4])
+    with pytest.raises(ValueError, match="does not fit 8x10"):
+        random_crop(frames, size=9)

@@ -142,3 +142,26 @@ def test_dihedral_augmentation_turns_frames_and_mask_together():
                                                    "label": {"shape": [], "dtype": "int64", "classes": ["a", "b"]}}}
     with pytest.raises(ValueError, match="data.augment: dihedral is for forecast tasks"):
         get_task(load_config("kth-tiny", "kth", ["data.augment=dihedral"]), kth)
+
+
+def test_random_crops_cut_frames_and_mask_together_and_are_checked():
+    import torch
+
+    from jobs.tasks import get_task
+
+    manifest = {"task": "radar", "params": {"in_len": 2},
+                "schema": {"frames": {"shape": [4, 1, 6, 8], "dtype": "uint8"},
+                           "mask": {"shape": [4, 1, 6, 8], "dtype": "bool"}}}
+    task = get_task(load_config("radar-tiny", "radar", ["data.crop=4", "data.augment=dihedral"]), manifest)
+    frames = torch.randint(0, 256, (8, 4, 1, 6, 8), dtype=torch.uint8)
+    cut = task._augmented({"frames": frames, "mask": frames > 100})
+    assert cut["frames"].shape == (8, 4, 1, 4, 4) and torch.equal(cut["mask"], cut["frames"] > 100)
+    with pytest.raises(ValueError, match=r"data.crop: 3 must fit .* divisible by model.params.patch_size \(2\)"):
+        get_task(load_config("radar-tiny", "radar", ["data.crop=3"]), manifest)
+    with pytest.raises(ValueError, match="data.crop: 8 must fit the dataset's 6x8 frames"):
+        get_task(load_config("radar-tiny", "radar", ["data.crop=8"]), manifest)
+    kth = {"task": "kth", "params": {}, "schema": {"frames": {"shape": [4, 1, 6, 8], "dtype": "uint8"},
+                                                   "label": {"shape": [], "dtype": "int64", "classes": ["a", "b"]}}}
+    with pytest.raises(ValueError, match="data.crop: random crops are for forecast tasks"):
+        get_task(load_config("kth-tiny", "kth", ["data.crop=4"]), kth)
+

@@ -4,6 +4,7 @@ scores are checked against an independent numpy computation on the shards."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -158,6 +159,20 @@ def test_model_score_is_the_primary_metric(radar_result, radar_data, radar_model
 
 
 @pytest.mark.slow  # shares the module's trained model (prepare + train + register: ~40-90 s)
+def test_a_model_trained_on_random_crops_scores_whole_frames(radar_data, tmp_path):
+    """`data.crop`: training steps see 16x16 crops of the 32x32 windows; validation and evaluation the
+    whole frames (the encoder-forecaster is fully convolutional)."""
+    from jobs.registry import tracking
+
+    uri = train_tiny("radar", radar_data, "convlstm-radar-croptest", "data.crop=16")
+    out = tmp_path / "evaluation"
+    assert main(["evaluate", "--model", uri, "--data", str(radar_data), "--out", str(out), "--baselines", "none"]) == 0
+    result = json.loads((out / "evaluation.json").read_text())
+    assert result["data"]["windows"] == 15 and math.isfinite(result["methods"]["model"]["summary"]["rainfall_mse"])
+    run = tracking.client().get_run(result["model"]["run_id"])
+    assert run.data.params["data.crop"] == "16" and math.isfinite(run.data.metrics["val_loss"])
+
+
 def test_bad_arguments_exit_2(radar_model, radar_data, capsys):
     cases = [
         (["--split", "nope"], "--split 'nope' has no windows"),
