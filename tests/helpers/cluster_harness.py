@@ -3,8 +3,8 @@ multi-node cluster whose nodes share no disk (tests/e2e/test_multinode.py, bench
 
 Every cluster runs in token-auth mode with its own token (RAY_AUTH_MODE=token, RAY_AUTH_TOKEN: the
 user's ~/.ray/auth_token is never read or written), on free ports, with its own temp dirs; each node's
-processes share one process group, which `stop` kills (never `ray stop`, which would stop every Ray on
-the machine).
+processes share one process group, which `stop` kills (never the Ray CLI's stop command, which would
+end every Ray on the machine).
 
 The multi-node cluster (`MultiNodeCluster`): a head with 0 CPUs (it runs job drivers and nothing
 else) and worker nodes started as `unshare --mount --propagation private sh -c 'mount -t tmpfs ...

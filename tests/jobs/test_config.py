@@ -119,14 +119,23 @@ def test_yaml_syntax_errors_name_the_file_and_line(tmp_path, capsys):
     assert err.count("\n") == 0 and "optim.betas" in err and "not valid YAML" in err
 
 
+KTH_MANIFEST = {"task": "kth", "params": {}, "schema": {"frames": {"shape": [4, 1, 6, 8], "dtype": "uint8"},
+                                                        "label": {"shape": [], "dtype": "int64", "classes": ["a", "b"]}}}
+
+
+def radar_manifest(height: int, width: int) -> dict:
+    """The manifest of a radar dataset of 4-frame windows (2 in, 2 out) at height x width."""
+    column = {"shape": [4, 1, height, width]}
+    return {"task": "radar", "params": {"in_len": 2},
+            "schema": {"frames": {**column, "dtype": "uint8"}, "mask": {**column, "dtype": "bool"}}}
+
+
 def test_dihedral_augmentation_turns_frames_and_mask_together():
     import torch
 
     from jobs.tasks import get_task
 
-    manifest = {"task": "radar", "params": {"in_len": 2},
-                "schema": {"frames": {"shape": [4, 1, 6, 6], "dtype": "uint8"},
-                           "mask": {"shape": [4, 1, 6, 6], "dtype": "bool"}}}
+    manifest = radar_manifest(6, 6)
     task = get_task(load_config("radar-tiny", "radar", ["data.augment=dihedral"]), manifest)
     torch.manual_seed(0)
     frames = torch.randint(0, 256, (8, 4, 1, 6, 6), dtype=torch.uint8)
@@ -135,11 +144,10 @@ def test_dihedral_augmentation_turns_frames_and_mask_together():
     assert torch.equal(turned["mask"], turned["frames"] > 100) and not torch.equal(turned["frames"], frames)
     assert get_task(load_config("radar-tiny", "radar"), manifest)._augmented(batch) is batch  # off by default
 
-    oblong = {**manifest, "schema": {k: {**v, "shape": [4, 1, 6, 8]} for k, v in manifest["schema"].items()}}
+    oblong = radar_manifest(6, 8)
     with pytest.raises(ValueError, match="data.augment: dihedral needs square frames"):
         get_task(load_config("radar-tiny", "radar", ["data.augment=dihedral"]), oblong)
-    kth = {"task": "kth", "params": {}, "schema": {"frames": {"shape": [4, 1, 6, 8], "dtype": "uint8"},
-                                                   "label": {"shape": [], "dtype": "int64", "classes": ["a", "b"]}}}
+    kth = KTH_MANIFEST
     with pytest.raises(ValueError, match="data.augment: dihedral is for forecast tasks"):
         get_task(load_config("kth-tiny", "kth", ["data.augment=dihedral"]), kth)
 
@@ -149,9 +157,7 @@ def test_random_crops_cut_frames_and_mask_together_and_are_checked():
 
     from jobs.tasks import get_task
 
-    manifest = {"task": "radar", "params": {"in_len": 2},
-                "schema": {"frames": {"shape": [4, 1, 6, 8], "dtype": "uint8"},
-                           "mask": {"shape": [4, 1, 6, 8], "dtype": "bool"}}}
+    manifest = radar_manifest(6, 8)
     task = get_task(load_config("radar-tiny", "radar", ["data.crop=4", "data.augment=dihedral"]), manifest)
     frames = torch.randint(0, 256, (8, 4, 1, 6, 8), dtype=torch.uint8)
     cut = task._augmented({"frames": frames, "mask": frames > 100})
@@ -160,8 +166,7 @@ def test_random_crops_cut_frames_and_mask_together_and_are_checked():
         get_task(load_config("radar-tiny", "radar", ["data.crop=3"]), manifest)
     with pytest.raises(ValueError, match="data.crop: 8 must fit the dataset's 6x8 frames"):
         get_task(load_config("radar-tiny", "radar", ["data.crop=8"]), manifest)
-    kth = {"task": "kth", "params": {}, "schema": {"frames": {"shape": [4, 1, 6, 8], "dtype": "uint8"},
-                                                   "label": {"shape": [], "dtype": "int64", "classes": ["a", "b"]}}}
+    kth = KTH_MANIFEST
     with pytest.raises(ValueError, match="data.crop: random crops are for forecast tasks"):
         get_task(load_config("kth-tiny", "kth", ["data.crop=4"]), kth)
 
