@@ -40,8 +40,7 @@ from convlstm.baselines import get_baseline  # noqa: E402
 from convlstm.losses import balanced_mse  # noqa: E402
 from convlstm.metrics import CategoricalScores, CorrelationScore  # noqa: E402
 from convlstm.networks import EncoderForecaster  # noqa: E402
-from convlstm.units import (DBZ_MIN, DBZ_RANGE, HKO_ZR_A, HKO_ZR_B, rainrate_to_scaled_pixel,  # noqa: E402
-                            scaled_pixel_to_rainrate)
+from convlstm.units import rainrate_to_scaled_pixel, scaled_pixel_to_rainrate  # noqa: E402
 
 SOURCES = ("mch", "fmi", "knmi")
 IN_LEN, OUT_LEN = 5, 15
@@ -89,17 +88,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def _rain_rate(scaled: torch.Tensor) -> torch.Tensor:
-    """HKO-7 pixels / 255 -> rain rate in mm/h (torch twin of `convlstm.units.scaled_pixel_to_rainrate`)."""
-    dbz = scaled * DBZ_RANGE + DBZ_MIN
-    return (torch.pow(10.0, dbz / 10.0) / HKO_ZR_A) ** (1.0 / HKO_ZR_B)
-
-
 _LOG_RAIN_MAX = float(np.log1p(scaled_pixel_to_rainrate(1.0)))  # log(1 + R) at 60 dBZ (255)
 
 
 def _to_log_rain(scaled: torch.Tensor) -> torch.Tensor:
-    return torch.log1p(_rain_rate(scaled)) / _LOG_RAIN_MAX
+    return torch.log1p(torch.from_numpy(scaled_pixel_to_rainrate(scaled.numpy()))) / _LOG_RAIN_MAX
 
 
 def _from_log_rain(value: torch.Tensor) -> torch.Tensor:
