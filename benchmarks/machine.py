@@ -48,3 +48,47 @@ def rss_mb() -> float:
             if text.startswith("VmRSS:"):
                 return int(text.split()[1]) / 1024
     return float("nan")
+
+
+def cpu_snapshot() -> dict:
+    """Every process's CPU seconds (user + system) with its name, cores allowed and command line, and the
+    machine's per-core jiffies from /proc/stat (Linux; {} elsewhere). Two snapshots make `cpu_delta`."""
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    procs = {}
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            stat = (entry / "stat").read_text()
+            fields = stat[stat.rindex(")") + 2:].split()
+            cores = next(line.split(":")[1].strip() for line in (entry / "status").read_text().splitlines()
+                         if line.startswith("Cpus_allowed_list"))
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        except (OSError, StopIteration, ValueError):
+            continue  # exited meanwhile
+        procs[int(entry.name)] = dict(cpu_s=(int(fields[11]) + int(fields[12])) / tick, cores=cores,
+                                      name=stat[stat.index("(") + 1:stat.rindex(")")], cmdline=cmdline)
+    cores = {}
+    try:
+        for text in Path("/proc/stat").read_text().splitlines():
+            if text.startswith("cpu") and text[3].isdigit():
+                name, *values = text.split()
+                cores[name] = [int(v) / tick for v in values]  # user nice system idle iowait irq softirq steal
+    except OSError:
+        pass
+    return dict(procs=procs, cores=cores)
+
+
+def cpu_delta(before: dict, after: dict, role) -> dict:
+    """CPU seconds spent between two snapshots: {role: seconds} for the processes alive at the end
+    (`role(proc)` names a process's role, e.g. "raylet" or "task"; a process that exited in between is
+    not counted), and per core {user, system, softirq, idle} seconds."""
+    roles: dict[str, float] = {}
+    for pid, proc in after.get("procs", {}).items():
+        spent = proc["cpu_s"] - before["procs"].get(pid, {}).get("cpu_s", 0.0)
+        if spent > 0:
+            roles[role(proc)] = roles.get(role(proc), 0.0) + spent
+    cores = {}
+    for name, values in after.get("cores", {}).items():
+        d = [a - b for a, b in zip(values, before["cores"].get(name, values))]
+        cores[name] = dict(user=round(d[0] + d[1], 2), system=round(d[2] + d[5], 2), softirq=round(d[6], 2),
+                           idle=round(d[3] + d[4], 2))
+    return dict(roles={k: round(v, 2) for k, v in sorted(roles.items(), key=lambda kv: -kv[1])}, cores=cores)

@@ -54,9 +54,10 @@ def main() -> int:
     parser.add_argument("--pin-cores", action=argparse.BooleanOptionalAction, default=True,
                         help="prepare-scaling: worker node i runs on core i-1 only (taskset), like its own machine")
     parser.add_argument("--prepare-cpus-per-node", type=float, default=1, help="prepare-scaling: CPUs per worker node")
-    parser.add_argument("--head-nice", type=int, default=0, choices=range(0, 20), metavar="0-19",
+    parser.add_argument("--head-nice", type=int, default=0, choices=range(-20, 20), metavar="-20..19",
                         help="prepare-scaling: niceness of the head's processes and the job driver; 19 lets them "
-                             "run only on cycles the pinned worker nodes leave, as a head with its own machine")
+                             "run only on cycles the pinned worker nodes leave, a negative niceness lets them "
+                             "preempt the nodes (a head with its own machine answers at once)")
     parser.add_argument("--postgres", action="store_true", help="MLflow on PostgreSQL (as the test) instead of sqlite")
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args()
@@ -159,14 +160,22 @@ def prepare_scaling(args: argparse.Namespace) -> int:
                 used = re.findall(r"Tasks per node: .*?(\d+) nodes used", stats)
                 stage = re.findall(r"MapBatches\(_decode_batch\)\S*: \d+ tasks executed, .*? in ([\d.]+)s", stats)
                 decode_s = float(stage[-1]) if stage else float("nan")
+                accounting = result["stages"].get("cpu_accounting", {})
                 runs.append({"worker_nodes": nodes, "repeat": repeat, "seconds": result["seconds"],
                              "startup_s": result["startup_s"], "fps": frames / result["seconds"],
                              "decode_write_s": decode_s, "decode_write_fps": frames / decode_s,
-                             "decode_nodes_used": int(used[-1]) if used else None, "ray_data_stats": stats})
+                             "decode_nodes_used": int(used[-1]) if used else None, "ray_data_stats": stats,
+                             "cpu_accounting": accounting})
                 print(f"{nodes} worker node(s), run {repeat + 1}: {result['seconds']:.2f} s, "
                       f"{frames / result['seconds']:.0f} frames/s; decode+write stage {decode_s:.2f} s, "
                       f"{frames / decode_s:.0f} frames/s on {runs[-1]['decode_nodes_used']} node(s) "
                       f"(start-up {result['startup_s']:.1f} s)", flush=True)
+                if accounting:  # pinned nodes: node i on core i - 1; the head and the driver on every core
+                    print("   CPU s by role: " + ", ".join(f"{role} {spent:.2f}" for role, spent
+                                                        in accounting["roles"].items() if spent >= 0.02))
+                    print("   per core user/system/softirq/idle s: " + ", ".join(
+                        f"{core} {c['user']:.2f}/{c['system']:.2f}/{c['softirq']:.2f}/{c['idle']:.2f}"
+                        for core, c in accounting["cores"].items()), flush=True)
     finally:
         for part in (cluster, s3):
             if part is not None:

@@ -237,15 +237,33 @@ def _child(args: argparse.Namespace) -> int:
     startup = _start_ray(args.cpus, _IMPORTS[dataset], args.address) if mode == "pipeline" else 0.0
     run = {"tutorial": _tutorial, "loop": _loop, "pipeline": _pipeline}[mode]
     stages: dict = {}
+    snapshot = machine.cpu_snapshot() if args.stages else {}
     begin, cpu = time.perf_counter(), time.process_time()
     if mode == "loop" and args.stages:
         stages = _profiled(lambda: run(dataset, src, out, args, stages), stages)
     else:
         run(dataset, src, out, args, stages)
     seconds = time.perf_counter() - begin
+    if args.stages:  # where every process's CPU time went during the run (Ray's daemons, workers, kernel)
+        stages["cpu_accounting"] = machine.cpu_delta(snapshot, machine.cpu_snapshot(), _role)
     print(json.dumps({"seconds": seconds, "process_cpu_s": time.process_time() - cpu, "startup_s": startup,
                       "stages": stages}))
     return 0
+
+
+_RAY_ROLES = (("ray::", "Ray workers"), ("raylet", "raylet"), ("gcs_server", "GCS"),
+              ("runtime_env/agent", "runtime-env agent"), ("dashboard/agent", "dashboard agent"),
+              ("dashboard/dashboard", "dashboard"), ("log_monitor", "log monitor"), ("monitor.py", "autoscaler"),
+              ("job_supervisor", "job supervisor"), ("JobSupervisor", "job supervisor"))
+
+
+def _role(proc: dict) -> str:
+    """A process's role for the CPU accounting, prefixed with the cores it may run on (a pinned
+    multi-node harness node runs on one core; the head and this driver on all)."""
+    text = proc["cmdline"] or proc["name"]
+    kind = ("driver (this process)" if "--child" in text and "pipeline.py" in text
+            else next((label for key, label in _RAY_ROLES if key in text), "other"))
+    return f"cores {proc['cores']}: {kind}"
 
 
 def _start_ray(cpus: int, modules: list[str], address: str | None = None) -> float:
@@ -474,6 +492,12 @@ def _stages(result: dict) -> str:
             lines.append(f"   {name:38s} {seconds:7.2f} s  {100 * seconds / result['seconds']:5.1f} %")
     if "ray_data_stats" in stages:
         lines.append(stages["ray_data_stats"])
+    if "cpu_accounting" in stages:
+        lines.append("   CPU seconds during the run, by process role: " + ", ".join(
+            f"{role} {spent:.2f}" for role, spent in stages["cpu_accounting"]["roles"].items() if spent >= 0.01))
+        lines.append("   per core (user / system / softirq / idle s): " + ", ".join(
+            f"{core} {c['user']:.2f} / {c['system']:.2f} / {c['softirq']:.2f} / {c['idle']:.2f}"
+            for core, c in stages["cpu_accounting"]["cores"].items()))
     if "profile_top" in stages:
         lines.append(stages["profile_top"])
     return "\n".join(lines)

@@ -20,6 +20,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
+# Inputs with fewer channels are "narrow" on the CPU: their input term is a matmul over unfolded patches
+# and is not joined with the state's convolution (measured: benchmarks/README.md, "Model step").
+NARROW_INPUT = 8
+
 State = tuple[torch.Tensor, torch.Tensor]
 aten = torch.ops.aten
 
@@ -159,6 +163,8 @@ class ConvLSTMCell(nn.Module):
 
     def project_input(self, x: torch.Tensor) -> torch.Tensor:
         """Input term W_x * X + b for any number of frames: `[N, C_in, H, W] -> [N, 4 C_h, H, W]`."""
+        if x.device.type == "cpu" and x.shape[1] < NARROW_INPUT:
+            return _conv_as_matmul(x, self.weight_x, self.bias, self.input_kernel)
         return F.conv2d(x, self.weight_x, self.bias, padding=_same(self.input_kernel))
 
     def gates(self, x: torch.Tensor | None, h: torch.Tensor | None) -> torch.Tensor:
@@ -207,7 +213,19 @@ def _split_on_cpu(x: torch.Tensor) -> bool:
     training, for inputs that need no gradient (the first layer: the joint backward would compute a
     gradient for x's channels as well). Otherwise the joint convolution is faster.
     """
-    return x.device.type == "cpu" and (x.shape[1] < 8 or (torch.is_grad_enabled() and not x.requires_grad))
+    return x.device.type == "cpu" and (x.shape[1] < NARROW_INPUT or (torch.is_grad_enabled() and not x.requires_grad))
+
+
+def _conv_as_matmul(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                    kernel: tuple[int, int]) -> torch.Tensor:
+    """Same-padded convolution as im2col and one matmul, `[N, C, H, W] -> [N, O, H, W]`: for a few input
+    channels on the CPU it is several times faster than oneDNN's convolution, forward and weight gradient."""
+    n, _, height, width = x.shape
+    columns = F.unfold(x, kernel, padding=_same(kernel))  # [N, C kh kw, H W]
+    weights = weight.flatten(1).expand(n, -1, -1)  # a batched matmul: broadcasting matmul's backward is 4x slower
+    if bias is None:
+        return torch.bmm(weights, columns).view(n, -1, height, width)
+    return torch.baddbmm(bias[None, :, None].expand(n, -1, 1), weights, columns).view(n, -1, height, width)
 
 
 def _tanh(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:

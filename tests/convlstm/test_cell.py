@@ -117,6 +117,22 @@ def test_split_and_joint_input_convolutions_agree(monkeypatch):
     torch.testing.assert_close(results[0], results[1], atol=1e-12, rtol=1e-12)
 
 
+@pytest.mark.parametrize("kernel, bias", [((3, 3), True), ((3, 5), False), ((1, 1), True)])
+def test_narrow_input_matmul_equals_convolution(kernel, bias):
+    """The CPU input term for narrow inputs (im2col + matmul): conv2d's values and gradients."""
+    from convlstm.cell import _conv_as_matmul
+
+    x = torch.randn(3, 2, 6, 5, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(12, 2, *kernel, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(12, dtype=torch.float64, requires_grad=True) if bias else None
+    padding = (kernel[0] // 2, kernel[1] // 2)
+    want, got = F.conv2d(x, weight, b, padding=padding), _conv_as_matmul(x, weight, b, kernel)
+    torch.testing.assert_close(got, want, atol=1e-12, rtol=1e-12)
+    inputs = [t for t in (x, weight, b) if t is not None]
+    torch.testing.assert_close(torch.autograd.grad(got.square().sum(), inputs),
+                               torch.autograd.grad(want.square().sum(), inputs), atol=1e-10, rtol=1e-12)
+
+
 def test_split_rule_on_cpu():
     """Two convolutions for narrow inputs and for gradient-free inputs in training; joint otherwise."""
     from convlstm.cell import _split_on_cpu
