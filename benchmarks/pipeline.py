@@ -24,7 +24,9 @@ counts pages shared between processes, e.g. Ray's object store, once per process
 `--stages` also prints where the time goes: the loop's time per stage (windows function = decode
 + resize + windowing, stacking, Arrow encoding, Parquet writing) with the top functions of a
 profile, and the pipeline's Ray Data stats (task wall and CPU time against the run's wall time
-times its CPUs: what scheduling, transfers and idle slots cost).
+times its CPUs: what scheduling, transfers and idle slots cost), and for every run the CPU seconds of
+every process on the machine by role (Ray workers, raylet, GCS, driver, ...) and the cores it may run
+on, with each core's user, system, softirq and idle seconds (`machine.cpu_snapshot`/`cpu_delta`).
 
     .venv/bin/python benchmarks/pipeline.py --datasets kth --videos 96 --no-double --stages
     .venv/bin/python benchmarks/pipeline.py --datasets radar-knmi,radar-bom,mnist --modes loop,pipeline

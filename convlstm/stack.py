@@ -5,7 +5,8 @@ so the input-to-state convolution W_x * X can be hoisted out of the time loop (o
 over all B*T frames). Measured on CPU (benchmarks/README.md), a joint per-step convolution over
 [X_t, H_{t-1}] is faster when both kernels match, so `hoist_input=None` (auto) hoists on GPUs
 and otherwise only when the kernels differ (the cell itself runs W_x * X_t and W_h * H_{t-1} as two
-per-step convolutions for narrow or gradient-free inputs, where that is faster on the CPU).
+per-step terms for narrow or gradient-free inputs, where that is faster on the CPU; a narrow
+input's term is an im2col matmul there).
 Activations run channels_last on Intel CPUs with AVX-512, where oneDNN's convolutions run up to 2x faster, and NCHW on other CPUs (AVX2-only, AMD
 with AVX-512), where channels_last slows the gate arithmetic more than it speeds the convolutions
 (`channels_last=None`, auto; `cpu_execution_choices`, decided once per process from the
@@ -61,7 +62,8 @@ def cpu_execution_choices() -> dict[str, bool]:
 
     `hoist_input`: False on every CPU measured; per-step convolutions are faster there, joint over
     [X_t, H_{t-1}] or, for inputs under 8 channels and inputs that need no gradient in training, two
-    of them (`convlstm.cell._split_on_cpu`). Layers whose input and state kernels differ are hoisted.
+    of them (`convlstm.cell._split_on_cpu`; the narrow input's one as an im2col matmul,
+    `convlstm.cell.NARROW_INPUT`). Layers whose input and state kernels differ are hoisted.
 
     An instruction-set rule rather than a timed trial: a trial on the first batch is at the mercy
     of the load on a shared machine (single steps here vary 2-10x) and would make the layout, and
