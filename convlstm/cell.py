@@ -163,7 +163,7 @@ class ConvLSTMCell(nn.Module):
 
     def project_input(self, x: torch.Tensor) -> torch.Tensor:
         """Input term W_x * X + b for any number of frames: `[N, C_in, H, W] -> [N, 4 C_h, H, W]`."""
-        if x.device.type == "cpu" and x.shape[1] < NARROW_INPUT:
+        if _narrow_on_cpu(x):
             return _conv_as_matmul(x, self.weight_x, self.bias, self.input_kernel)
         return F.conv2d(x, self.weight_x, self.bias, padding=_same(self.input_kernel))
 
@@ -213,7 +213,12 @@ def _split_on_cpu(x: torch.Tensor) -> bool:
     training, for inputs that need no gradient (the first layer: the joint backward would compute a
     gradient for x's channels as well). Otherwise the joint convolution is faster.
     """
-    return x.device.type == "cpu" and (x.shape[1] < NARROW_INPUT or (torch.is_grad_enabled() and not x.requires_grad))
+    return _narrow_on_cpu(x) or (x.device.type == "cpu" and torch.is_grad_enabled() and not x.requires_grad)
+
+
+def _narrow_on_cpu(x: torch.Tensor) -> bool:
+    """An input of fewer than NARROW_INPUT channels on the CPU."""
+    return x.device.type == "cpu" and x.shape[1] < NARROW_INPUT
 
 
 def _conv_as_matmul(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
