@@ -167,7 +167,7 @@ def train(model: torch.nn.Module, frames: np.ndarray, masks: np.ndarray, budget_
     to_net = SCALINGS[scaling][0]
     rng = np.random.default_rng(seed)
     start_cpu, start_wall, steps, losses = time.process_time(), time.perf_counter(), 0, []
-    val_cpu, val_curve, checkpoints = 0.0, [], {}
+    val_cpu, val_curve, checkpoints, best = 0.0, [], {}, float("inf")
     model.train()
     while time.process_time() - start_cpu - val_cpu < budget_s:
         rows = rng.choice(len(frames), size=min(batch, len(frames)), replace=False)
@@ -187,8 +187,8 @@ def train(model: torch.nn.Module, frames: np.ndarray, masks: np.ndarray, budget_
         if val is not None and steps % val_every == 0:
             started = time.process_time()
             val_curve.append((steps, validation_loss(model, *val, batch, to_net)))
-            if val_curve[-1][1] <= min(loss for _, loss in val_curve):
-                checkpoints[steps] = copy.deepcopy(model.state_dict())
+            if val_curve[-1][1] < best:  # strictly lower, as the training loop's train.patience counts it
+                best, checkpoints[steps] = val_curve[-1][1], copy.deepcopy(model.state_dict())
             val_cpu += time.process_time() - started
     model.eval()
     return dict(steps=steps, windows_seen=steps * batch, cpu_s=time.process_time() - start_cpu - val_cpu,
@@ -220,7 +220,7 @@ def early_stop(val_curve: list[tuple[int, float]], patience: int) -> tuple[int, 
     validations without improvement, or None if it would not stop."""
     best_step, best, since = None, float("inf"), 0
     for step, loss in val_curve:
-        if loss <= best:
+        if loss < best:
             best_step, best, since = step, loss, 0
         else:
             since += 1
@@ -302,8 +302,10 @@ def main(argv: list[str] | None = None) -> dict:
     prepare_s = time.perf_counter() - start
     train_frames, train_masks, train_sources = read(paths, "train")
     test_frames, test_masks, test_sources = read(paths, "test")
-    val = read(paths, "val")[:2] if args.val_fraction else None
-    counts = {"training": train_sources, "test": test_sources} | ({"validation": read(paths, "val")[2]} if val else {})
+    counts = {"training": train_sources, "test": test_sources}
+    val = None
+    if args.val_fraction:
+        *val, counts["validation"] = read(paths, "val")
     print(f"prepared {', '.join(sources)} in {prepare_s:.0f} s: " + "; ".join(
         f"{len(names)} {split} windows ({', '.join(f'{s} {names.count(s)}' for s in sources if s in names)})"
         for split, names in counts.items()))
