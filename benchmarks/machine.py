@@ -85,10 +85,20 @@ def cpu_delta(before: dict, after: dict, role) -> dict:
     for pid, proc in after.get("procs", {}).items():
         spent = proc["cpu_s"] - before["procs"].get(pid, {}).get("cpu_s", 0.0)
         if spent > 0:
-            roles[role(proc)] = roles.get(role(proc), 0.0) + spent
+            name = role(proc)
+            roles[name] = roles.get(name, 0.0) + spent
     cores = {}
     for name, values in after.get("cores", {}).items():
         d = [a - b for a, b in zip(values, before["cores"].get(name, values))]
         cores[name] = dict(user=round(d[0] + d[1], 2), system=round(d[2] + d[5], 2), softirq=round(d[6], 2),
                            idle=round(d[3] + d[4], 2))
     return dict(roles={k: round(v, 2) for k, v in sorted(roles.items(), key=lambda kv: -kv[1])}, cores=cores)
+
+
+def cpu_lines(accounting: dict, min_s: float = 0.01) -> list[str]:
+    """`cpu_delta`'s result as two printable lines: CPU seconds by role (those >= `min_s`), and per core."""
+    return ["   CPU s by role: " + ", ".join(f"{role} {spent:.2f}" for role, spent in accounting["roles"].items()
+                                         if spent >= min_s),
+            "   per core user/system/softirq/idle s: " + ", ".join(
+                f"{core} {c['user']:.2f}/{c['system']:.2f}/{c['softirq']:.2f}/{c['idle']:.2f}"
+                for core, c in accounting["cores"].items())]

@@ -171,11 +171,7 @@ def prepare_scaling(args: argparse.Namespace) -> int:
                       f"{frames / decode_s:.0f} frames/s on {runs[-1]['decode_nodes_used']} node(s) "
                       f"(start-up {result['startup_s']:.1f} s)", flush=True)
                 if accounting:  # pinned nodes: node i on core i - 1; the head and the driver on every core
-                    print("   CPU s by role: " + ", ".join(f"{role} {spent:.2f}" for role, spent
-                                                        in accounting["roles"].items() if spent >= 0.02))
-                    print("   per core user/system/softirq/idle s: " + ", ".join(
-                        f"{core} {c['user']:.2f}/{c['system']:.2f}/{c['softirq']:.2f}/{c['idle']:.2f}"
-                        for core, c in accounting["cores"].items()), flush=True)
+                    print("\n".join(machine.cpu_lines(accounting, min_s=0.02)), flush=True)
     finally:
         for part in (cluster, s3):
             if part is not None:

@@ -495,11 +495,7 @@ def _stages(result: dict) -> str:
     if "ray_data_stats" in stages:
         lines.append(stages["ray_data_stats"])
     if "cpu_accounting" in stages:
-        lines.append("   CPU seconds during the run, by process role: " + ", ".join(
-            f"{role} {spent:.2f}" for role, spent in stages["cpu_accounting"]["roles"].items() if spent >= 0.01))
-        lines.append("   per core (user / system / softirq / idle s): " + ", ".join(
-            f"{core} {c['user']:.2f} / {c['system']:.2f} / {c['softirq']:.2f} / {c['idle']:.2f}"
-            for core, c in stages["cpu_accounting"]["cores"].items()))
+        lines += machine.cpu_lines(stages["cpu_accounting"])
     if "profile_top" in stages:
         lines.append(stages["profile_top"])
     return "\n".join(lines)

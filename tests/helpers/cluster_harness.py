@@ -379,8 +379,8 @@ class MultiNodeCluster:
                  object_store_mb: int = 200, pin_cores: bool = False, head_nice: int = 0):
         """`pin_cores`: worker node i runs on core (i - 1) mod cores only (taskset), as if it were its own
         machine: its processes' threads (OpenCV, Arrow, torch pools) cannot spill onto another node's core.
-        `head_nice`: niceness of the head and the job drivers (19: they take only what the nodes leave,
-        as if the head had a machine of its own)."""
+        `head_nice`: niceness of the head and the job drivers (19: they take only what the nodes leave;
+        negative: they preempt the nodes and answer at once, as a head with a machine of its own would)."""
         self.folder, self.cpus_per_node, self.env = folder, cpus_per_node, dict(env or {})
         self.pin_cores, self.head_nice = pin_cores, head_nice
         self.object_store = str(object_store_mb * 2**20)
