@@ -42,17 +42,6 @@ def default_artifact_root() -> str:
     return root.as_uri()
 
 
-def shared_data_dir() -> Path | None:
-    """The `shared/data` folder beside the checkout (real radar/MNIST samples), if present."""
-    env = os.environ.get("CONVLSTM_SHARED_DATA")
-    if env:
-        return Path(env)
-    for cand in (project_home().parent / "shared" / "data", project_home() / "shared" / "data"):
-        if cand.is_dir():
-            return cand
-    return None
-
-
 STORAGE_ENV = "CONVLSTM_STORAGE"
 
 

@@ -38,17 +38,14 @@ os.environ.pop("MLFLOW_TRACKING_URI", None)
 os.environ.pop("RAY_ADDRESS", None)
 
 
-def _shared_data() -> Path:
-    env = os.environ.get("CONVLSTM_SHARED_DATA")
-    return Path(env) if env else REPO.parent / "shared" / "data"
+SAMPLE_DATA = REPO / "tests" / "data"
 
 
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
-    """`../shared/data`: real radar samples (mch, fmi, knmi), MNIST test set, KTH 00sequences.txt."""
-    path = _shared_data()
-    assert path.is_dir(), f"real sample data not found at {path} (set CONVLSTM_SHARED_DATA)"
-    return path
+def sample_data() -> Path:
+    """`tests/data`: trimmed copies of real samples (radar: MeteoSwiss, FMI, KNMI, BoM, OPERA; the MNIST test
+    set's first 2,000 digits; KTH's 00sequences.txt), each with its PROVENANCE.md."""
+    return SAMPLE_DATA
 
 
 @pytest.fixture(scope="session")

@@ -29,7 +29,7 @@ import pytest
 from cluster_harness import (VENV_BIN, MlflowServer, MultiNodeCluster, Postgres, S3Server, client_env,
                              postgres_unavailable, require_isolation)
 
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
+SAMPLES = Path(__file__).resolve().parents[1] / "data"  # the trimmed real samples the tests carry
 MODEL = "convlstm-kth-cluster"
 KTH_ARGS = ("--frame-len", "5", "--stride", "5", "--size", "24x32")
 TRAIN_ARGS = ("--task", "kth", "--config", "kth-tiny", "--workers", "2", "--cpus-per-worker", "0.5")
@@ -76,7 +76,7 @@ def _upload_raw_data(s3: S3Server, folder: Path) -> dict[str, str]:
     (videos / "person11_walking_d3_uncomp.avi").write_bytes(b"this is not a video")
     archive = folder / "mch.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:
-        tar.add(SHARED / "radar-mch-sample" / "20160711", arcname="mch/20160711")
+        tar.add(SAMPLES / "radar-mch-sample" / "20160711", arcname="mch/20160711")
         junk = folder / "junk.gif"
         junk.write_bytes(b"GIF89a not a radar frame")
         tar.add(junk, arcname="mch/20160711/junk.gif")
@@ -139,7 +139,7 @@ def test_object_store_archives_unpack_through_the_same_checks_and_caps(s3_here, 
 
     from pipelines.radar.archive import source_folder
 
-    frames = sorted((SHARED / "radar-mch-sample" / "20160711").glob("*.gif"))[:3]
+    frames = sorted((SAMPLES / "radar-mch-sample" / "20160711").glob("*.gif"))[:3]
     good = tmp_path / "good.zip"
     with zipfile.ZipFile(good, "w") as zf:
         for frame in frames:

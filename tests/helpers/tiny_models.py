@@ -6,14 +6,14 @@ from pathlib import Path
 IN_LEN = OUT_LEN = 3
 
 
-def prepare_mch_tiny(shared_data: Path, out: Path) -> Path:
+def prepare_mch_tiny(sample_data: Path, out: Path) -> Path:
     """MCH sample -> 32x32 windows of 3 + 3 frames (600x600 centre crop), chronological split:
     7 train, 3 val and 15 test windows (the test part is 2016-07-11 22:25 .. 2016-07-12 00:00)."""
     from pipelines.radar.prepare import RadarOptions, prepare_radar
 
     options = RadarOptions(in_len=IN_LEN, out_len=OUT_LEN, size=(32, 32), crop=(600, 600), split="time",
                            val_fraction=0.2, test_fraction=0.5)
-    prepare_radar(shared_data / "radar-mch-sample", str(out), "mch", options, progress=False)
+    prepare_radar(sample_data / "radar-mch-sample", str(out), "mch", options, progress=False)
     return out
 
 

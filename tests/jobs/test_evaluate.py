@@ -19,8 +19,8 @@ THRESHOLDS = (0.5, 2.0, 5.0, 10.0, 30.0)
 
 
 @pytest.fixture(scope="module")
-def radar_data(ray_local, shared_data, tmp_path_factory) -> Path:
-    return prepare_mch_tiny(shared_data, tmp_path_factory.mktemp("evaluate") / "mch32")
+def radar_data(ray_local, sample_data, tmp_path_factory) -> Path:
+    return prepare_mch_tiny(sample_data, tmp_path_factory.mktemp("evaluate") / "mch32")
 
 
 @pytest.fixture(scope="module")
@@ -200,12 +200,12 @@ def test_training_and_evaluate_agree_on_the_validation_scores(radar_model, radar
     assert metrics["val_rainfall_mse"] > 0
 
 
-def test_data_unlike_the_training_data_is_refused(radar_model, shared_data, tmp_path, capsys):
+def test_data_unlike_the_training_data_is_refused(radar_model, sample_data, tmp_path, capsys):
     """Same window shape, other source crop: the scores would not mean what they say (exit 2)."""
     from pipelines.radar.prepare import RadarOptions, prepare_radar
 
     other = tmp_path / "mch-crop400"
-    prepare_radar(shared_data / "radar-mch-sample", str(other), "mch",
+    prepare_radar(sample_data / "radar-mch-sample", str(other), "mch",
                   RadarOptions(in_len=IN_LEN, out_len=OUT_LEN, size=(32, 32), crop=(400, 400), split="time",
                                val_fraction=0.2, test_fraction=0.5), progress=False)
     args = ["evaluate", "--model", radar_model, "--data", str(other), "--out", str(tmp_path / "e")]

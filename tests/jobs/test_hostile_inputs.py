@@ -77,10 +77,10 @@ def oversized_pgm(width: int = 30000, height: int = 30000) -> bytes:
 
 
 @pytest.fixture
-def mch_src(shared_data, tmp_path) -> Path:
+def mch_src(sample_data, tmp_path) -> Path:
     """A writable copy of the real MeteoSwiss sample (40 frames, 2016-07-11 20:45 to 07-12 00:00)."""
     src = tmp_path / "mch"
-    shutil.copytree(shared_data / "radar-mch-sample", src)
+    shutil.copytree(sample_data / "radar-mch-sample", src)
     return src
 
 
@@ -167,10 +167,10 @@ def test_hostile_frame_among_good_ones_is_a_rejected_gap(ray_local, mch_src, tmp
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ds", "mch"]
 
 
-def test_oversized_pgm_header_is_a_rejected_fmi_frame(ray_local, shared_data, tmp_path, capsys):
+def test_oversized_pgm_header_is_a_rejected_fmi_frame(ray_local, sample_data, tmp_path, capsys):
     src = tmp_path / "fmi"
     src.mkdir()
-    files = sorted((shared_data / "radar-fmi-sample").rglob("*.pgm.gz"))[:8]
+    files = sorted((sample_data / "radar-fmi-sample").rglob("*.pgm.gz"))[:8]
     for path in files:
         shutil.copy(path, src / path.name)
     (src / files[-1].name).write_bytes(gzip.compress(oversized_pgm()))
@@ -409,8 +409,8 @@ def test_kth_source_without_any_usable_video_is_refused(tmp_path, capsys):
                    f"--src {src}", "none usable", "person1_boxing.avi")
 
 
-def test_mnist_counts_producing_nothing_are_refused(shared_data, tmp_path, capsys):
-    mnist = shared_data / "mnist" / "t10k-images-idx3-ubyte.gz"
+def test_mnist_counts_producing_nothing_are_refused(sample_data, tmp_path, capsys):
+    mnist = sample_data / "mnist" / "t10k-images-idx3-ubyte.gz"
     assert_refused(["prepare", "mnist", "--mnist", mnist, "--out", tmp_path / "ds", "--counts", "0,0,0"],
                    capsys, tmp_path, "--counts 0,0,0", "nothing to prepare")
 

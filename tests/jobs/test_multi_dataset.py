@@ -26,14 +26,14 @@ MODEL = "test-multi-radar"
 BATCH = 4  # radar-tiny's global batch; limit_train 64 and limit_val 32 per dataset leave these sets whole
 
 
-def prepare_knmi_tiny(shared_data: Path, out: Path, frames: int = 40) -> Path:
+def prepare_knmi_tiny(sample_data: Path, out: Path, frames: int = 24) -> Path:
     """The first `frames` KNMI frames -> 32x32 windows of 3 + 3 frames (600x600 crop), chronological
     split, as `prepare_mch_tiny` cuts the MeteoSwiss sample: the same windows, another archive."""
     from pipelines.radar.prepare import RadarOptions, prepare_radar
 
     src = out.parent / "knmi-frames"
     src.mkdir()
-    for path in sorted((shared_data / "radar-knmi-sample").rglob("*.h5"))[:frames]:
+    for path in sorted((sample_data / "radar-knmi-sample").rglob("*.h5"))[:frames]:
         shutil.copy(path, src / path.name)
     options = RadarOptions(in_len=IN_LEN, out_len=OUT_LEN, size=(32, 32), crop=(600, 600), split="time",
                            val_fraction=0.2, test_fraction=0.5)
@@ -42,11 +42,11 @@ def prepare_knmi_tiny(shared_data: Path, out: Path, frames: int = 40) -> Path:
 
 
 @pytest.fixture(scope="module")
-def archives(ray_local, shared_data, tmp_path_factory) -> SimpleNamespace:
+def archives(ray_local, sample_data, tmp_path_factory) -> SimpleNamespace:
     from pipelines.manifest import load_manifest
 
     root = tmp_path_factory.mktemp("multi")
-    mch, knmi = prepare_mch_tiny(shared_data, root / "mch32"), prepare_knmi_tiny(shared_data, root / "knmi32")
+    mch, knmi = prepare_mch_tiny(sample_data, root / "mch32"), prepare_knmi_tiny(sample_data, root / "knmi32")
     return SimpleNamespace(root=root, paths=(mch, knmi), manifests=(load_manifest(mch), load_manifest(knmi)))
 
 

@@ -19,14 +19,14 @@ MODEL_NAME = "convlstm-radar-nowcasttest"
 
 
 @pytest.fixture(scope="module")
-def trained(ray_local, shared_data, tmp_path_factory) -> tuple[str, Path]:
-    data = prepare_mch_tiny(shared_data, tmp_path_factory.mktemp("nowcast") / "mch32")
+def trained(ray_local, sample_data, tmp_path_factory) -> tuple[str, Path]:
+    data = prepare_mch_tiny(sample_data, tmp_path_factory.mktemp("nowcast") / "mch32")
     return train_tiny("radar", data, MODEL_NAME), data
 
 
 @pytest.fixture(scope="module")
-def mch(shared_data) -> Path:
-    return shared_data / "radar-mch-sample"
+def mch(sample_data) -> Path:
+    return sample_data / "radar-mch-sample"
 
 
 def nowcast_cli(model: str, src: Path, out: Path, *extra: str) -> int:
@@ -90,9 +90,9 @@ def test_inputs_preprocessed_like_the_training_windows(trained, mch, tmp_path):
 
 
 @pytest.mark.slow  # shares the module's trained model (prepare + train + register: ~40-90 s)
-def test_refuses_another_grid_and_format(trained, shared_data, tmp_path, capsys):
+def test_refuses_another_grid_and_format(trained, sample_data, tmp_path, capsys):
     model, _ = trained
-    assert nowcast_cli(model, shared_data / "radar-fmi-sample", tmp_path, "--format", "auto") == 2
+    assert nowcast_cli(model, sample_data / "radar-fmi-sample", tmp_path, "--format", "auto") == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "does not match the model's training data" in err
     assert "grid 1226x760 differs from the training data's 640x710" in err and "format fmi" in err

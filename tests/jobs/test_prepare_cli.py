@@ -67,9 +67,9 @@ def test_kth_run_refuse_strict_incremental(ray_local, tmp_path, capsys):
     assert read_windows(str(out), "train")["frames"].shape == (6, 5, 1, 24, 32)
 
 
-def test_mnist_run(ray_local, shared_data, tmp_path, capsys):
+def test_mnist_run(ray_local, sample_data, tmp_path, capsys):
     out = tmp_path / "mm"
-    mnist = shared_data / "mnist" / "t10k-images-idx3-ubyte.gz"
+    mnist = sample_data / "mnist" / "t10k-images-idx3-ubyte.gz"
     args = ["prepare", "mnist", "--mnist", str(mnist), "--out", str(out), "--counts", "3,1,2",
             "--frames", "4", "--size", "32", "--subset", "20"]
     assert main(args) == 0

@@ -119,14 +119,14 @@ def test_retrain_config_validation_names_the_key(tmp_path):
             load_retrain_config(path)
 
 
-def test_new_radar_days_and_mnist_chunks_are_detected_against_the_manifest(shared_data):
-    mch = shared_data / "radar-mch-sample"
+def test_new_radar_days_and_mnist_chunks_are_detected_against_the_manifest(sample_data):
+    mch = sample_data / "radar-mch-sample"
     manifest = {"sources": {"2016-07-11": {}}, "rejected": [], "params": {"format": "mch"}}
     assert new_sources("radar", str(mch), manifest, {}, None) == ["2016-07-12"]
     manifest["rejected"] = [{"file": "x", "source": "2016-07-12/b03", "reason": "truncated"}]
     assert new_sources("radar", str(mch), manifest, {}, None) == []
 
-    mnist = shared_data / "mnist" / "t10k-images-idx3-ubyte.gz"
+    mnist = sample_data / "mnist" / "t10k-images-idx3-ubyte.gz"
     params = {"counts": {"train": 4, "val": 2, "test": 2}, "digits": 2, "size": 64, "frames": 20,
               "subset": 500, "seed": 0}
     manifest = {"sources": dict.fromkeys(["train-0000000", "val-0000000", "test-0000000"], {}),

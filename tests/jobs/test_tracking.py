@@ -21,12 +21,12 @@ SIZE = 32
 
 
 @pytest.fixture(scope="module")
-def mnist_data(ray_local, shared_data, tmp_path_factory) -> str:
+def mnist_data(ray_local, sample_data, tmp_path_factory) -> str:
     """Moving MNIST from the real MNIST test digits: 16 train / 8 val sequences of 4 + 4 frames, 32x32."""
     from pipelines.mnist import MnistOptions, prepare_mnist
 
     out = tmp_path_factory.mktemp("mnist") / "data"
-    prepare_mnist(shared_data / "mnist" / "t10k-images-idx3-ubyte.gz", str(out), MnistOptions(counts=(16, 8, 0), size=SIZE, frames=IN_LEN + OUT_LEN, subset=50),
+    prepare_mnist(sample_data / "mnist" / "t10k-images-idx3-ubyte.gz", str(out), MnistOptions(counts=(16, 8, 0), size=SIZE, frames=IN_LEN + OUT_LEN, subset=50),
                   progress=False)
     return str(out)
 

@@ -52,15 +52,15 @@ NAMES = {
 }
 
 
-def sample(kind: str, shared_data: Path, tmp: Path) -> bytes:
+def sample(kind: str, sample_data: Path, tmp: Path) -> bytes:
     """A valid file of the format: the real sample where there is one, else a faithful synthetic one."""
     if kind == "mch":
-        return sorted((shared_data / "radar-mch-sample").rglob("*.gif"))[0].read_bytes()
+        return sorted((sample_data / "radar-mch-sample").rglob("*.gif"))[0].read_bytes()
     if kind in ("fmi", "fmi-gz"):
-        data = sorted((shared_data / "radar-fmi-sample").rglob("*.pgm.gz"))[0].read_bytes()
+        data = sorted((sample_data / "radar-fmi-sample").rglob("*.pgm.gz"))[0].read_bytes()
         return data if kind == "fmi-gz" else gzip.decompress(data)
     if kind == "knmi":
-        return sorted((shared_data / "radar-knmi-sample").rglob("*.h5"))[0].read_bytes()
+        return sorted((sample_data / "radar-knmi-sample").rglob("*.h5"))[0].read_bytes()
     if kind == "hko":
         pixel = np.random.default_rng(0).integers(0, 256, (480, 480), dtype=np.uint8)
         buffer = io.BytesIO()
@@ -113,8 +113,8 @@ def check_video(path: Path) -> str:
 
 
 @pytest.mark.parametrize("fmt", list(MAGIC))
-def test_decoder_decodes_or_rejects_every_mutant(fmt, shared_data, tmp_path):
-    data = sample(fmt, shared_data, tmp_path)
+def test_decoder_decodes_or_rejects_every_mutant(fmt, sample_data, tmp_path):
+    data = sample(fmt, sample_data, tmp_path)
     assert data.startswith(MAGIC[fmt][:4])
     rng = np.random.default_rng(zlib.crc32(fmt.encode()))
     outcomes = {}
@@ -144,11 +144,11 @@ def test_decoder_decodes_or_rejects_every_mutant(fmt, shared_data, tmp_path):
     assert "rejected" in outcomes["truncate"]
 
 
-def test_unmutated_samples_decode(shared_data, tmp_path):
+def test_unmutated_samples_decode(sample_data, tmp_path):
     for fmt in MAGIC:
         path = tmp_path / fmt / NAMES[fmt]
         path.parent.mkdir()
-        path.write_bytes(sample(fmt, shared_data, tmp_path))
+        path.write_bytes(sample(fmt, sample_data, tmp_path))
         outcome = check_video(path) if fmt == "kth" else check_radar_frame(fmt.removesuffix("-gz"), path)
         assert outcome == "decoded", fmt
 

@@ -30,8 +30,8 @@ def reference_frames(path, size, color=False) -> np.ndarray:
     return np.stack(frames)
 
 
-def test_sequences_file_real_copy(shared_data):
-    entries = load_sequences(shared_data / "kth-sample" / "00sequences.txt")
+def test_sequences_file_real_copy(sample_data):
+    entries = load_sequences(sample_data / "kth-sample" / "00sequences.txt")
     assert len(entries) == 600
     assert entries["person01_boxing_d1"] == [(0, 95), (95, 185), (185, 245), (245, 360)]
     assert entries["person13_handclapping_d3"] == []

@@ -28,7 +28,7 @@ from radar_reference import reference_frame
 UTC = timezone.utc
 OPERA_NODATA, OPERA_UNDETECT = -9999000.0, -8888000.0
 OPERA_FIRST, OPERA_STEP = datetime(2018, 8, 24, 18, 0, tzinfo=UTC), timedelta(minutes=15)
-BOM_FIRST, BOM_STEP = datetime(2020, 10, 31, 0, 0, tzinfo=UTC), timedelta(minutes=10)
+BOM_FIRST, BOM_STEP = datetime(2020, 10, 31, 16, 0, tzinfo=UTC), timedelta(minutes=10)
 
 
 def mp_dbz(rate: np.ndarray) -> np.ndarray:
@@ -62,13 +62,13 @@ def bom_reference(path: Path, period_s: float = 600.0) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def opera_files(shared_data) -> list[Path]:
-    return sorted((shared_data / "radar-opera-sample").rglob("*.hdf"))
+def opera_files(sample_data) -> list[Path]:
+    return sorted((sample_data / "radar-opera-sample").rglob("*.hdf"))
 
 
 @pytest.fixture(scope="module")
-def bom_files(shared_data) -> list[Path]:
-    return sorted((shared_data / "radar-bom-sample").rglob("*.nc"))
+def bom_files(sample_data) -> list[Path]:
+    return sorted((sample_data / "radar-bom-sample").rglob("*.nc"))
 
 
 # --- synthetic files --------------------------------------------------------------------------------
@@ -138,12 +138,12 @@ def sample_frames(root, name: str, count: int, first, step):
     return fmt, frames
 
 
-def test_opera_sample_rain_rate_composite(shared_data, opera_files):
-    root = shared_data / "radar-opera-sample"
-    fmt, frames = sample_frames(root, "odim", 24, OPERA_FIRST, OPERA_STEP)  # times: what/date + what/time
+def test_opera_sample_rain_rate_composite(sample_data, opera_files):
+    root = sample_data / "radar-opera-sample"
+    fmt, frames = sample_frames(root, "odim", 4, OPERA_FIRST, OPERA_STEP)  # times: what/date + what/time
     usable, grid, bad = probe_frames(frames, fmt)
-    assert grid == (2200, 1900) and bad == [] and len(usable) == 24
-    for frame in (frames[0], frames[11], frames[-1]):
+    assert grid == (2200, 1900) and bad == [] and len(usable) == 4
+    for frame in (frames[0], frames[-1]):
         dbz = read_dbz(fmt, frame.path, 900.0)
         assert dbz.shape == (2200, 1900) and dbz.dtype == np.float32
         np.testing.assert_array_equal(dbz, opera_reference(frame.path))
@@ -153,15 +153,15 @@ def test_opera_sample_rain_rate_composite(shared_data, opera_files):
         assert mp_dbz(np.array(131.0)) <= dbz[np.isfinite(dbz)].max() <= mp_dbz(np.array(8647.0))
 
 
-def test_bom_sample_ten_minute_accumulations(shared_data, bom_files):
-    root = shared_data / "radar-bom-sample"
-    fmt, frames = sample_frames(root, "bom", 144, BOM_FIRST, BOM_STEP)  # valid_time = the name's time
+def test_bom_sample_ten_minute_accumulations(sample_data, bom_files):
+    root = sample_data / "radar-bom-sample"
+    fmt, frames = sample_frames(root, "bom", 24, BOM_FIRST, BOM_STEP)  # valid_time = the name's time
     assert probe_frames(frames[:3], fmt)[1] == (512, 512)
     pvs = [bom_pv(frame.path) for frame in frames]
     fills = [int((pv == -1).sum()) for pv in pvs]
-    assert min(fills) == 0 and max(fills) == 19  # PROVENANCE: 0-19 nodata pixels per file
-    assert min(pv.max() for pv in pvs) == 2 and max(pv.max() for pv in pvs) == 306  # PROVENANCE: maxima PV 2..306
-    for frame, pv in list(zip(frames, pvs))[::11] + [(frames[106], pvs[106])]:  # 106: 17:40, PV -2 beside fills
+    assert min(fills) == 0 and max(fills) == 6  # PROVENANCE: 0-19 nodata pixels per file (0-6 in 16:00-19:50)
+    assert min(pv.max() for pv in pvs) == 2 and max(pv.max() for pv in pvs) == 222  # PROVENANCE: maxima PV 2..306
+    for frame, pv in list(zip(frames, pvs))[::11] + [(frames[10], pvs[10])]:  # 10: 17:40, PV -2 beside fills
         dbz = read_dbz(fmt, frame.path, 600.0)
         assert dbz.shape == (512, 512) and dbz.dtype == np.float32
         np.testing.assert_allclose(dbz, bom_reference(frame.path), rtol=1e-6)
@@ -169,10 +169,10 @@ def test_bom_sample_ten_minute_accumulations(shared_data, bom_files):
         assert np.array_equal(np.isnan(dbz), pv < 0)
         finite = dbz[np.isfinite(dbz)]
         assert finite.min() >= mp_dbz(np.array(0.3)) - 1e-4 and finite.max() <= mp_dbz(np.array(6 * 15.3)) + 1e-4
-    assert (pvs[106] == -2).sum() == 7
+    assert (pvs[10] == -2).sum() == 7
 
 
-def test_content_detection_for_arbitrary_names(opera_files, bom_files, shared_data, tmp_path):
+def test_content_detection_for_arbitrary_names(opera_files, bom_files, sample_data, tmp_path):
     opera, nc, knmi = tmp_path / "opera", tmp_path / "nc", tmp_path / "knmi"
     for folder in (opera, nc, knmi):
         folder.mkdir()
@@ -191,8 +191,8 @@ def test_content_detection_for_arbitrary_names(opera_files, bom_files, shared_da
     assert [f.time for f in list_frames(nc, fmt)[0]] == [BOM_FIRST, BOM_FIRST + BOM_STEP, BOM_FIRST + 2 * BOM_STEP]
 
     # KNMI is HDF5 too: by name it stays knmi; under another name it is neither ODIM nor BoM.
-    knmi_file = sorted((shared_data / "radar-knmi-sample").rglob("*.h5"))[0]
-    assert resolve_format("auto", shared_data / "radar-knmi-sample").name == "knmi"
+    knmi_file = sorted((sample_data / "radar-knmi-sample").rglob("*.h5"))[0]
+    assert resolve_format("auto", sample_data / "radar-knmi-sample").name == "knmi"
     assert odim.sniff(knmi_file) is None and bom.sniff(knmi_file) is None
     assert odim.sniff(bom_files[0]) is None and bom.sniff(opera_files[0]) is None
     shutil.copy(knmi_file, knmi / "radar.h5")
@@ -391,10 +391,10 @@ def assert_windows_match(windows: dict, step: timedelta, files_by_time: dict, de
 def test_prepare_opera_sample_auto_end_to_end(ray_local, opera_files, tmp_path, capsys):
     src = tmp_path / "src" / "20180824"
     src.mkdir(parents=True)
-    for path in opera_files[:6]:
+    for path in opera_files[:4]:
         shutil.copy(path, src / path.name)
     out = tmp_path / "ds"
-    assert convlstm("--src", src.parent, "--out", out, "--format", "auto", "--in-len", 2, "--out-len", 2,
+    assert convlstm("--src", src.parent, "--out", out, "--format", "auto", "--in-len", 2, "--out-len", 1,
                     "--size", "44x38", "--val-fraction", 0, "--test-fraction", 0) == 0
     assert "odim frames every 900 s -> 44x38; gaps: 0" in capsys.readouterr().out
     manifest = load_manifest(out)
@@ -405,16 +405,16 @@ def test_prepare_opera_sample_auto_end_to_end(ray_local, opera_files, tmp_path, 
     assert manifest["encoding"]["source_zr"] == {"a": 200.0, "b": 1.6}
     assert manifest["rejected"] == [] and manifest["gaps"] == []
     windows = read_windows(str(out), "train")
-    assert list(windows["start"]) == ["2018-08-24T18:00:00Z", "2018-08-24T18:15:00Z", "2018-08-24T18:30:00Z"]
+    assert list(windows["start"]) == ["2018-08-24T18:00:00Z", "2018-08-24T18:15:00Z"]
     assert 0 < windows["mask"].mean() < 1
     assert_windows_match(windows, OPERA_STEP, {OPERA_FIRST + OPERA_STEP * k: p for k, p in enumerate(opera_files)},
                          opera_reference, (44, 38))
 
 
-def test_prepare_bom_sample_auto_end_to_end_and_nowcast_input(ray_local, shared_data, bom_files, tmp_path, capsys):
+def test_prepare_bom_sample_auto_end_to_end_and_nowcast_input(ray_local, sample_data, bom_files, tmp_path, capsys):
     from jobs.nowcast.forecast import read_input
 
-    src = shared_data / "radar-bom-sample"
+    src = sample_data / "radar-bom-sample"
     out = tmp_path / "ds"
     assert convlstm("--src", src, "--out", out, "--in-len", 2, "--out-len", 2, "--stride", 4, "--size", "16x16",
                     "--val-fraction", 0, "--test-fraction", 0) == 0
@@ -424,41 +424,41 @@ def test_prepare_bom_sample_auto_end_to_end_and_nowcast_input(ray_local, shared_
     assert manifest["grid"]["source_height"] == manifest["grid"]["source_width"] == 512
     assert manifest["encoding"]["source_conversion"] == bom.CONVERSION
     assert manifest["encoding"]["source_zr"] == {"a": 200.0, "b": 1.6}
-    assert manifest["rejected"] == [] and manifest["splits"]["train"]["count"] == 36
+    assert manifest["rejected"] == [] and manifest["splits"]["train"]["count"] == 6
     windows = read_windows(str(out), "train")
-    assert windows["start"][0] == "2020-10-31T00:00:00Z" and windows["start"][-1] == "2020-10-31T23:20:00Z"
+    assert windows["start"][0] == "2020-10-31T16:00:00Z" and windows["start"][-1] == "2020-10-31T19:20:00Z"
     by_time = {BOM_FIRST + BOM_STEP * k: p for k, p in enumerate(bom_files)}
     assert_windows_match(windows, BOM_STEP, by_time, bom_reference, (16, 16))
 
     # `convlstm nowcast` reads its input through the same registry: the last two frames, as in the last window.
     pixels, mask, times = read_input(src, "auto", None, manifest, 2)
-    assert times == [datetime(2020, 10, 31, 23, 40, tzinfo=UTC), datetime(2020, 10, 31, 23, 50, tzinfo=UTC)]
+    assert times == [datetime(2020, 10, 31, 19, 40, tzinfo=UTC), datetime(2020, 10, 31, 19, 50, tzinfo=UTC)]
     np.testing.assert_array_equal(pixels, windows["frames"][-1, 2:])
     np.testing.assert_array_equal(mask, windows["mask"][-1, 2:])
     # ... and refuses another format's input with the model's manifest.
     with pytest.raises(ValueError, match="format odim converts .* the model was trained on bom data"):
-        read_input(shared_data / "radar-opera-sample", "auto", None, manifest, 2)
+        read_input(sample_data / "radar-opera-sample", "auto", None, manifest, 2)
 
 
 @pytest.mark.slow  # prepare + train + register a radar-tiny model on the BoM sample (~1 min)
-def test_nowcast_cli_on_the_bom_sample(ray_local, shared_data, tmp_path, capsys):
+def test_nowcast_cli_on_the_bom_sample(ray_local, sample_data, tmp_path, capsys):
     from pipelines.radar.prepare import RadarOptions, prepare_radar
     from tiny_models import train_tiny
 
-    src = shared_data / "radar-bom-sample"
+    src = sample_data / "radar-bom-sample"
     data = tmp_path / "bom32"
-    options = RadarOptions(in_len=3, out_len=3, size=(32, 32), split="time", val_fraction=0.2, test_fraction=0.5)
+    options = RadarOptions(in_len=3, out_len=3, size=(32, 32), split="time", val_fraction=0.3, test_fraction=0.3)
     prepare_radar(src, str(data), "bom", options, progress=False)
     model = train_tiny("radar", data, "convlstm-radar-bomnowcasttest")
     out = tmp_path / "nowcast"
     assert main(["nowcast", "--model", model, "--src", str(src), "--out", str(out)]) == 0
     sidecar = json.loads((out / "forecast.json").read_text())
     assert sidecar["format"] == "bom" and sidecar["time_step_s"] == 600
-    assert sidecar["input_times"] == ["2020-10-31T23:30:00Z", "2020-10-31T23:40:00Z", "2020-10-31T23:50:00Z"]
-    assert sidecar["valid_times"] == ["2020-11-01T00:00:00Z", "2020-11-01T00:10:00Z", "2020-11-01T00:20:00Z"]
+    assert sidecar["input_times"] == ["2020-10-31T19:30:00Z", "2020-10-31T19:40:00Z", "2020-10-31T19:50:00Z"]
+    assert sidecar["valid_times"] == ["2020-10-31T20:00:00Z", "2020-10-31T20:10:00Z", "2020-10-31T20:20:00Z"]
     assert np.load(out / "forecast_dbz.npy").shape == (3, 32, 32)
     capsys.readouterr()
-    assert main(["nowcast", "--model", model, "--src", str(shared_data / "radar-opera-sample"),
+    assert main(["nowcast", "--model", model, "--src", str(sample_data / "radar-opera-sample"),
                  "--out", str(tmp_path / "refused")]) == 2
     err = capsys.readouterr().err
     assert "format odim" in err and "grid 2200x1900 differs from the training data's 512x512" in err

@@ -26,8 +26,8 @@ def convlstm(*argv) -> int:
 
 
 @pytest.fixture(scope="module")
-def mch_files(shared_data) -> list[Path]:
-    return sorted((shared_data / "radar-mch-sample").rglob("*.gif"))
+def mch_files(sample_data) -> list[Path]:
+    return sorted((sample_data / "radar-mch-sample").rglob("*.gif"))
 
 
 @pytest.fixture()
@@ -55,9 +55,9 @@ def assert_windows_match(windows: dict, files_by_time: dict[datetime, Path], dec
             np.testing.assert_array_equal(windows["mask"][row, t, 0], valid.astype(np.uint8))
 
 
-def test_prepare_mch_sample_end_to_end(ray_local, shared_data, mch_files, days_file, tmp_path, capsys):
+def test_prepare_mch_sample_end_to_end(ray_local, sample_data, mch_files, days_file, tmp_path, capsys):
     out = tmp_path / "mch"
-    rc = convlstm("--src", shared_data / "radar-mch-sample", "--out", out, "--in-len", 3, "--out-len", 3,
+    rc = convlstm("--src", sample_data / "radar-mch-sample", "--out", out, "--in-len", 3, "--out-len", 3,
                   "--size", "64x64", "--crop", "600x600", "--days-file", days_file)
     assert rc == 0
     printed = capsys.readouterr().out
@@ -88,7 +88,7 @@ def test_prepare_mch_sample_end_to_end(ray_local, shared_data, mch_files, days_f
 
     # Nowcasting input: the same preprocessing from the manifest's params.
     last = starts(windows)[-1] + FIVE_MIN * 5
-    pixels, mask, times, gaps = load_sequence(shared_data / "radar-mch-sample", "auto", last, 6, manifest["params"])
+    pixels, mask, times, gaps = load_sequence(sample_data / "radar-mch-sample", "auto", last, 6, manifest["params"])
     assert times[0] == starts(windows)[-1] and gaps == []
     np.testing.assert_array_equal(pixels, windows["frames"][-1])
     np.testing.assert_array_equal(mask, windows["mask"][-1])
@@ -155,8 +155,8 @@ def test_frame_truncated_past_its_header_is_a_gap_in_its_day(ray_local, mch_file
 
 @pytest.mark.parametrize("fmt, folder, decode", [("fmi", "radar-fmi-sample", fmi_reference),
                                                  ("knmi", "radar-knmi-sample", knmi_reference)])
-def test_prepare_fmi_and_knmi_paper_blocks(ray_local, shared_data, tmp_path, fmt, folder, decode):
-    files = sorted(p for p in (shared_data / folder).rglob("*") if p.is_file() and p.name != "PROVENANCE.md")[:8]
+def test_prepare_fmi_and_knmi_paper_blocks(ray_local, sample_data, tmp_path, fmt, folder, decode):
+    files = sorted(p for p in (sample_data / folder).rglob("*") if p.is_file() and p.name != "PROVENANCE.md")[:8]
     src = tmp_path / "frames"
     src.mkdir()
     for path in files:
@@ -187,9 +187,9 @@ def test_prepare_fmi_and_knmi_paper_blocks(ray_local, shared_data, tmp_path, fmt
     (["--src", "{mch}", "--split", "paper-blocks", "--days-file", "{tmp}/days.json"], "--days-file only applies"),
     (["--src", "{mch}", "--split", "weekly"], "--split must be one of"),
 ])
-def test_bad_arguments_exit_2_with_one_line_and_write_nothing(shared_data, tmp_path, capsys, argv, message):
+def test_bad_arguments_exit_2_with_one_line_and_write_nothing(sample_data, tmp_path, capsys, argv, message):
     (tmp_path / "days.json").write_text("{}")
-    argv = [a.format(mch=shared_data / "radar-mch-sample", tmp=tmp_path) for a in argv]
+    argv = [a.format(mch=sample_data / "radar-mch-sample", tmp=tmp_path) for a in argv]
     before = sorted(tmp_path.iterdir())
     assert convlstm(*argv, "--out", tmp_path / "ds") == 2
     err = capsys.readouterr().err.strip().splitlines()
