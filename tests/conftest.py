@@ -1,5 +1,11 @@
 """Shared test fixtures: one local Ray per test session, a private project home, the real samples, a
-real `mlflow server` per test module.
+real `mlflow server` per test module; and the test tiers.
+
+Tiers: `pytest -m unit` is the fast tier (no Ray, no servers, no training beyond a few steps in this
+process). A test is marked `unit` automatically unless it is marked `slow` or `integration`, lives in
+`e2e/`, or uses a fixture that starts Ray or a server (directly or through other fixtures: HEAVY_FIXTURES).
+A test that starts Ray, a server or a long training by itself, without such a fixture, is marked
+`integration` by hand.
 
 The suite mirrors the code: `convlstm/`, `pipelines/`, `jobs/` hold unit and integration tests per
 package, `infra/` checks deployment files and servers, `e2e/` runs real clusters and object storage;
@@ -104,3 +110,18 @@ def mlflow_server(tmp_path_factory):
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         log.close()
+
+
+# Fixtures that start Ray, a server or a cluster: a test whose fixture closure holds one is not a unit test.
+HEAVY_FIXTURES = frozenset({"ray_local", "mlflow_server", "world", "cluster", "server", "s3_env", "s3_here"})
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Mark every test that is not slow, integration, end-to-end or heavy as `unit`."""
+    for item in items:
+        heavy = HEAVY_FIXTURES.intersection(getattr(item, "fixturenames", ()))
+        if heavy or "e2e" in item.path.parts or item.get_closest_marker("slow") \
+                or item.get_closest_marker("integration"):
+            continue
+        item.add_marker(pytest.mark.unit)
+

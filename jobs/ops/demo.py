@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from jobs import paths
+from jobs.tasks.registry import task_class
 
 # Persons of the official KTH split (train 11-18, val 1, 4, 19-21, 23-25, test 2, 3, 5-10, 22).
 KTH_PERSONS = {"train": [11, 12, 13, 14, 15, 16, 17, 18], "val": [1, 4], "test": [2, 3]}
@@ -37,7 +38,7 @@ CONFIGS = {"kth": "kth-demo", "radar": "radar-demo"}
 # variable from the driver to its controller; the demo polls every 0.25 s unless it is set already.
 RAY_TRAIN_CONTROLLER_POLL = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.25"}
 # Radar scores shown in the summary (evaluation.json summary names), and which way is better.
-RADAR_SCORES = {"rainfall_mse": "lower", "correlation": "higher", "csi_ge_0.5": "higher"}
+RADAR_SCORES = ("rainfall_mse", "correlation", "csi_ge_0.5")  # which way each is better: the radar task says
 
 
 @dataclass
@@ -211,11 +212,12 @@ def beats_persistence(radar_evaluation: dict[str, Any], method: str = "model") -
     """{`<score>` and `<score>@last`: whether `method` is better than persistence there} for RADAR_SCORES."""
     means, last = radar_evaluation["methods"], radar_evaluation.get("last_lead", {})
     verdict = {}
-    for name, better in RADAR_SCORES.items():
+    higher = task_class("radar").metric_higher_is_better
+    for name in RADAR_SCORES:
         for key, table in ((name, means), (f"{name}@last", last)):
             mine, theirs = table.get(method, {}).get(name), table.get("persistence", {}).get(name)
             verdict[key] = (mine is not None and theirs is not None
-                            and (mine < theirs if better == "lower" else mine > theirs))
+                            and (mine > theirs if higher(name) else mine < theirs))
     return verdict
 
 

@@ -74,10 +74,20 @@ class Task:
 
     @classmethod
     def metric_higher_is_better(cls, metric: str) -> bool:
-        """Direction of a summary metric name (`val_`/`<split>_` prefixes allowed)."""
+        """Whether a larger value of `metric` is better: the one definition every ranking asks (checkpoint
+        selection, early stopping, retention, promotion, reports). Accepts summary names (`rainfall_mse`,
+        `csi_ge_0.5`) with a `val_`/`test_`/`train_` prefix, and the prefixed names of pooled datasets and
+        baselines (`val_<dataset>_<metric>`, `test_<baseline>_<metric>`): the metric is the name's end."""
+        name = metric
         for prefix in ("val_", "test_", "train_"):
-            metric = metric.removeprefix(prefix)
-        return metric.split("_ge_")[0] not in cls.lower_is_better and metric != "loss"
+            name = name.removeprefix(prefix)
+        base = name.split("_ge_")[0]
+        return not any(base == lower or base.endswith(f"_{lower}") for lower in cls.lower_is_better | {"loss"})
+
+    @classmethod
+    def monitor_mode(cls, monitor: str) -> str:
+        """`min` or `max`: how checkpoints are ranked by `monitor` (Ray Train's checkpoint_score_order)."""
+        return "max" if cls.metric_higher_is_better(monitor) else "min"
 
     @classmethod
     def protocol(cls, manifest: dict, split: str, in_len: int | None = None, out_len: int | None = None) -> dict:

@@ -99,7 +99,9 @@ class DataConfig(Section):
 
 
 class TrainConfig(Section):
-    """Loop settings. `monitor` is a validation metric (e.g. `val_accuracy`), best by `mode`;
+    """Loop settings. `monitor` is a validation metric (e.g. `val_accuracy`); whether it is best high or
+    low is the task's to say (`Task.metric_higher_is_better`), and `mode` is filled in from it (`max` or
+    `min`; set by hand, a contradiction is an error naming both keys);
     `patience` epochs without improvement stop early (None = never); `grad_clip` is the max
     global gradient norm (None = off); `keep_checkpoints` top-k by `monitor` (the latest is
     always kept); `max_failures` worker-group restarts from the last checkpoint; `bf16`
@@ -107,7 +109,7 @@ class TrainConfig(Section):
 
     epochs: int = Field(1, ge=1)
     monitor: Name = "val_loss"
-    mode: Literal["min", "max"] = "min"
+    mode: Literal["min", "max"] | None = None
     patience: int | None = Field(None, ge=1)
     grad_clip: float | None = Field(None, gt=0)
     keep_checkpoints: int = Field(2, ge=1)

@@ -31,7 +31,7 @@ from jobs.training.loop import STATUS_NON_FINITE, WorkerSpec, ray_worker, train_
 from jobs.training.sessions import val_dataset_key
 from pipelines import cluster, storage
 
-DEFAULT_RUN_NAME = re.compile(r"^(kth|radar|mnist)-\d{8}-\d{6}$")
+DEFAULT_RUN_NAME = r"-\d{8}-\d{6}$"  # after the task's name: `_new_run_name`
 
 
 @dataclass
@@ -112,7 +112,7 @@ def train(
     cfg = get_task(cfg, manifest).with_data_params()
     cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"paths": [d.uri for d in datasets]})})
     task = get_task(cfg, manifest)
-    _check_monitor(cfg, task)
+    cfg = _with_monitor_mode(cfg, task)
     model_spec = _check_model(cfg, task)
     init_weights = _init_weights(init_from, model_spec, tracking_uri) if init_from else None
     steps_per_epoch, worker_batch = _steps_per_epoch(cfg, datasets, max(workers, 1))
@@ -163,11 +163,20 @@ def train(
     return summary
 
 
-def _check_monitor(cfg: Config, task: Task) -> None:
+def _with_monitor_mode(cfg: Config, task: Task) -> Config:
+    """`cfg` with `train.mode` from the task's direction of `train.monitor`; a validation metric of the
+    task is required, and a hand-set mode that disagrees is refused naming both keys."""
     names = task.metric_names()
-    if cfg.train.monitor not in names:
-        raise ValueError(f"train.monitor: {cfg.train.monitor!r} is not a validation metric of {cfg.task} "
+    monitor = cfg.train.monitor
+    if monitor not in names:
+        raise ValueError(f"train.monitor: {monitor!r} is not a validation metric of {cfg.task} "
                          f"(choose from {', '.join(names)})")
+    mode = task.monitor_mode(monitor)
+    if cfg.train.mode not in (None, mode):
+        better = "higher" if mode == "max" else "lower"
+        raise ValueError(f"train.mode: {cfg.train.mode} contradicts train.monitor={monitor} ({better} is better "
+                         f"for {cfg.task}); drop train.mode, it follows the monitor")
+    return cfg.model_copy(update={"train": cfg.train.model_copy(update={"mode": mode})})
 
 
 def _check_model(cfg: Config, task: Task) -> dict[str, Any]:
@@ -227,7 +236,7 @@ def _new_run_name(task: str) -> str:
 
 def _newest_run(storage_path: str, task: str) -> str | None:
     names = {rel.split("/", 1)[0] for rel in storage.list_files(storage_path, checkpoints.CHECKPOINT_FILE)}
-    ours = sorted(n for n in names if DEFAULT_RUN_NAME.match(n) and n.startswith(f"{task}-"))
+    ours = sorted(n for n in names if re.fullmatch(re.escape(task) + DEFAULT_RUN_NAME, n))
     return ours[-1] if ours else None
 
 

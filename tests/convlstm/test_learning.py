@@ -9,6 +9,7 @@ and runs on one thread (each test is a few seconds on an idle core).
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from torch_threads import single_thread  # noqa: F401 (autouse fixture)
 
@@ -66,6 +67,7 @@ def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> 
     return float(((pred - target) ** 2 * mask).sum() / mask.sum())
 
 
+@pytest.mark.integration  # trains hundreds of steps
 def test_encoder_forecaster_learns_moving_blobs_to_half_of_persistence_mse():
     torch.manual_seed(0)
     model = EncoderForecaster(1, hidden_channels=[32], input_kernel_size=3, hidden_kernel_size=3, patch_size=2,
@@ -105,6 +107,7 @@ def action_clips(n: int, seed: int, frames: int = 6) -> tuple[torch.Tensor, torc
     return torch.from_numpy(np.stack(clips)).float() / 255.0, torch.from_numpy(labels)
 
 
+@pytest.mark.integration  # trains hundreds of steps
 def test_classifier_separates_left_from_right_motion():
     torch.manual_seed(0)
     model = ConvLSTMClassifier(1, SIZE, SIZE, hidden_channels=[8], kernel_size=3, num_classes=2)

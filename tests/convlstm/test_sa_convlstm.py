@@ -254,6 +254,7 @@ def moving_blobs(n: int, frames: int, gen: torch.Generator, size: int = 16, sigm
     return torch.exp(-(dy**2 + dx**2) / (2 * sigma**2))[:, :, None]
 
 
+@pytest.mark.integration  # trains hundreds of steps
 def test_learns_moving_blobs_to_half_the_persistence_error():
     """One 16-channel SA-ConvLSTM layer per stack on 2x2 patches (8x8 map): 4 frames in, 3 out, BCE
     on logits, Adam; checked every 25 steps, it must reach half of persistence's MSE within 400

@@ -111,6 +111,7 @@ def test_bad_forward_arguments_raise():
         make_stack(in_channels=0)(None, steps=2)
 
 
+@pytest.mark.integration  # torch.compile (seconds of compilation)
 def test_compiles_without_graph_breaks():
     stack = make_stack()
     x = clip(steps=3)

@@ -160,6 +160,7 @@ def test_the_entrypoint_stops_with_one_line_when_a_secret_is_missing(tmp_path, m
     assert len(lines) == 1 and lines[0].startswith(f"mlflow-entrypoint: {missing} is not set"), result.stderr
 
 
+@pytest.mark.integration  # starts PostgreSQL and an MLflow server
 def test_production_defaults_build_the_postgres_uri_and_an_auth_config_mlflow_can_read(tmp_path):
     """With only the production variables set: the exact `mlflow server` argv, and the basic-auth config
     file as MLflow parses it (configparser: a URL-encoded password's % must be doubled in the file)."""

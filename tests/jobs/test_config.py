@@ -33,7 +33,7 @@ def test_kth_config_is_the_tutorials():
     assert (cfg.optim.name, cfg.optim.lr) == ("adam", 3e-3)
     assert (cfg.schedule.name, cfg.schedule.warmup_steps, cfg.schedule.num_cycles) == ("cosine_warmup", 200, 2)
     assert (cfg.data.batch_size, cfg.data.hflip, cfg.train.epochs) == (32, True, 30)
-    assert (cfg.train.monitor, cfg.train.mode) == ("val_accuracy", "max")
+    assert (cfg.train.monitor, cfg.train.mode) == ("val_accuracy", None)  # the mode follows the monitor
 
 
 def test_radar_and_mnist_configs_are_the_papers():
@@ -169,4 +169,19 @@ def test_random_crops_cut_frames_and_mask_together_and_are_checked():
     kth = KTH_MANIFEST
     with pytest.raises(ValueError, match="data.crop: random crops are for forecast tasks"):
         get_task(load_config("kth-tiny", "kth", ["data.crop=4"]), kth)
+
+
+@pytest.mark.parametrize("task, metric, higher", [
+    ("kth", "val_accuracy", True), ("kth", "val_loss", False),
+    ("radar", "val_rainfall_mse", False), ("radar", "val_mch32_rainfall_mse", False),  # pooled: val_<dataset>_<metric>
+    ("radar", "val_knmi_loss", False), ("radar", "val_mch32_csi_ge_0.5", True), ("radar", "val_far_ge_2", False),
+    ("radar", "test_persistence_correlation", True), ("radar", "test_optical-flow_b_mae", False),
+    ("mnist", "val_cross_entropy", False), ("mnist", "val_a_b_ssim", True),
+])
+def test_the_task_alone_says_which_way_a_metric_is_better(task, metric, higher):
+    from jobs.tasks.registry import task_class
+
+    cls = task_class(task)
+    assert cls.metric_higher_is_better(metric) is higher
+    assert cls.monitor_mode(metric) == ("max" if higher else "min")
 

@@ -496,6 +496,7 @@ def test_sources_that_all_fail_while_decoding_publish_nothing(ray_local, tmp_pat
     assert not list(tmp_path.glob("out.tmp-*"))
 
 
+@pytest.mark.integration  # starts a local Ray
 def test_local_ray_listens_on_loopback_only():
     """The CLI's local Ray binds every listening socket (gRPC, the autoscaler and dashboard metrics
     endpoints, which answer without authentication) to the loopback interface."""

@@ -87,6 +87,7 @@ except LockHeld:
 """
 
 
+@pytest.mark.integration  # several processes race for the lock
 def test_processes_contending_for_the_lock_have_exactly_one_winner(tmp_path):
     uri, results, n = str(tmp_path / "kth.retrain.lock"), tmp_path / "results", 4
     results.mkdir()

@@ -58,6 +58,7 @@ def test_help_in_a_terminal(tmp_path):
     assert code == 0 and "usage: convlstm" in out and "prepare" in out and "Traceback" not in out
 
 
+@pytest.mark.integration  # a prepare under a pseudo-terminal starts Ray
 def test_prepare_in_a_terminal_shows_progress_and_a_summary(tmp_path):
     from pipelines.synthetic import write_kth_videos
 

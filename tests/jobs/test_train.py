@@ -179,9 +179,25 @@ def test_best_checkpoint_is_the_earliest_best_surviving_one(tmp_path):
     assert checkpoints.best(str(tmp_path), "nothing", "val_accuracy", "max") is None
 
 
+def test_monitor_val_loss_on_an_accuracy_config_registers_the_lowest_loss_epoch(kth_data, tmp_path):
+    """kth-tiny ranks by val_accuracy; overriding the monitor alone must rank by the lowest val_loss (the
+    task's direction), never keep a config's `max`."""
+    cfg = load_config("kth-tiny", "kth", ["train.monitor=val_loss", "train.epochs=3", "train.keep_checkpoints=3",
+                                          "registry.name=test-train-monitor-loss"])
+    assert cfg.train.mode is None
+    summary = train(cfg, kth_data, workers=0, storage_path=str(tmp_path), run_name="kth-monitor-loss")
+    losses = [value for _, value in tracking.metric_history(None, summary.run_id, "val_loss")]
+    assert len(losses) == 3
+    lowest = int(np.argmin(losses)) + 1
+    assert summary.best_epoch == lowest and summary.best_score == pytest.approx(min(losses))
+    version = tracking.client().get_model_version_by_alias("test-train-monitor-loss", "champion")
+    assert version.tags["epoch"] == str(lowest) and version.tags["monitor"] == "val_loss"
+
+
 @pytest.mark.parametrize("task, overrides, match", [
     ("mnist", [], "--data holds a 'kth' dataset"),
     ("kth", ["train.monitor=val_nope"], "^train.monitor"),
+    ("kth", ["train.monitor=val_loss", "train.mode=max"], r"^train.mode: max contradicts train.monitor=val_loss"),
     ("kth", ["model.params.height=31"], "^model.params"),
     ("kth", ["model.params.layers=2"], "^model: cannot build"),
     ("kth", ["loss.name=mse"], "^loss.name"),
