@@ -49,11 +49,6 @@ def pixel_to_rainrate(pixel, a: float = HKO_ZR_A, b: float = HKO_ZR_B):
     return dbz_to_rainrate(pixel_to_dbz(pixel), a, b)
 
 
-def rainrate_to_pixel(rate, a: float = HKO_ZR_A, b: float = HKO_ZR_B) -> np.ndarray:
-    """Rain rate in mm/h -> HKO-7 uint8 pixel."""
-    return dbz_to_pixel(np.maximum(rainrate_to_dbz(rate, a, b), DBZ_MIN))
-
-
 def scaled_pixel_to_rainrate(scaled, a: float = HKO_ZR_A, b: float = HKO_ZR_B):
     """HKO-7 pixel scaled to [0, 1] (p / 255, the models' range) -> rain rate in mm/h."""
     return pixel_to_rainrate(np.asarray(scaled, dtype=np.float32) * 255.0, a, b)

@@ -143,9 +143,3 @@ def _read_marker(path: str) -> str | None:
 
 def _node_name(node: dict) -> str:
     return f"node {node.get('NodeManagerAddress', '?')} {node['NodeID'][:8]}"
-
-
-def node_count(address: str | None = None) -> int:
-    """Alive nodes of the connected cluster (1 when not connected to one)."""
-    nodes = alive_nodes(address)
-    return len(nodes) if nodes else 1

@@ -8,7 +8,7 @@ from jobs.ops.submit import DEFAULT_ADDRESS
 
 def task(p: argparse.ArgumentParser) -> None:
     """--task: a registered task (`jobs.tasks`); checked when the command runs, so --help stays light."""
-    from jobs.tasks.registry import BUILTIN
+    from jobs.tasks.plugins import BUILTIN
 
     p.add_argument("--task", required=True, metavar="|".join(BUILTIN),
                    help="the task (dataset kind) of the data and the model")

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from jobs import paths
-from jobs.tasks.registry import task_class
+from jobs.tasks.plugins import task_class
 
 # Persons of the official KTH split (train 11-18, val 1, 4, 19-21, 23-25, test 2, 3, 5-10, 22).
 KTH_PERSONS = {"train": [11, 12, 13, 14, 15, 16, 17, 18], "val": [1, 4], "test": [2, 3]}

@@ -2,9 +2,9 @@
 
 `get_task(cfg, manifest)` builds the task for a config and a dataset; `task_class(name)` gives its
 class (metrics, primary metric and direction, baselines, published figures) without data. Names
-load on first use, so importing `jobs.tasks.registry` (as config validation does) needs no torch.
+load on first use, so importing `jobs.tasks.plugins` (as config validation does) needs no torch.
 """
-from jobs.tasks.registry import check_name, get_task, register, task_class, task_names
+from jobs.tasks.plugins import check_name, get_task, register, task_class, task_names
 
 __all__ = ["Evaluator", "ForecastTask", "Task", "check_name", "get_task", "register", "task_class", "task_names"]
 

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from jobs import plots
 from jobs.tasks.base import Evaluator, Task, scaled
-from jobs.tasks.registry import register
+from jobs.tasks.plugins import register
 
 KTH_TUTORIAL = {
     "source": "KTH action classification, the PyTorch tutorial's ConvLSTM classifier "

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from jobs.tasks.base import ForecastTask
-from jobs.tasks.registry import register
+from jobs.tasks.plugins import register
 
 SHI_TABLE1 = {
     "source": "Shi et al. 2015, Table 1 (Moving MNIST, 10 -> 10 frames at 64x64; cross-entropy summed over frames)",

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from jobs.tasks.base import Evaluator, ForecastTask, mean_over_leads
-from jobs.tasks.registry import register
+from jobs.tasks.plugins import register
 
 SHI_TABLE2 = {
     "source": "Shi et al. 2015, Table 2 (HKO radar echo, 5 -> 15 frames at 100x100)",

@@ -144,7 +144,7 @@ class Config(Section):
     @field_validator("task")
     @classmethod
     def _known_task(cls, value: str) -> str:
-        from jobs.tasks.registry import check_name
+        from jobs.tasks.plugins import check_name
 
         try:
             return check_name(value)
@@ -179,7 +179,7 @@ def config_path(name_or_path: str | Path) -> Path:
 def load_config(config: str | Path | None, task: str, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Read `config` (path or packaged name; None = the task's packaged config), apply
     `key.sub=value` overrides (values parsed as YAML) and validate. ValueError names the key."""
-    from jobs.tasks.registry import check_name
+    from jobs.tasks.plugins import check_name
 
     check_name(task)
     path = config_path(config if config is not None else task)

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from jobs.cli import main
-from jobs.tasks.registry import BUILTIN
+from jobs.tasks.plugins import BUILTIN
 from jobs.training.config import CONFIG_DIR, flatten, from_dict, load_config
 from jobs.training.optim import cosine_with_warmup
 
@@ -179,7 +179,7 @@ def test_random_crops_cut_frames_and_mask_together_and_are_checked():
     ("mnist", "val_cross_entropy", False), ("mnist", "val_a_b_ssim", True),
 ])
 def test_the_task_alone_says_which_way_a_metric_is_better(task, metric, higher):
-    from jobs.tasks.registry import task_class
+    from jobs.tasks.plugins import task_class
 
     cls = task_class(task)
     assert cls.metric_higher_is_better(metric) is higher

@@ -1,58 +1,50 @@
-"""A fourth dataset is one pipeline module and one task module: a toy "blobs" dataset (bright squares
-drifting right) prepared with the generic Ray Data driver, its task registered here, then trained and
+"""A fourth dataset is one pipeline module and one task module, installed as a plugin: the toy "blobs"
+dataset (`tests/helpers/blobs_plugin.py`) is installed into a site folder with a `convlstm.tasks` entry
+point, found by name like the built-ins, prepared with the generic Ray Data driver, then trained and
 evaluated by the unchanged `train` and `evaluate` (see docs/architecture.md, "Adding a dataset")."""
 from __future__ import annotations
 
+import importlib
 import sys
-from functools import partial
 
-import numpy as np
 import pytest
 
-from jobs.tasks import ForecastTask, register, task_class
-
-FRAMES, SIZE = 6, 16
-
-
-# --- the pipeline module: sources -> windows ------------------------------------------------------
-
-def blob_windows(source, count: int):
-    """Decode task: `count` windows of a square drifting one pixel right per frame."""
-    rng = np.random.default_rng(source.meta["seed"])
-    for index in range(count):
-        frames = np.zeros((FRAMES, 1, SIZE, SIZE), dtype=np.uint8)
-        row, col = rng.integers(2, SIZE - 6, size=2)
-        for t in range(FRAMES):
-            frames[t, 0, row:row + 4, col + t // 2:col + t // 2 + 4] = 220
-        yield {"frames": frames, "source": source.name, "start": index}
-
-
-def prepare_blobs(out: str, windows: int = 8) -> dict:
-    from pipelines.driver import Source, run_prepare
-
-    sources = [Source(name=f"{split}-{i}", paths=[], split=split, meta={"seed": hash((split, i)) % 2**32})
-               for split in ("train", "val", "test") for i in range(2)]
-    schema = {"frames": {"shape": [FRAMES, 1, SIZE, SIZE], "dtype": "uint8", "unit": "intensity"},
-              "source": {"shape": [], "dtype": "str"}, "start": {"shape": [], "dtype": "int64"}}
-    return run_prepare(task="blobs", sources=sources, windows_fn=partial(blob_windows, count=windows), out=out,
-                       params={"windows_per_source": windows, "in_len": 3}, schema=schema, progress=False)
-
-
-# --- the task module -------------------------------------------------------------------------------
-
-@register
-class BlobsTask(ForecastTask):
-    name = "blobs"
-    primary_metric = "mse"
-    lower_is_better = frozenset({"mse", "mae"})
-    table_metrics = ("mse", "mae")  # scored by ForecastTask's default evaluator (video_metrics)
+import blobs_plugin
+from blobs_plugin import FRAMES, BlobsTask, prepare_blobs
+from jobs.tasks import check_name, task_class
 
 
 @pytest.fixture(scope="module")
-def blobs_data(ray_local, tmp_path_factory) -> str:
+def installed(tmp_path_factory):
+    """`blobs_plugin` installed as a distribution would be: a dist-info folder whose entry_points.txt
+    declares `blobs = blobs_plugin:BlobsTask` in the `convlstm.tasks` group, on sys.path."""
+    site = tmp_path_factory.mktemp("site")
+    info = site / "convlstm_blobs-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: convlstm-blobs\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[convlstm.tasks]\nblobs = blobs_plugin:BlobsTask\n")
+    sys.path.insert(0, str(site))
+    importlib.invalidate_caches()
+    yield site
+    sys.path.remove(str(site))
+
+
+def test_blobs_is_not_a_task_before_its_package_is_installed():
+    with pytest.raises(ValueError, match="task must be one of kth, radar, mnist, got 'blobs'"):
+        check_name("blobs")
+
+
+def test_a_task_is_found_through_its_entry_point(installed):
+    assert check_name("blobs") == "blobs"
+    assert task_class("blobs") is BlobsTask
+    assert BlobsTask.metric_higher_is_better("val_mse") is False
+
+
+@pytest.fixture(scope="module")
+def blobs_data(installed, ray_local, tmp_path_factory) -> str:
     import ray.cloudpickle
 
-    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the decode tasks run this module's code
+    ray.cloudpickle.register_pickle_by_value(blobs_plugin)  # the decode tasks run this module's code
     out = str(tmp_path_factory.mktemp("blobs") / "data")
     manifest = prepare_blobs(out)
     assert manifest["task"] == "blobs" and manifest["splits"]["test"]["count"] == 16
@@ -71,7 +63,7 @@ def test_a_registered_task_trains_and_evaluates_like_the_builtins(blobs_data, tm
                   "params": {"hidden_channels": [4], "input_kernel_size": 3, "hidden_kernel_size": 3,
                              "output_activation": "sigmoid"}},
         "loss": {"name": "mse"}, "data": {"batch_size": 4},
-        "train": {"epochs": 2, "monitor": "val_mse", "mode": "min", "log_every_steps": 2},
+        "train": {"epochs": 2, "monitor": "val_mse", "log_every_steps": 2},
         "registry": {"register": False},
     })
     summary = train(cfg, blobs_data, workers=0, storage_path=str(tmp_path / "ckpt"), run_name="blobs-run")
