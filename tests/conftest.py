@@ -2,8 +2,8 @@
 real `mlflow server` per test module; and the test tiers.
 
 Tiers: `pytest -m unit` is the fast tier (no Ray, no servers, no training beyond a few steps in this
-process). A test is marked `unit` automatically unless it is marked `slow` or `integration`, lives in
-`e2e/`, or uses a fixture that starts Ray or a server (directly or through other fixtures: HEAVY_FIXTURES).
+process). A test is marked `unit` automatically unless it is marked `slow` or `integration`, or uses a
+fixture that starts Ray or a server (directly or through other fixtures: HEAVY_FIXTURES).
 A test that starts Ray, a server or a long training by itself, without such a fixture, is marked
 `integration` by hand.
 
@@ -70,6 +70,23 @@ def ray_local():
     ray.shutdown()
 
 
+@pytest.fixture(scope="session")
+def mch_tiny(ray_local, sample_data, tmp_path_factory) -> Path:
+    """The tiny MeteoSwiss dataset (`tiny_models.prepare_mch_tiny`: 32x32, 3 + 3 frames, chronological split),
+    prepared once per session and shared: tests read it and never write into it."""
+    from tiny_models import prepare_mch_tiny
+
+    return prepare_mch_tiny(sample_data, tmp_path_factory.mktemp("shared") / "mch32")
+
+
+@pytest.fixture(scope="session")
+def radar_tiny(mch_tiny) -> str:
+    """`models:/convlstm-radar-tiny@champion`: radar-tiny trained one short epoch on `mch_tiny`, in this process."""
+    from tiny_models import train_tiny
+
+    return train_tiny("radar", mch_tiny, "convlstm-radar-tiny")
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -117,11 +134,10 @@ HEAVY_FIXTURES = frozenset({"ray_local", "mlflow_server", "world", "cluster", "s
 
 
 def pytest_collection_modifyitems(config, items) -> None:
-    """Mark every test that is not slow, integration, end-to-end or heavy as `unit`."""
+    """Mark every test that is not slow, integration or heavy as `unit`."""
     for item in items:
         heavy = HEAVY_FIXTURES.intersection(getattr(item, "fixturenames", ()))
-        if heavy or "e2e" in item.path.parts or item.get_closest_marker("slow") \
-                or item.get_closest_marker("integration"):
+        if heavy or item.get_closest_marker("slow") or item.get_closest_marker("integration"):
             continue
         item.add_marker(pytest.mark.unit)
 

@@ -12,22 +12,19 @@ import pytest
 
 from jobs.cli import main
 
-from tiny_models import IN_LEN, OUT_LEN, prepare_mch_tiny, train_tiny
+from tiny_models import IN_LEN, OUT_LEN, train_tiny
 
-MODEL_NAME = "convlstm-radar-evaltest"
 THRESHOLDS = (0.5, 2.0, 5.0, 10.0, 30.0)
 
 
 @pytest.fixture(scope="module")
-def radar_data(ray_local, sample_data, tmp_path_factory) -> Path:
-    return prepare_mch_tiny(sample_data, tmp_path_factory.mktemp("evaluate") / "mch32")
+def radar_data(mch_tiny) -> Path:
+    return mch_tiny
 
 
 @pytest.fixture(scope="module")
-def radar_model(radar_data) -> str:
-    uri = train_tiny("radar", radar_data, MODEL_NAME)
-    assert uri == f"models:/{MODEL_NAME}@champion"
-    return uri
+def radar_model(radar_tiny) -> str:
+    return radar_tiny
 
 
 @pytest.fixture(scope="module")

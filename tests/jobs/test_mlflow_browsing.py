@@ -27,7 +27,7 @@ import torch
 
 from jobs.registry import tracking
 
-from tiny_models import IN_LEN, OUT_LEN, prepare_mch_tiny
+from tiny_models import IN_LEN, OUT_LEN
 
 EXPERIMENT = "browsing-radar"
 MODEL = "test-browsing-radar"
@@ -60,7 +60,7 @@ def tags_of(entity: dict) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def browsed(ray_local, sample_data, mlflow_server, tmp_path_factory) -> SimpleNamespace:
+def browsed(mch_tiny, mlflow_server, tmp_path_factory) -> SimpleNamespace:
     """radar-tiny trained for one epoch against the server (workers=0), registered as `MODEL`, then
     `convlstm evaluate --log` on the 15 test windows; what the server holds afterwards."""
     from jobs.cli import main
@@ -70,7 +70,7 @@ def browsed(ray_local, sample_data, mlflow_server, tmp_path_factory) -> SimpleNa
 
     uri, _ = mlflow_server
     tmp = tmp_path_factory.mktemp("browsing")
-    data = prepare_mch_tiny(sample_data, tmp / "mch32")
+    data = mch_tiny
     cfg = load_config("radar-tiny", "radar", [f"registry.name={MODEL}", "train.epochs=1"])
     summary = train(cfg, str(data), workers=0, tracking_uri=uri, experiment=EXPERIMENT,
                     storage_path=str(tmp / "storage"), run_name="radar-browsing")

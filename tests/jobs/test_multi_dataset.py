@@ -20,7 +20,7 @@ from jobs.cli import main
 from jobs.registry import tracking
 from jobs.training import checkpoints
 
-from tiny_models import IN_LEN, OUT_LEN, prepare_mch_tiny
+from tiny_models import IN_LEN, OUT_LEN
 
 MODEL = "test-multi-radar"
 BATCH = 4  # radar-tiny's global batch; limit_train 64 and limit_val 32 per dataset leave these sets whole
@@ -28,7 +28,7 @@ BATCH = 4  # radar-tiny's global batch; limit_train 64 and limit_val 32 per data
 
 def prepare_knmi_tiny(sample_data: Path, out: Path, frames: int = 24) -> Path:
     """The first `frames` KNMI frames -> 32x32 windows of 3 + 3 frames (600x600 crop), chronological
-    split, as `prepare_mch_tiny` cuts the MeteoSwiss sample: the same windows, another archive."""
+    split (30 % validation, 30 % test), like `prepare_mch_tiny`'s MeteoSwiss windows: another archive."""
     from pipelines.radar.prepare import RadarOptions, prepare_radar
 
     src = out.parent / "knmi-frames"
@@ -36,17 +36,17 @@ def prepare_knmi_tiny(sample_data: Path, out: Path, frames: int = 24) -> Path:
     for path in sorted((sample_data / "radar-knmi-sample").rglob("*.h5"))[:frames]:
         shutil.copy(path, src / path.name)
     options = RadarOptions(in_len=IN_LEN, out_len=OUT_LEN, size=(32, 32), crop=(600, 600), split="time",
-                           val_fraction=0.2, test_fraction=0.5)
+                           val_fraction=0.3, test_fraction=0.3)
     prepare_radar(src, str(out), "knmi", options, progress=False)
     return out
 
 
 @pytest.fixture(scope="module")
-def archives(ray_local, sample_data, tmp_path_factory) -> SimpleNamespace:
+def archives(mch_tiny, sample_data, tmp_path_factory) -> SimpleNamespace:
     from pipelines.manifest import load_manifest
 
     root = tmp_path_factory.mktemp("multi")
-    mch, knmi = prepare_mch_tiny(sample_data, root / "mch32"), prepare_knmi_tiny(sample_data, root / "knmi32")
+    mch, knmi = mch_tiny, prepare_knmi_tiny(sample_data, root / "knmi32")
     return SimpleNamespace(root=root, paths=(mch, knmi), manifests=(load_manifest(mch), load_manifest(knmi)))
 
 

@@ -13,15 +13,11 @@ from PIL import Image
 
 from jobs.cli import main
 from jobs.nowcast.forecast import GIF_FRAME_MS
-from tiny_models import IN_LEN, OUT_LEN, prepare_mch_tiny, train_tiny
-
-MODEL_NAME = "convlstm-radar-nowcasttest"
-
+from tiny_models import IN_LEN, OUT_LEN
 
 @pytest.fixture(scope="module")
-def trained(ray_local, sample_data, tmp_path_factory) -> tuple[str, Path]:
-    data = prepare_mch_tiny(sample_data, tmp_path_factory.mktemp("nowcast") / "mch32")
-    return train_tiny("radar", data, MODEL_NAME), data
+def trained(radar_tiny, mch_tiny) -> tuple[str, Path]:
+    return radar_tiny, mch_tiny
 
 
 @pytest.fixture(scope="module")

@@ -119,10 +119,25 @@ def test_ddp_ranks_validate_disjoint_windows(kth_data, tmp_path):
     assert sum(read) == VAL_WINDOWS and all(0 < n < VAL_WINDOWS for n in read)
 
 
-def test_second_run_registers_challenger(ddp_run, kth_data, tmp_path):
-    cfg = load_config("kth-tiny", "kth", [f"registry.name={REGISTERED}", "train.epochs=1", "train.grad_clip=1.0"])
-    summary = train(cfg, kth_data, workers=0, storage_path=str(tmp_path), run_name="kth-second")
-    assert (summary.alias, summary.model_version) == ("challenger", "2")
+def test_a_second_identical_ddp_run_is_bit_identical_and_registers_challenger(ddp_run, kth_data, tmp_path):
+    """The same config and shards through 2 DDP workers again: the same steps, scores and weights bit for
+    bit (seeded initialisation and shuffles, order-preserving Ray Data splits, gloo's fixed reduction order
+    on CPU), registered as the challenger beside the first run's champion."""
+    first, _ = ddp_run
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(["train", "--task", "kth", "--data", kth_data, "--config", "kth-tiny", "--workers", "2",
+                     "--run-name", "kth-ddp", "--storage", str(tmp_path), "--json", f"registry.name={REGISTERED}"])
+    assert code == 0
+    again = json.loads(out.getvalue().strip().splitlines()[-1])
+    assert (again["alias"], again["model_version"]) == ("challenger", "2")
+    assert (again["best_epoch"], again["steps"], again["best_score"]) == \
+           (first["best_epoch"], first["steps"], first["best_score"])
+    a, b = checkpoints.load(first["best_checkpoint"]), checkpoints.load(again["best_checkpoint"])
+    metrics = [{k: v for k, v in c["metrics"].items() if k != "samples_per_s"} for c in (a, b)]
+    assert metrics[0] == metrics[1]
+    different = [k for k in a["model"] if not torch.equal(a["model"][k], b["model"][k])]
+    assert a["model"].keys() == b["model"].keys() and not different, different
     client = tracking.client()
     assert str(client.get_model_version_by_alias(REGISTERED, "champion").version) == "1"
     assert str(client.get_model_version_by_alias(REGISTERED, "challenger").version) == "2"
