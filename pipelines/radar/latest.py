@@ -54,7 +54,7 @@ def load_sequence(src: Path, fmt: str, end: datetime | None, n: int, params: dic
     crop = tuple(params["crop"]) if params.get("crop") else None
     size = tuple(params["size"])
     with source_folder(src) as root:
-        check_has_frames(src, root, "nothing to forecast from")
+        check_has_frames(src, root, "nothing to forecast from", fmt)
         radar = resolve_format(fmt, root)
         frames, _ = list_frames(root, radar)
         frames = [f for f in frames if end is None or f.time <= end]

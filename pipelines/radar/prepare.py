@@ -131,7 +131,7 @@ def prepare_radar(src: Path, out: str, fmt: str = "auto", options: RadarOptions 
     local_folder = None if remote_src or not Path(src).is_dir() else src
     cluster.check_paths({"--out": str(out), "--src": local_folder}, address=address)
     with source_folder(src, _unpack_dir(out), max_mb=max_unpacked_mb) as root:
-        check_has_frames(src, root, "nothing to prepare")
+        check_has_frames(src, root, "nothing to prepare", fmt)
         radar = resolve_format(fmt, root)
         frames, rejected = list_frames(root, radar)
         frames, grid, bad = probe_frames(frames, radar)
