@@ -91,6 +91,19 @@ def get_baseline(name: str, out_frames: int, **options: Any):
     return core_baseline(name, out_frames, **options)
 
 
+def check_baselines(names: tuple[str, ...]) -> None:
+    """ValueError naming --baselines for an unknown name; PystepsMissing (one line naming the extra) for
+    a pySTEPS baseline without pySTEPS. Before any work."""
+    unknown = [b for b in names if b not in BASELINES]
+    if unknown:
+        raise ValueError(f"--baselines must be among {', '.join(BASELINES)}, got {', '.join(unknown)}")
+    for name in names:
+        if name in PYSTEPS_BASELINES or name == "pysteps":
+            from pipelines.radar.pysteps_io import import_pysteps
+
+            import_pysteps(f"--baselines {name}")
+
+
 def baselines_only(data: str, baselines: tuple[str, ...]) -> tuple[None, dict]:
     """What `evaluate` scores without --model: no model, and the dataset's task with its packaged
     config (`<task>.yaml`: only the task's window handling matters). ValueError naming --baselines when
@@ -99,6 +112,7 @@ def baselines_only(data: str, baselines: tuple[str, ...]) -> tuple[None, dict]:
     from jobs.training.config import load_config
     from pipelines.manifest import load_manifest
 
+    check_baselines(baselines)
     task = load_manifest(data)["task"]
     if not baselines or not task_class(task).baselines:
         raise ValueError(f"--baselines: without --model evaluate scores baselines only; give some for a "

@@ -27,7 +27,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from jobs.evaluation.baselines import BASELINES, baselines_only, get_baseline
+from jobs.evaluation.baselines import baselines_only, check_baselines, get_baseline
 from jobs.jsonable import to_jsonable
 from jobs.tasks import task_class
 from jobs.tasks.base import mean_over_leads
@@ -234,9 +234,7 @@ def score_model(model, config: dict, data: str, split: str = "test", baselines: 
         raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
     if distributed_min_windows < 0:
         raise ValueError(f"--distributed-min-windows must be >= 0, got {distributed_min_windows}")
-    unknown = [b for b in baselines if b not in BASELINES]
-    if unknown:
-        raise ValueError(f"--baselines must be among {', '.join(BASELINES)}, got {', '.join(unknown)}")
+    check_baselines(baselines)
     cfg, manifest = from_dict(config), load_manifest(data)
     task = get_task(cfg, manifest)
     if trained_manifests:

@@ -47,6 +47,8 @@ MAX_FILE_BYTES = 1 << 30
 MAX_SOURCE_PIXELS = 4 * MAX_GRID_PIXELS  # a GRIB message's points before the importer downsamples (8192^2)
 _DIRECTIVES = {"Y": 4, "y": 2, "m": 2, "d": 2, "j": 3, "H": 2, "M": 2, "S": 2}
 _GRIB_EXTENSIONS = (".grib", ".grib2", ".grb", ".grb2")
+# What importers and pygrib raise for malformed files beyond formats' own list (eccodes: RuntimeError).
+_READ_ERRORS = (RuntimeError, TypeError, IndexError, AttributeError, OSError, ValueError, KeyError, EOFError)
 CONVERSION = ("pySTEPS importer {importer}: dBZ as is; mm/h, mm over accutime and their dB/Box-Cox transforms -> "
               f"R [mm/h] (pysteps.utils.to_rainrate), dBZ = 10 log10({ZR_A:g} R^{ZR_B:g}) (Marshall-Palmer); "
               "R = 0 -> no echo, NaN or R < 0 -> nodata")
@@ -176,9 +178,13 @@ def _grib_points(path: Path) -> tuple[int, int] | None:
     """(Nj, Ni) of a GRIB file's first message, from its header only; None if it is not GRIB."""
     if not path.name.lower().endswith(_GRIB_EXTENSIONS):
         return None
-    with _import_pygrib().open(str(path)) as grib:
-        message = grib.message(1)
-        points = int(message["Nj"]), int(message["Ni"])
+    pygrib = _import_pygrib()
+    try:
+        with pygrib.open(str(path)) as grib:
+            message = grib.message(1)
+            points = int(message["Nj"]), int(message["Ni"])
+    except _READ_ERRORS as exc:
+        raise FrameError(f"unreadable GRIB header: {exc}") from exc
     if points[0] * points[1] > MAX_SOURCE_PIXELS:
         raise FrameError(f"header claims a {points[1]}x{points[0]} grid; pySTEPS frames may hold at most "
                          f"{MAX_SOURCE_PIXELS} points (MAX_SOURCE_PIXELS)")
@@ -201,8 +207,13 @@ def _read(importer: str, kwargs: dict, path: Path) -> tuple[np.ndarray, dict]:
 
     _check_size(path)
     _grib_points(path)
-    with contextlib.redirect_stdout(io.StringIO()):
-        precip, _, metadata = get_method(importer, "importer")(str(path), **kwargs)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            precip, _, metadata = get_method(importer, "importer")(str(path), **kwargs)
+    except FrameError:
+        raise
+    except _READ_ERRORS as exc:
+        raise FrameError(f"{importer} cannot read it: {type(exc).__name__}: {exc}") from exc
     precip = np.asarray(precip)
     if precip.ndim != 2:
         raise FrameError(f"{importer} returned an array of shape {precip.shape}, expected one 2-D field")
@@ -223,7 +234,12 @@ def to_dbz(precip: np.ndarray, metadata: dict) -> np.ndarray:
     if unit == "mm" and not metadata.get("accutime"):
         raise FrameError("unit mm without an accumulation time (metadata accutime)")
     rate, _ = to_rainrate(precip, {**metadata, "zr_a": ZR_A, "zr_b": ZR_B})
-    return rainrate_to_dbz(np.where(rate < 0, np.nan, rate), ZR_A, ZR_B)
+    return rain_to_dbz(rate)
+
+
+def rain_to_dbz(rate: np.ndarray, a: float = ZR_A, b: float = ZR_B) -> np.ndarray:
+    """Rain rates [mm/h] -> dBZ float32 by Z = a R^b: 0 -> -inf (no echo), NaN and R < 0 -> NaN (nodata)."""
+    return rainrate_to_dbz(np.where(rate < 0, np.nan, rate), a, b)
 
 
 def _decode(importer: str, kwargs: dict, path: Path) -> np.ndarray:
