@@ -18,6 +18,7 @@ from pipelines.shards import read_windows
 
 MRMS = REPO / "tests" / "data" / "radar-mrms-sample"
 BASELINES = ("persistence", "optical-flow", "pysteps-extrapolation", "pysteps-sprog")
+pytestmark = pytest.mark.slow  # prepare, train and register: minutes on 2 cores
 
 
 @pytest.fixture(scope="module")
