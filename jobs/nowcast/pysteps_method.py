@@ -36,18 +36,10 @@ MARSHALL_PALMER = {"a": 200.0, "b": 1.6}
 @lru_cache(maxsize=4)
 def _load(model: str, tracking_uri: str | None):
     """(model, task, manifest) of a radar model reference, loaded once per process."""
-    from jobs.registry.modelio import load_model
-    from jobs.tasks import get_task
-    from jobs.training.config import from_dict
+    from jobs.nowcast.forecast import load_radar_model
 
-    loaded, info = load_model(model, tracking_uri=tracking_uri)
-    if info["task"] != "radar":
-        raise ValueError(f"model {model} is a {info['task']} model; a nowcast needs a radar model")
-    manifest = info["manifest"]
-    if manifest is None:
-        raise FileNotFoundError(f"model {model}: its training manifest {info['manifest_path']} is not readable, "
-                                "and the input must be preprocessed exactly as it says")
-    return loaded, get_task(from_dict(info["config"]), manifest), manifest
+    loaded, task, info = load_radar_model(model, tracking_uri)
+    return loaded, task, info["manifest"]
 
 
 def _leads(timesteps: int | Sequence[int], out_len: int) -> list[int]:
