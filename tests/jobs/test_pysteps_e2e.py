@@ -72,6 +72,9 @@ def test_evaluate_baselines_alone_with_pysteps_nowcasts(mrms_data, tmp_path, cap
     assert (out / "evaluation.md").read_text().startswith("# Evaluation of the baselines")
     assert main(["evaluate", "--data", str(mrms_data), "--baselines", "none", "--out", str(tmp_path / "x")]) == 2
     assert "without --model evaluate scores baselines only" in capsys.readouterr().err
+    assert main(["evaluate", "--data", str(mrms_data), "--log", "--out", str(tmp_path / "y")]) == 2
+    assert "give --model" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
 
 
 @pytest.fixture(scope="module")
@@ -137,3 +140,36 @@ def test_model_as_pysteps_nowcast_method_in_a_verification_loop(mch_model, share
         forecast(rates[:3, :100], None, 3, model=model)
     with pytest.raises(ValueError, match=r"timesteps: the model forecasts lead times 1..3"):
         forecast(rates[:3], None, 4, model=model)
+
+
+def test_nowcast_cli_reads_through_the_same_pysteps_format(mch_model, shared_data, tmp_path):
+    model, _ = mch_model
+    assert main(["nowcast", "--model", model, "--src", str(shared_data / "radar-mch-sample"),
+                 "--format", "pysteps:mch_gif", "--out", str(tmp_path)]) == 0
+    sidecar = json.loads((tmp_path / "forecast.json").read_text())
+    assert sidecar["format"] == "pysteps:mch_gif" and sidecar["input_times"][-1] == "2016-07-12T00:00:00Z"
+    assert np.load(tmp_path / "forecast_mmh.npy").shape == (3, 32, 32)
+
+
+def test_incremental_prepare_decodes_only_the_new_day(ray_local, tmp_path):
+    """A second day (the sample's files renamed: the pysteps: formats take the time from the name) is
+    added by --incremental without touching the first day's shards."""
+    src, out = tmp_path / "src", tmp_path / "shards"
+    (src / "d1").mkdir(parents=True)
+    for path in sorted(MRMS.rglob("*.grib2"))[:6]:
+        (src / "d1" / path.name).write_bytes(path.read_bytes())
+    args = ["prepare", "radar", "--src", str(src), "--format", "pysteps:mrms_grib", "--out", str(out),
+            "--in-len", "3", "--out-len", "2", "--size", "16x32", "--split", "days",
+            "--val-fraction", "0", "--test-fraction", "0"]
+    assert main(args) == 0
+    first = load_manifest(out)
+    shards = {p: p.read_bytes() for p in out.rglob("*.parquet")}
+    (src / "d2").mkdir()
+    for path in sorted((src / "d1").iterdir()):
+        (src / "d2" / path.name.replace("20190610", "20190611")).write_bytes(path.read_bytes())
+    assert main([*args, "--incremental"]) == 0
+    second = load_manifest(out)
+    assert len(first["sources"]) == 1 and set(first["sources"]) < set(second["sources"])
+    assert len(second["sources"]) == 2 and second["splits"]["train"]["count"] == 2 * first["splits"]["train"]["count"]
+    assert all(path.read_bytes() == data for path, data in shards.items())
+    assert second["rejected"] == []
