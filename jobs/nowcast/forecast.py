@@ -58,11 +58,11 @@ def read_input(src: str | Path, fmt: str, at: datetime | None, manifest: dict,
     the source does not match the training data or a needed frame is missing or unusable.
     """
     from pipelines.radar.archive import source_folder
-    from pipelines.radar.formats import check_has_frames, list_frames, probe_frames, resolve_format
+    from pipelines.radar.formats import check_has_frames, list_frames, members_of, probe_frames, resolve_format
     from pipelines.radar.latest import load_sequence
     from pipelines.radar.timeline import infer_time_step
 
-    with source_folder(Path(src)) as root:
+    with source_folder(Path(src), keep=members_of(fmt)) as root:
         check_has_frames(src, root, "nothing to forecast from")
         radar = resolve_format(fmt, root)
         frames = [f for f in list_frames(root, radar)[0] if at is None or f.time <= at]

@@ -13,8 +13,8 @@ import zlib
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
-from typing import Iterable
+from pathlib import Path, PurePosixPath
+from typing import Callable, Iterable
 
 import numpy as np
 
@@ -66,6 +66,17 @@ def detect_format(files: Iterable[str | Path]) -> RadarFormat:
     if len(found) > 1:
         raise ValueError(f"--format auto: mixed formats in the source ({', '.join(sorted(found))}); pass --format")
     return FORMATS[found.pop()]
+
+
+def members_of(fmt: str) -> Callable[[str], bool]:
+    """What a source of `fmt` needs from an archive or object-store folder: `archive.radar_member` (frames
+    of the built-in formats, HKO-7 masks), and for a `pysteps:` format also files of its extensions."""
+    from pipelines.radar.archive import radar_member
+
+    if not fmt.startswith(PYSTEPS_PREFIX):
+        return radar_member
+    own = get_format(fmt)
+    return lambda name: radar_member(name) or own.claims(PurePosixPath(name.replace("\\", "/")).name)
 
 
 def check_has_frames(src: str | Path, root: Path, purpose: str, fmt: str = "auto") -> None:

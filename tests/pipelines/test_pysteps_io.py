@@ -148,3 +148,17 @@ def test_base_formats_work_without_pysteps():
             "import jobs.evaluation.evaluate, jobs.nowcast.forecast; print(get_format('mch').name)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0 and result.stdout.strip() == "mch", result.stderr
+
+
+def test_fn_pattern_flag_and_archive_members():
+    from jobs.cli.prepare_radar import with_fn_pattern
+    from pipelines.radar.formats import members_of
+
+    assert with_fn_pattern("pysteps:mrms_grib", None) == "pysteps:mrms_grib"
+    assert with_fn_pattern("pysteps:mrms_grib", "m_%Y%m%d%H%M.grib2") == "pysteps:mrms_grib:m_%Y%m%d%H%M.grib2"
+    for fmt in ("knmi", "auto", "pysteps:mrms_grib:m_%Y.grib2"):
+        with pytest.raises(ValueError, match="--fn-pattern applies to --format pysteps:<importer> only"):
+            with_fn_pattern(fmt, "m_%Y.grib2")
+    keep = members_of("pysteps:mrms_grib")
+    assert keep("2019/06/10/PrecipRate_00.00_20190610-000000.grib2") and keep("a/b.gif") and not keep("README")
+    assert not members_of("auto")("x.grib2")
