@@ -66,8 +66,8 @@ def run(args: argparse.Namespace) -> int:
         days_file=Path(args.days_file) if args.days_file else None, seed=args.seed,
         val_fraction=args.val_fraction, test_fraction=args.test_fraction)
     try:
-        manifest = prepare_radar(args.src, args.out, with_fn_pattern(args.format, args.fn_pattern), opts, strict=args.strict,
-                                 overwrite=args.overwrite, incremental=args.incremental,
+        manifest = prepare_radar(args.src, args.out, with_fn_pattern(args.format, args.fn_pattern), opts,
+                                 strict=args.strict, overwrite=args.overwrite, incremental=args.incremental,
                                  address=args.address, progress=sys.stderr.isatty(),
                                  max_unpacked_mb=args.max_unpacked_mb)
     except RejectedSourcesError as exc:

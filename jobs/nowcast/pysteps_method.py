@@ -106,6 +106,7 @@ def forecast(precip: np.ndarray, velocity: Any = None, timesteps: int | Sequence
     for i, lead in enumerate(leads):
         dbz = pixel_to_dbz(output[0, lead - 1, 0] * 255.0)
         dbz = cv2.resize(dbz, (width, height), interpolation=cv2.INTER_LINEAR)
-        out[i, top:top + height, left:left + width] = np.where(dbz > DBZ_MIN, dbz_to_rainrate(dbz, zr["a"], zr["b"]), 0.0)
+        rates = np.where(dbz > DBZ_MIN, dbz_to_rainrate(dbz, zr["a"], zr["b"]), 0.0)
+        out[i, top:top + height, left:left + width] = rates
     out[:, outside] = np.nan
     return out
