@@ -14,7 +14,8 @@
    `--warmup-steps N` (linear learning-rate ramp), `--scaling log-rain` (the network's space),
    early stopping with `--val-fraction F`: the validation loss every `--val-every` steps, the best
    checkpoint kept, and where `--patience` validations without improvement would have stopped.
-3. Scores it, persistence and optical flow (`convlstm.baselines`) on the test windows at every lead
+3. Scores it and the `--baselines` (default persistence and optical flow; any of `convlstm evaluate`'s, pySTEPS'
+   `pysteps-extrapolation` and `pysteps-sprog` included) on the test windows at every lead
    time: MSE of [0, 1] pixels on valid pixels, CSI at 0.5 mm/h (rain rate from the HKO-7 pixels with
    Z = 58.53 R^1.56, as the project's radar evaluation does), and the paper's correlation; writes
    `skill.json` and `skill.png` (three panels against lead time) to `--out`. With validation, the
@@ -42,7 +43,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO)]
 
 from convlstm.augment import random_crop, random_dihedral  # noqa: E402
-from convlstm.baselines import get_baseline  # noqa: E402
+from jobs.evaluation.baselines import check_baselines, get_baseline  # noqa: E402
 from convlstm.losses import balanced_mse  # noqa: E402
 from convlstm.metrics import CategoricalScores, CorrelationScore  # noqa: E402
 from convlstm.networks import EncoderForecaster  # noqa: E402
@@ -76,6 +77,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--baselines", default="persistence,optical-flow",
+                        help="comma-separated baselines of convlstm evaluate, e.g. persistence,optical-flow,"
+                             "pysteps-extrapolation,pysteps-sprog (pySTEPS' need the [pysteps] extra)")
     parser.add_argument("--augment", choices=("none", "dihedral"), default="none",
                         help="training recipe: dihedral gives each window one of the 8 symmetries of the square "
                              "(convlstm.augment, as data.augment in the training config)")
@@ -292,6 +296,11 @@ def main(argv: list[str] | None = None) -> dict:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     sources = [s for s in args.sources.split(",") if s]
+    baselines = tuple(b for b in args.baselines.split(",") if b)
+    try:
+        check_baselines(baselines)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
     unknown = [s for s in sources if s not in SOURCES]
     if unknown:
         raise SystemExit(f"--sources: unknown {unknown} (have {', '.join(SOURCES)})")
@@ -335,8 +344,8 @@ def main(argv: list[str] | None = None) -> dict:
             if step and step != training["steps"]:
                 model.load_state_dict(checkpoints[step])
                 forecasts[name] = predict(model, inputs, args.scaling)
-    forecasts["persistence"] = get_baseline("persistence", OUT_LEN)(inputs)
-    forecasts["optical-flow"] = get_baseline("optical-flow", OUT_LEN)(inputs)
+    for name in baselines:
+        forecasts[name] = get_baseline(name, OUT_LEN)(inputs)
     results = {name: score(f, target, mask) for name, f in forecasts.items()}
 
     minutes = [5.0 * (lead + 1) for lead in range(OUT_LEN)]

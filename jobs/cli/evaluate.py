@@ -16,12 +16,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "(cross-entropy, MSE, MAE, SSIM, PSNR), KTH accuracy and confusion matrix. Large splits are "
                     "scored with Ray Data; the numbers equal a single-process run. MLflow: --log-to-run RUN_ID "
                     "logs the outputs into that run, --log into the run that produced the model.")
-    p.add_argument("--model", required=True, help="models:/NAME@ALIAS, models:/NAME/VERSION, a run id or a path")
+    p.add_argument("--model", help="models:/NAME@ALIAS, models:/NAME/VERSION, a run id or a path (default: none, "
+                                   "the baselines alone: how good is extrapolation on this archive?)")
     p.add_argument("--data", required=True, help="dataset folder or URI (with manifest.json); one at a time, "
                                                  "also for a model trained on several")
     p.add_argument("--split", default="test", help="split to score (default: test)")
     p.add_argument("--baselines", default="persistence,optical-flow",
-                   help="comma-separated baselines, or 'none' (default: persistence,optical-flow)")
+                   help="comma-separated baselines, or 'none': persistence, optical-flow, pysteps, and with "
+                        "pip install 'convlstm-pipeline[pysteps]' pySTEPS' nowcasts pysteps-extrapolation, "
+                        "pysteps-sprog (default: persistence,optical-flow)")
     p.add_argument("--out", help="output folder or s3:// URI (default: <CONVLSTM_STORAGE>/evaluations/<time>, "
                                  "else <home>/outputs/evaluations/<time>)")
     options.storage_root(p)
@@ -58,10 +61,10 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(result))
         return 0
     primary = result["primary_metric"]
-    print(f"evaluated  {args.model} on {result['data']['split']} ({result['data']['windows']} windows"
+    print(f"evaluated  {args.model or 'baselines'} on {result['data']['split']} ({result['data']['windows']} windows"
           f"{', Ray Data' if result['distributed'] else ''})")
     for method, scores in result["methods"].items():
-        value = scores["summary"][primary["name"]]
+        value = scores["summary"].get(primary["name"])
         print(f"{method:18s} {primary['name']} = {'n/a' if value is None else f'{value:.6g}'}")
     for item in result["skipped"]:
         print(f"skipped    {item['method']}: {item['reason']}")

@@ -21,8 +21,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="radar model: models:/NAME@ALIAS, a run id or a path "
                         "(default: models:/convlstm-radar@champion)")
     p.add_argument("--src", required=True, help="folder or .tar/.zip archive of radar frames")
-    p.add_argument("--format", default="auto", metavar="|".join([*FORMATS, "auto"]),
-                   help="input format; auto detects it from the file names, or by content for ODIM_H5 and NetCDF (default: auto)")
+    p.add_argument("--format", default="auto", metavar="|".join([*FORMATS, "pysteps:<importer>", "auto"]),
+                   help="input format; auto detects it from the file names, or by content for ODIM_H5 and NetCDF; "
+                        "pysteps:<importer>[:<fn_pattern>] as the model's training data was read (default: auto)")
     p.add_argument("--at", help="forecast from the latest frame at or before this ISO time, UTC "
                                 "(default: the latest frame)")
     p.add_argument("--out", help="output folder or s3:// URI (default: <CONVLSTM_STORAGE>/nowcasts/<time>, "

@@ -25,8 +25,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "crop/resize, and write windows of in-len + out-len consecutive frames split by day "
                     "or by the paper's 40-frame blocks. No window spans a missing frame.")
     p.add_argument("--src", help="folder or .tar/.tar.gz/.zip archive of frames (required)")
-    p.add_argument("--format", default="auto", metavar="|".join([*FORMATS, "auto"]),
-                   help="input format; auto detects it from the file names, or by content for ODIM_H5 and NetCDF (default: auto)")
+    p.add_argument("--format", default="auto", metavar="|".join([*FORMATS, "pysteps:<importer>", "auto"]),
+                   help="input format; auto detects it from the file names, or by content for ODIM_H5 and NetCDF; "
+                        "pysteps:<importer> reads with a pySTEPS importer, e.g. pysteps:mrms_grib (needs "
+                        "pip install 'convlstm-pipeline[pysteps]'; docs/pysteps.md) (default: auto)")
+    p.add_argument("--fn-pattern", help="with --format pysteps:<importer>: strftime pattern of the whole file "
+                                        "name, e.g. 'PrecipRate_00.00_%%Y%%m%%d-%%H%%M%%S.grib2' (default: the "
+                                        "pattern of pySTEPS' data source for that importer)")
     options.dataset_output(p)
     p.add_argument("--in-len", type=int, default=5, help="input frames per window (default: 5)")
     p.add_argument("--out-len", type=int, default=15, help="target frames per window (default: 15)")
@@ -61,8 +66,8 @@ def run(args: argparse.Namespace) -> int:
         days_file=Path(args.days_file) if args.days_file else None, seed=args.seed,
         val_fraction=args.val_fraction, test_fraction=args.test_fraction)
     try:
-        manifest = prepare_radar(args.src, args.out, args.format, opts, strict=args.strict,
-                                 overwrite=args.overwrite, incremental=args.incremental,
+        manifest = prepare_radar(args.src, args.out, with_fn_pattern(args.format, args.fn_pattern), opts,
+                                 strict=args.strict, overwrite=args.overwrite, incremental=args.incremental,
                                  address=args.address, progress=sys.stderr.isatty(),
                                  max_unpacked_mb=args.max_unpacked_mb)
     except RejectedSourcesError as exc:
@@ -70,6 +75,18 @@ def run(args: argparse.Namespace) -> int:
     print(options.dataset_summary(args.out, manifest, time.monotonic() - started))
     print(radar_summary(manifest))
     return 0
+
+
+def with_fn_pattern(fmt: str, fn_pattern: str | None) -> str:
+    """`--format pysteps:<importer>` with `--fn-pattern P` -> `pysteps:<importer>:P`; ValueError naming
+    --fn-pattern for another format."""
+    if not fn_pattern:
+        return fmt
+    from pipelines.radar.formats import PYSTEPS_PREFIX
+
+    if not fmt.startswith(PYSTEPS_PREFIX) or fmt.count(":") > 1:
+        raise ValueError(f"--fn-pattern applies to --format pysteps:<importer> only, got --format {fmt}")
+    return f"{fmt}:{fn_pattern}"
 
 
 def radar_summary(manifest: dict) -> str:

@@ -27,7 +27,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from convlstm.baselines import BASELINES, get_baseline
+from jobs.evaluation.baselines import baselines_only, check_baselines, get_baseline
 from jobs.jsonable import to_jsonable
 from jobs.tasks import task_class
 from jobs.tasks.base import mean_over_leads
@@ -100,7 +100,7 @@ class WindowScorer:
 
     @property
     def methods(self) -> tuple[str, ...]:
-        return ("model", *self.baselines)
+        return (*(("model",) if self.model is not None else ()), *self.baselines)
 
     @property
     def columns(self) -> list[str]:
@@ -116,7 +116,7 @@ class WindowScorer:
 
         frames = batch["frames"].astype(np.float32) / 255.0
         inputs, targets = self.task.inputs_targets(frames)
-        outputs = {"model": predict(self.model, inputs, self.batch_size, self.device)}
+        outputs = {} if self.model is None else {"model": predict(self.model, inputs, self.batch_size, self.device)}
         if targets is not None:
             outputs.update({name: get_baseline(name, self.task.out_len)(inputs) for name in self.baselines})
             for name, output in outputs.items():
@@ -234,9 +234,7 @@ def score_model(model, config: dict, data: str, split: str = "test", baselines: 
         raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
     if distributed_min_windows < 0:
         raise ValueError(f"--distributed-min-windows must be >= 0, got {distributed_min_windows}")
-    unknown = [b for b in baselines if b not in BASELINES]
-    if unknown:
-        raise ValueError(f"--baselines must be among {', '.join(BASELINES)}, got {', '.join(unknown)}")
+    check_baselines(baselines)
     cfg, manifest = from_dict(config), load_manifest(data)
     task = get_task(cfg, manifest)
     if trained_manifests:
@@ -264,7 +262,8 @@ def score_model(model, config: dict, data: str, split: str = "test", baselines: 
         "data": {"path": str(data), "manifest": manifest_path(str(data)), "fingerprint": manifest["fingerprint"],
                  "split": split, "windows": len(keyed)},
         "protocol": task.protocol(manifest, split, getattr(task, "in_len", None), getattr(task, "out_len", None)),
-        "primary_metric": {"name": name, "higher_is_better": higher, "value": methods["model"]["summary"][name]},
+        "primary_metric": {"name": name, "higher_is_better": higher,
+                           "value": methods["model"]["summary"][name] if model is not None else None},
         "methods": methods,
         "skill": _skill(methods),
         "skipped": skipped,
@@ -272,13 +271,13 @@ def score_model(model, config: dict, data: str, split: str = "test", baselines: 
     }
 
 
-def evaluate(model_ref: str, data: str, split: str = "test", baselines: tuple[str, ...] = DEFAULT_BASELINES,
+def evaluate(model_ref: str | None, data: str, split: str = "test", baselines: tuple[str, ...] = DEFAULT_BASELINES,
              out: str | Path | None = None, *, batch_size: int = DEFAULT_BATCH_SIZE,
              distributed_min_windows: int = DISTRIBUTED_MIN_WINDOWS, address: str | None = None,
              tracking_uri: str | None = None, log_to_run: str | None = None, log: bool = False,
              allow_mismatch: bool = False, device: str = "auto") -> dict:
-    """Load `model_ref` (models:/NAME@ALIAS, a run id or a path), score it (see `score_model`) and
-    write `evaluation.json`, `evaluation.md` and lead-time plots to `out` (a folder or an object-store
+    """Load `model_ref` (models:/NAME@ALIAS, a run id or a path; None: the baselines alone), score it
+    (see `score_model`) and write `evaluation.json`, `evaluation.md` and lead-time plots to `out` (a folder or an object-store
     URI; default `<CONVLSTM_STORAGE>/evaluations/<timestamp>`, else `<home>/outputs/evaluations/<timestamp>`); log them to MLflow per the module docstring.
     Returns the result written to `evaluation.json` (JSON types; undefined scores are None)."""
     from jobs import paths
@@ -289,6 +288,8 @@ def evaluate(model_ref: str, data: str, split: str = "test", baselines: tuple[st
 
     if log and log_to_run:
         raise ValueError("give either --log (the model's own run) or --log-to-run RUN_ID, not both")
+    if not model_ref and (log or log_to_run):
+        raise ValueError("--log and --log-to-run record a model's scores; give --model")
     if "," in str(data):
         raise ValueError(f"--data {data}: evaluate scores one dataset at a time; give one of them (a model "
                          "trained on pooled datasets is scored on each separately)")
@@ -297,7 +298,10 @@ def evaluate(model_ref: str, data: str, split: str = "test", baselines: tuple[st
     out = storage.as_uri(out) if out else paths.output_location("evaluations", datetime.now().strftime("%Y%m%d-%H%M%S"))
     # Multi-node cluster: the report and the shards must be on storage every node reads (before any work).
     cluster.check_paths({"--out": out, "--data": str(data)}, address=address, defaulted={"--out"} if defaulted else ())
-    model, info = load_model(model_ref, tracking_uri=tracking_uri)
+    if model_ref:
+        model, info = load_model(model_ref, tracking_uri=tracking_uri)
+    else:
+        model, info = baselines_only(str(data), baselines)
     run_id = log_to_run or (info.get("run_id") if log else None)
     if log and not run_id:
         raise ValueError(f"--log: the model {model_ref} does not come from an MLflow run; use --log-to-run")

@@ -35,7 +35,7 @@ def evaluation_markdown(result: dict) -> str:
     """The `evaluation.md` summary of an evaluation result: scores, skill, and the published figures."""
     data = result["data"]
     parts = [
-        f"# Evaluation of `{result['model']['ref']}`\n",
+        f"# Evaluation of `{result['model']['ref']}`\n" if result['model']['ref'] else "# Evaluation of the baselines\n",
         f"- task: {result['task']}; data: `{data['path']}` (split `{data['split']}`, {data['windows']} windows, "
         f"fingerprint `{data['fingerprint']}`)",
         f"- protocol: {_protocol_text(result['protocol'])}",

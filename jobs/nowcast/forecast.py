@@ -58,11 +58,11 @@ def read_input(src: str | Path, fmt: str, at: datetime | None, manifest: dict,
     the source does not match the training data or a needed frame is missing or unusable.
     """
     from pipelines.radar.archive import source_folder
-    from pipelines.radar.formats import check_has_frames, list_frames, probe_frames, resolve_format
+    from pipelines.radar.formats import check_has_frames, list_frames, members_of, probe_frames, resolve_format
     from pipelines.radar.latest import load_sequence
     from pipelines.radar.timeline import infer_time_step
 
-    with source_folder(Path(src)) as root:
+    with source_folder(Path(src), keep=members_of(fmt)) as root:
         check_has_frames(src, root, "nothing to forecast from")
         radar = resolve_format(fmt, root)
         frames = [f for f in list_frames(root, radar)[0] if at is None or f.time <= at]
@@ -128,6 +128,22 @@ def default_out() -> str:
     return paths.output_location("nowcasts", datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ"))
 
 
+def load_radar_model(model_ref: str, tracking_uri: str | None = None):
+    """(model, task, lineage info) of a radar model whose training manifest is readable (`info["manifest"]`);
+    ValueError / FileNotFoundError naming --model otherwise."""
+    from jobs.registry.modelio import load_model
+    from jobs.tasks import get_task
+    from jobs.training.config import from_dict
+
+    model, info = load_model(model_ref, tracking_uri=tracking_uri)
+    if info["task"] != "radar":
+        raise ValueError(f"--model {model_ref} is a {info['task']} model; nowcasting needs a radar model")
+    if info["manifest"] is None:
+        raise FileNotFoundError(f"--model {model_ref}: its training manifest {info['manifest_path']} is not "
+                                "readable, and the input must be preprocessed exactly as it says")
+    return model, get_task(from_dict(info["config"]), info["manifest"]), info
+
+
 def nowcast(model_ref: str, src: str | Path, out: str | Path | None = None, fmt: str = "auto",
             at: datetime | None = None, tracking_uri: str | None = None, address: str | None = None,
             device: str = "auto") -> dict:
@@ -135,23 +151,14 @@ def nowcast(model_ref: str, src: str | Path, out: str | Path | None = None, fmt:
     dict written to `<out>/forecast.json` (see `write_outputs`). `src` and `out` may be object-store
     URIs (outputs are written locally, then uploaded); `out` defaults to `default_out()`. On a
     multi-node cluster a node-local `out` is refused before any work (pipelines.cluster)."""
-    from jobs.training.config import from_dict
-    from jobs.registry.modelio import load_model
-    from jobs.tasks import get_task
     from pipelines import cluster, storage
 
     defaulted = out is None
     out = default_out() if out is None else storage.as_uri(out)
     cluster.check_paths({"--out": out}, address=address, defaulted={"--out"} if defaulted else ())
 
-    model, info = load_model(model_ref, tracking_uri=tracking_uri)
-    if info["task"] != "radar":
-        raise ValueError(f"--model {model_ref} is a {info['task']} model; nowcasting needs a radar model")
+    model, task, info = load_radar_model(model_ref, tracking_uri)
     manifest = info["manifest"]
-    if manifest is None:
-        raise FileNotFoundError(f"--model {model_ref}: its training manifest {info['manifest_path']} is not "
-                                "readable, and the input must be preprocessed exactly as it says")
-    task = get_task(from_dict(info["config"]), manifest)
     pixels, mask, times = read_input(src, fmt, at, manifest, task.in_len)
     from jobs.evaluation.evaluate import resolve_device
 

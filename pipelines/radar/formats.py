@@ -13,8 +13,8 @@ import zlib
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
-from typing import Iterable
+from pathlib import Path, PurePosixPath
+from typing import Callable, Iterable
 
 import numpy as np
 
@@ -22,6 +22,7 @@ from pipelines.radar import bom, fmi, hko, knmi, mch, odim
 from pipelines.radar.frame_format import FrameError, RadarFormat
 from pipelines.radar.preprocess import LIBRARY_ERRORS
 
+PYSTEPS_PREFIX = "pysteps:"  # pySTEPS importers (pipelines.radar.pysteps_io), built on first use
 FORMATS: dict[str, RadarFormat] = {f.name: f for f in (hko.FORMAT, mch.FORMAT, fmi.FORMAT, knmi.FORMAT,
                                                         odim.FORMAT, bom.FORMAT)}
 _DECODE_ERRORS = (OSError, EOFError, ValueError, KeyError, zlib.error, *LIBRARY_ERRORS)
@@ -37,9 +38,15 @@ class FrameFile:
 
 
 def get_format(name: str) -> RadarFormat:
-    """The format called `name` (hko, mch, fmi, knmi, odim, bom); ValueError naming --format otherwise."""
+    """The format called `name` (hko, mch, fmi, knmi, odim, bom, or `pysteps:<importer>[:<fn_pattern>]`,
+    see `pysteps_io`); ValueError naming --format otherwise."""
+    if name.startswith(PYSTEPS_PREFIX):
+        from pipelines.radar.pysteps_io import radar_format
+
+        return radar_format(name)
     if name not in FORMATS:
-        raise ValueError(f"--format must be one of {', '.join(FORMATS)} or auto, got {name!r}")
+        raise ValueError(f"--format must be one of {', '.join(FORMATS)}, {PYSTEPS_PREFIX}<importer> or auto, "
+                         f"got {name!r}")
     return FORMATS[name]
 
 
@@ -61,11 +68,24 @@ def detect_format(files: Iterable[str | Path]) -> RadarFormat:
     return FORMATS[found.pop()]
 
 
-def check_has_frames(src: str | Path, root: Path, purpose: str) -> None:
+def members_of(fmt: str) -> Callable[[str], bool]:
+    """What a source of `fmt` needs from an archive or object-store folder: `archive.radar_member` (frames
+    of the built-in formats, HKO-7 masks), and for a `pysteps:` format also files of its extensions."""
+    from pipelines.radar.archive import radar_member
+
+    if not fmt.startswith(PYSTEPS_PREFIX):
+        return radar_member
+    own = get_format(fmt)
+    return lambda name: radar_member(name) or own.claims(PurePosixPath(name.replace("\\", "/")).name)
+
+
+def check_has_frames(src: str | Path, root: Path, purpose: str, fmt: str = "auto") -> None:
     """ValueError naming --src when no file under `root` (`src`, or what it unpacked to) has a radar frame
-    extension: an empty source, or one of other files only. `purpose` ends the message."""
-    if not any(p.is_file() and any(f.claims(p.name) for f in FORMATS.values()) for p in root.rglob("*")):
-        extensions = sorted({e for f in FORMATS.values() for e in f.extensions})
+    extension (of the built-in formats and `fmt`): an empty source, or one of other files only. `purpose`
+    ends the message."""
+    formats = [*FORMATS.values(), *([get_format(fmt)] if fmt.startswith(PYSTEPS_PREFIX) else [])]
+    if not any(p.is_file() and any(f.claims(p.name) for f in formats) for p in root.rglob("*")):
+        extensions = sorted({e for f in formats for e in f.extensions})
         raise ValueError(f"--src {src}: no radar frame ({', '.join(extensions)}) in it; {purpose}")
 
 
@@ -91,7 +111,7 @@ def list_frames(root: Path, fmt: RadarFormat) -> tuple[list[FrameFile], list[dic
                                                           f"and the content is not {fmt.name}"})
                 continue
         if time is None:
-            if any(f.claims(path.name) for f in FORMATS.values()):
+            if fmt.claims(path.name) or any(f.claims(path.name) for f in FORMATS.values()):
                 rejected.append({"file": name, "reason": f"name does not parse as {fmt.name}"})
         elif time in frames:
             rejected.append({"file": name, "reason": f"duplicate timestamp of {frames[time].name}"})

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from pipelines.radar.archive import source_folder
-from pipelines.radar.formats import (FrameFile, check_has_frames, list_frames, probe_frames, read_dbz,
+from pipelines.radar.formats import (FrameFile, check_has_frames, list_frames, members_of, probe_frames, read_dbz,
                                      resolve_format)
 from pipelines.radar.frame_format import FrameError, RadarFormat
 from pipelines.radar.preprocess import preprocess
@@ -53,8 +53,8 @@ def load_sequence(src: Path, fmt: str, end: datetime | None, n: int, params: dic
         raise ValueError(f"n must be >= 1, got {n}")
     crop = tuple(params["crop"]) if params.get("crop") else None
     size = tuple(params["size"])
-    with source_folder(src) as root:
-        check_has_frames(src, root, "nothing to forecast from")
+    with source_folder(src, keep=members_of(fmt)) as root:
+        check_has_frames(src, root, "nothing to forecast from", fmt)
         radar = resolve_format(fmt, root)
         frames, _ = list_frames(root, radar)
         frames = [f for f in frames if end is None or f.time <= end]

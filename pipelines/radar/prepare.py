@@ -31,7 +31,8 @@ from pipelines import cluster, storage
 from pipelines.driver import Dropped, Source, build_options, run_prepare
 from pipelines.radar.archive import check_limit, source_folder
 from pipelines.radar.days import Unit, load_days_file, plan_units
-from pipelines.radar.formats import FrameFile, check_has_frames, get_format, list_frames, probe_frames, resolve_format
+from pipelines.radar.formats import (FrameFile, check_has_frames, get_format, list_frames, members_of, probe_frames,
+                                     resolve_format)
 from pipelines.radar.frame_format import RadarFormat
 from pipelines.radar.preprocess import check_crop
 from pipelines.radar.latest import load_frames
@@ -130,8 +131,8 @@ def prepare_radar(src: Path, out: str, fmt: str = "auto", options: RadarOptions 
     # an archive --src is only read here, by the driver.
     local_folder = None if remote_src or not Path(src).is_dir() else src
     cluster.check_paths({"--out": str(out), "--src": local_folder}, address=address)
-    with source_folder(src, _unpack_dir(out), max_mb=max_unpacked_mb) as root:
-        check_has_frames(src, root, "nothing to prepare")
+    with source_folder(src, _unpack_dir(out), keep=members_of(fmt), max_mb=max_unpacked_mb) as root:
+        check_has_frames(src, root, "nothing to prepare", fmt)
         radar = resolve_format(fmt, root)
         frames, rejected = list_frames(root, radar)
         frames, grid, bad = probe_frames(frames, radar)

@@ -129,3 +129,38 @@ def test_shards_checkpoints_and_mlflow_artifacts_on_s3(s3_env, tmp_path):
     with torch.no_grad():
         logits = net(torch.from_numpy(frames).float() / 255)
     assert logits.shape == (3, 6)
+
+
+# A pySTEPS format reads object-store frames like the built-in ones: the decode tasks fetch them.
+_PREPARE_PYSTEPS = """
+import sys
+from jobs.cli import main
+from pipelines.ray_session import init_ray
+
+src, data = sys.argv[1:3]
+init_ray(num_cpus=2)
+sys.exit(main(["prepare", "radar", "--src", src, "--format", "pysteps:mrms_grib", "--out", data,
+               "--in-len", "3", "--out-len", "2", "--size", "16x32", "--split", "time",
+               "--val-fraction", "0", "--test-fraction", "0.5"]))
+"""
+
+
+@pytest.mark.slow
+def test_pysteps_format_reads_mrms_frames_from_s3(s3_env, tmp_path):
+    import boto3
+
+    files = sorted((REPO / "tests" / "data" / "radar-mrms-sample").rglob("*.grib2"))
+    for path in files:
+        boto3.client("s3").upload_file(str(path), BUCKET, f"mrms/2019/06/10/{path.name}")
+    env = {**os.environ, **s3_env, "CONVLSTM_HOME": str(tmp_path / "home"),
+           "RAY_TMPDIR": tempfile.mkdtemp(prefix="rt", dir="/tmp")}
+    env.pop("RAY_ADDRESS", None)
+    data = f"s3://{BUCKET}/data/mrms"
+    child = subprocess.run([sys.executable, "-c", _PREPARE_PYSTEPS, f"s3://{BUCKET}/mrms/", data],
+                           cwd=REPO, env=env, capture_output=True, text=True, timeout=540)
+    assert child.returncode == 0, child.stdout[-2000:] + child.stderr[-3000:]
+    manifest = json.loads(_read(f"{data}/manifest.json"))
+    assert manifest["params"]["format"] == "pysteps:mrms_grib" and manifest["rejected"] == []
+    assert sorted(manifest["sources"]) and sum(s["count"] for s in manifest["splits"].values()) >= 2
+    windows = read_windows(data, "test", columns=["frames", "mask"])
+    assert windows["frames"].shape[1:] == (5, 1, 16, 32) and (windows["mask"] == 0).any()
