@@ -78,18 +78,18 @@ def test_evaluate_baselines_alone_with_pysteps_nowcasts(mrms_data, tmp_path, cap
 
 
 @pytest.fixture(scope="module")
-def mch_model(ray_local, shared_data, tmp_path_factory) -> tuple[str, Path]:
+def mch_model(ray_local, sample_data, tmp_path_factory) -> tuple[str, Path]:
     from pipelines.radar.prepare import RadarOptions, prepare_radar
     from tiny_models import train_tiny
 
     out = tmp_path_factory.mktemp("mch-pysteps") / "shards"
     options = RadarOptions(in_len=3, out_len=3, size=(32, 32), crop=(600, 600), split="time",
                            val_fraction=0.2, test_fraction=0.5)
-    prepare_radar(shared_data / "radar-mch-sample", str(out), "pysteps:mch_gif", options, progress=False)
+    prepare_radar(sample_data / "radar-mch-sample", str(out), "pysteps:mch_gif", options, progress=False)
     return train_tiny("radar", out, "convlstm-radar-pystepstest"), out
 
 
-def _mch_rates(shared_data: Path, times: list[datetime]) -> np.ndarray:
+def _mch_rates(sample_data: Path, times: list[datetime]) -> np.ndarray:
     """Rain rates [mm/h] of the MeteoSwiss frames at `times`, read the pySTEPS way (data source + to_rainrate)."""
     import pysteps
     from pysteps.utils import to_rainrate
@@ -97,13 +97,13 @@ def _mch_rates(shared_data: Path, times: list[datetime]) -> np.ndarray:
     source = pysteps.rcparams.data_sources["mch"]
     frames = []
     for time in times:
-        [path] = (shared_data / "radar-mch-sample").rglob(time.strftime("AQC%y%j%H%M") + "?_00005.801.gif")
+        [path] = (sample_data / "radar-mch-sample").rglob(time.strftime("AQC%y%j%H%M") + "?_00005.801.gif")
         precip, _, metadata = pysteps.io.import_mch_gif(str(path), **source["importer_kwargs"])
         frames.append(to_rainrate(precip, metadata)[0])
     return np.stack(frames)
 
 
-def test_model_as_pysteps_nowcast_method_in_a_verification_loop(mch_model, shared_data):
+def test_model_as_pysteps_nowcast_method_in_a_verification_loop(mch_model, sample_data):
     from pysteps import nowcasts, motion
     from pysteps.verification import det_cat_fct, det_cont_fct, fss
 
@@ -114,7 +114,7 @@ def test_model_as_pysteps_nowcast_method_in_a_verification_loop(mch_model, share
     windows = read_windows(data, "test")
     start = datetime.fromisoformat(windows["start"][0])
     times = [start + timedelta(minutes=5 * t) for t in range(6)]
-    rates = _mch_rates(shared_data, times)
+    rates = _mch_rates(sample_data, times)
     assert rates.shape == (6, 640, 710) and np.isnan(rates).any()
     # The model sees exactly what training saw: the shard's input frames.
     np.testing.assert_array_equal(model_input(rates[:3], manifest), windows["frames"][0, :3, 0])
@@ -142,9 +142,9 @@ def test_model_as_pysteps_nowcast_method_in_a_verification_loop(mch_model, share
         forecast(rates[:3], None, 4, model=model)
 
 
-def test_nowcast_cli_reads_through_the_same_pysteps_format(mch_model, shared_data, tmp_path):
+def test_nowcast_cli_reads_through_the_same_pysteps_format(mch_model, sample_data, tmp_path):
     model, _ = mch_model
-    assert main(["nowcast", "--model", model, "--src", str(shared_data / "radar-mch-sample"),
+    assert main(["nowcast", "--model", model, "--src", str(sample_data / "radar-mch-sample"),
                  "--format", "pysteps:mch_gif", "--out", str(tmp_path)]) == 0
     sidecar = json.loads((tmp_path / "forecast.json").read_text())
     assert sidecar["format"] == "pysteps:mch_gif" and sidecar["input_times"][-1] == "2016-07-12T00:00:00Z"
