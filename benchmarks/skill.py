@@ -10,10 +10,10 @@
    majority time step (5 min: a pooled run refuses other time steps), tracked in an MLflow store under
    `--work`. `--set key=value` overrides the config (`--set model.params.motion=null` is the plain
    ConvLSTM, `--set train.epochs=N` the budget). The process CPU time of training is recorded.
-3. Scores the best checkpoint, persistence, our optical flow and, where pySTEPS is installed, pySTEPS'
-   extrapolation on every archive's test windows with `jobs.evaluation.evaluate.score_model` (the
-   scores of `convlstm evaluate`: rainfall MSE, correlation, CSI/HSS at the HKO-7 thresholds, FSS),
-   per archive and pooled over all test windows (per-window states merged, as evaluate merges them).
+3. Scores the best checkpoint (or `--checkpoint`, without training), persistence, our optical flow and,
+   where pySTEPS is installed, pySTEPS' extrapolation on every archive's test windows with
+   `convlstm evaluate`'s scoring (`jobs.evaluation.evaluate`: per-window states of the task's scores,
+   rainfall MSE, correlation, CSI/HSS at the HKO-7 thresholds, FSS), summed per archive and pooled.
    Writes `skill.json` (per archive and pooled, per lead and mean) and each one's lead-time plots
    (`jobs.evaluation.report.plot_lead_times`) under `--out/<archive>/`.
 
@@ -54,6 +54,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--config", default="radar-skill", help="training config (packaged name or path)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    parser.add_argument("--checkpoint", help="score this checkpoint (a jobs.registry.modelio reference) instead of "
+                                             "training; --training-note says how it was trained")
+    parser.add_argument("--baselines", default=None,
+                        help="comma-separated baselines, 'none' for none (default: persistence, optical-flow and "
+                             "pysteps where installed)")
+    parser.add_argument("--training-note", default="", help="recorded with --checkpoint, e.g. its CPU time")
     args = parser.parse_args(argv)
     unknown = [a for a in args.archives.split(",") if a not in ARCHIVES]
     if unknown:
@@ -88,11 +94,38 @@ def training_datasets(paths: dict[str, Path]) -> list[str]:
     return [n for n, m in usable.items() if m["time_step_s"] == step]
 
 
-def pooled(scorer, keyed: list) -> dict:
-    """Summaries of every method over all archives' test windows (per-window states summed)."""
+def score(model, cfg, paths: dict[str, Path], baselines: tuple[str, ...]) -> dict[str, dict]:
+    """`convlstm evaluate`'s scores of the model and baselines on each archive's test windows and pooled
+    over all of them: {archive | "pooled": {task, protocol, primary_metric, data, methods}}. Windows are
+    scored once into per-window states (`jobs.evaluation.evaluate`), summed per archive and over all."""
+    from jobs.evaluation.evaluate import WindowScorer, _window_states
+    from jobs.tasks import get_task
+    from pipelines.manifest import load_manifest
+
+    results, everything, scorer = {}, [], None
+    for name, path in paths.items():
+        manifest = load_manifest(str(path))
+        if not manifest["splits"].get("test", {}).get("count"):
+            continue
+        task = get_task(cfg, manifest)
+        scorer = WindowScorer(task, model, baselines)
+        keyed = _window_states(scorer, str(path), "test", False, None)
+        everything += keyed
+        results[name] = summaries(scorer, keyed, task.protocol(manifest, "test", task.in_len, task.out_len), [name])
+    results["pooled"] = summaries(scorer, everything, results[next(iter(results))]["protocol"], list(results))
+    return results
+
+
+def summaries(scorer, keyed: list, protocol: dict, archives: list[str]) -> dict:
+    """A `score_model`-shaped result of the summed per-window states (what the lead-time plots read)."""
     from jobs.evaluation.evaluate import _merge
 
-    return {name: scorer.task.summarize(acc) for name, acc in _merge(scorer, keyed).items()}
+    methods = {name: scorer.task.summarize(acc) for name, acc in _merge(scorer, keyed).items()}
+    primary = scorer.task.primary_metric
+    return {"task": "radar", "protocol": protocol, "data": {"windows": len(keyed), "archives": archives},
+            "primary_metric": {"name": primary, "higher_is_better": scorer.task.higher_is_better,
+                               "value": methods["model"]["summary"][primary]},
+            "methods": methods}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -100,13 +133,10 @@ def main(argv: list[str] | None = None) -> dict:
     import torch
 
     from jobs.evaluation import report
-    from jobs.evaluation.evaluate import WindowScorer, _window_states, score_model
     from jobs.jsonable import to_jsonable
     from jobs.registry.modelio import load_model
-    from jobs.tasks import get_task
-    from jobs.training.config import load_config
+    from jobs.training.config import from_dict, load_config
     from jobs.training.driver import train
-    from pipelines.manifest import load_manifest
     from convlstm.baselines import pysteps_available
 
     if args.threads:
@@ -121,36 +151,35 @@ def main(argv: list[str] | None = None) -> dict:
     cfg = load_config(args.config, "radar", args.set)
     print(f"prepared {', '.join(archives)} in {prepare_s:.0f} s; training on {', '.join(trained_on)}", flush=True)
 
-    cpu, wall = time.process_time(), time.perf_counter()
-    summary = train(cfg, [str(paths[n]) for n in trained_on], workers=0,
-                    tracking_uri=f"sqlite:///{args.work / 'mlflow.db'}", storage_path=str(args.work / "train"))
-    training = {"cpu_s": time.process_time() - cpu, "wall_s": time.perf_counter() - wall, **summary.to_dict(),
-                "load_average_after": list(os.getloadavg())}
-    print(f"trained {summary.epochs} epochs ({summary.steps} steps) in {training['cpu_s']:.0f} CPU s "
-          f"({training['wall_s']:.0f} wall s); best {summary.monitor} {summary.best_score:.4g} at epoch "
-          f"{summary.best_epoch}", flush=True)
-
-    model, info = load_model(summary.best_checkpoint)
+    if args.checkpoint:
+        model, info = load_model(args.checkpoint)
+        cfg = from_dict(info["config"])
+        training = {"checkpoint": args.checkpoint, "epoch": info.get("epoch"), "note": args.training_note}
+    else:
+        cpu, wall = time.process_time(), time.perf_counter()
+        summary = train(cfg, [str(paths[n]) for n in trained_on], workers=0,
+                        tracking_uri=f"sqlite:///{args.work / 'mlflow.db'}", storage_path=str(args.work / "train"))
+        training = {"cpu_s": time.process_time() - cpu, "wall_s": time.perf_counter() - wall, **summary.to_dict(),
+                    "load_average_after": list(os.getloadavg())}
+        print(f"trained {summary.epochs} epochs ({summary.steps} steps) in {training['cpu_s']:.0f} CPU s "
+              f"({training['wall_s']:.0f} wall s); best {summary.monitor} {summary.best_score:.4g} at epoch "
+              f"{summary.best_epoch}", flush=True)
+        model, info = load_model(summary.best_checkpoint)
     baselines = ("persistence", "optical-flow") + (("pysteps",) if pysteps_available() else ())
-    results, keyed, scorer = {}, [], None
-    for name, path in paths.items():
-        if not load_manifest(str(path))["splits"].get("test", {}).get("count"):
-            continue
-        result = score_model(model, info["config"], str(path), "test", baselines, distributed_min_windows=10**9)
-        results[name] = to_jsonable(result)
-        report.plot_lead_times(results[name], args.out / name)
-        scorer = WindowScorer(get_task(cfg, load_manifest(str(path))), model, baselines)
-        keyed += _window_states(scorer, str(path), "test", False, None)
-    pooled_result = to_jsonable({**results[next(iter(results))], "methods": pooled(scorer, keyed),
-                                 "data": {"windows": len(keyed), "archives": list(results)}})
-    report.plot_lead_times(pooled_result, args.out / "pooled")
-    results["pooled"] = pooled_result
+    if args.baselines is not None:
+        baselines = tuple(b for b in args.baselines.split(",") if b and b != "none")
+    started = time.perf_counter()
+    results = to_jsonable(score(model, cfg, paths, baselines))
+    for name, result in results.items():
+        report.plot_lead_times(result, args.out / name)
+    print(f"scored {results['pooled']['data']['windows']} test windows in {time.perf_counter() - started:.0f} s",
+          flush=True)
 
     out = {"protocol": {"in_len": IN_LEN, "out_len": OUT_LEN, "size": SIZE, "stride": 1, "split": "time",
                         "test_fraction": TEST_FRACTION},
            "config": cfg.to_dict(), "trained_on": trained_on, "baselines": list(baselines),
            "parameters": sum(p.numel() for p in model.parameters()), "threads": torch.get_num_threads(),
-           "prepare_s": prepare_s, "training": training,
+           "prepare_s": prepare_s, "training": training, "load_average_end": list(os.getloadavg()),
            "results": {name: {"windows": r["data"]["windows"],
                               "summary": {m: {k: s["summary"].get(k) for k in REPORTED} for m, s in r["methods"].items()},
                               "per_lead": {m: {k: s["per_lead"].get(k) for k in REPORTED} for m, s in r["methods"].items()}}
