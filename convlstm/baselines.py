@@ -10,15 +10,12 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-import cv2
 import numpy as np
 import torch
 
 from convlstm.checks import positive_int
+from convlstm.motion import FLOW_METHODS, advect, motion_field_array
 from convlstm.units import DBZ_MIN, DBZ_RANGE
-
-FLOW_METHODS = ("dis", "dis-medium", "farneback")
-
 
 class Baseline(Protocol):
     """A forecaster of fixed lead time: `[B, J, C, H, W]` -> `[B, out_frames, C, H, W]`, same type as x."""
@@ -61,83 +58,6 @@ def _check_flow_options(method: str, pairs: int | None, smoothing: float, span: 
         raise ValueError(f"smoothing must be > 0, got {smoothing!r}")
 
 
-def _to_uint8(frame: np.ndarray) -> np.ndarray:
-    return np.clip(np.rint(frame * 255.0), 0, 255).astype(np.uint8)
-
-
-def _backward_flow(later: np.ndarray, earlier: np.ndarray, method: str) -> np.ndarray:
-    """`[H, W, 2]` displacement (dx, dy) such that later(p) ≈ earlier(p + flow(p)); frames are uint8.
-
-    "dis": DIS at full resolution (OpenCV's MEDIUM preset with the finest scale 0 and 8 x 8 patches
-    every 4 pixels, for the few-pixel storm cells of 100 x 100 radar frames); "dis-medium": OpenCV's
-    MEDIUM preset as is (finest scale 1, 12 x 12 patches, the first version of this baseline).
-    """
-    if method in ("dis", "dis-medium"):
-        dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
-        if method == "dis":
-            dis.setFinestScale(0)
-            dis.setPatchSize(8)
-            dis.setPatchStride(4)
-        return dis.calc(later, earlier, None)
-    return cv2.calcOpticalFlowFarneback(later, earlier, None, pyr_scale=0.5, levels=3, winsize=15,
-                                        iterations=3, poly_n=5, poly_sigma=1.2, flags=0)
-
-
-def _frame_pairs(frames: int, pairs: int | None, span: int | None) -> list[tuple[int, int]]:
-    """(later, gap) of the pairs used: each of the last `pairs` frames (all if None) against each frame
-    up to `span` steps before it (all if None) that the window has."""
-    later_frames = range(frames - 1, 0, -1) if pairs is None else range(frames - 1, max(0, frames - 1 - pairs), -1)
-    return [(later, gap) for later in later_frames for gap in range(1, (later if span is None else min(span, later)) + 1)]
-
-
-def _motion_field(gray: np.ndarray, method: str, pairs: int | None, span: int | None,
-                  smoothing: float) -> np.ndarray:
-    """Backward displacement per frame step `[H, W, 2]` from frame pairs of `[J, H, W]` frames.
-
-    Every pair (later, later - gap) of `_frame_pairs` gives a flow, divided by its gap (steady motion
-    assumed): pairs further apart see larger, better resolved displacements of slow echoes and
-    average out the noise of single steps. Each pair's vectors are weighted by the later frame's
-    intensity (echo carries the motion; the empty background does not), smoothed with a Gaussian of
-    `smoothing`·max(H, W) pixels (normalised convolution), and blended into the weighted domain mean
-    where no echo is near, so that tracing back from anywhere in the domain finds the motion of the
-    nearest echo.
-    """
-    frames = [_to_uint8(frame) for frame in gray]
-    weighted, weight = np.zeros(gray.shape[1:] + (2,), np.float32), np.zeros(gray.shape[1:], np.float32)
-    for later, gap in _frame_pairs(len(frames), pairs, span):
-        w = np.maximum(gray[later], 0.0).astype(np.float32)
-        weighted += w[..., None] * (_backward_flow(frames[later], frames[later - gap], method) / gap)
-        weight += w
-    if weight.sum() <= 0:
-        return np.zeros_like(weighted)
-    sigma = smoothing * max(gray.shape[1:])
-    domain_mean = weighted.sum(axis=(0, 1)) / weight.sum()
-    local_weighted = cv2.GaussianBlur(weighted, (0, 0), sigma, borderType=cv2.BORDER_REPLICATE)
-    local_weight = cv2.GaussianBlur(weight, (0, 0), sigma, borderType=cv2.BORDER_REPLICATE)
-    floor = 1e-3 * local_weight.max()  # below ~0.1 % of the peak echo density the domain mean takes over
-    return (local_weighted + floor * domain_mean) / (local_weight + floor)[..., None]
-
-
-def _advect(last: np.ndarray, field: np.ndarray, out_frames: int) -> np.ndarray:
-    """Semi-Lagrangian backward advection of `last` `[C, H, W]` -> `[out_frames, C, H, W]`.
-
-    For lead t every target pixel is traced back t steps along `field` (sampled bilinearly where the trace
-    is), then `last` is sampled bilinearly there once; positions outside the domain read 0.
-    """
-    height, width = last.shape[-2:]
-    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
-    flow_x, flow_y = np.ascontiguousarray(field[..., 0]), np.ascontiguousarray(field[..., 1])
-    forecast = np.empty((out_frames,) + last.shape, np.float32)
-    for lead in range(out_frames):
-        step_x = cv2.remap(flow_x, xs, ys, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        step_y = cv2.remap(flow_y, xs, ys, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        xs, ys = xs + step_x, ys + step_y
-        for channel, image in enumerate(last):
-            forecast[lead, channel] = cv2.remap(image, xs, ys, cv2.INTER_LINEAR,
-                                                borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
-    return forecast
-
-
 def optical_flow(x: Any, out_frames: int, method: str = "dis", pairs: int | None = None, smoothing: float = 0.03,
                  span: int | None = None) -> Any:
     """Optical-flow extrapolation: `[B, J, C, H, W]` in [0, 1] -> `[B, out_frames, C, H, W]`, same type as x.
@@ -145,9 +65,9 @@ def optical_flow(x: Any, out_frames: int, method: str = "dis", pairs: int | None
     Dense flow (`method`: OpenCV DIS tuned for small frames, DIS' MEDIUM preset, or Farnebäck) over the
     channel mean of the window's frame pairs: each of the last `pairs` frames (None: all) against
     every earlier frame up to `span` steps back (None: all), each flow divided by its gap. The
-    vectors are smoothed over `smoothing`·max(H, W) pixels (see `_motion_field`) and assumed steady;
-    the last frame is then advected backward along them (semi-Lagrangian, `_advect`), each channel
-    alike. The flow is in pixels per input frame step, so output frames are assumed to be spaced like
+    vectors are smoothed over `smoothing`·max(H, W) pixels (see `convlstm.motion.motion_field_array`) and assumed steady;
+    the last frame is then advected backward along them (semi-Lagrangian, `convlstm.motion.advect`),
+    each channel alike. The flow is in pixels per input frame step, so output frames are assumed to be spaced like
     input frames. The defaults beat pySTEPS' Lucas-Kanade extrapolation on the shared radar samples
     (benchmarks/README.md); `method="dis-medium", pairs=3, span=1, smoothing=0.125` is the first
     version of this baseline.
@@ -158,9 +78,9 @@ def optical_flow(x: Any, out_frames: int, method: str = "dis", pairs: int | None
     if x.shape[1] < 2:
         raise ValueError(f"x needs at least 2 input frames (axis 1) for optical flow, got {x.shape[1]}")
     frames = x.detach().cpu().float().numpy() if isinstance(x, torch.Tensor) else x.astype(np.float32)
-    forecast = np.stack([
-        _advect(window[-1], _motion_field(window.mean(axis=1), method, pairs, span, smoothing), out_frames)
-        for window in frames])
+    fields = np.stack([motion_field_array(window.mean(axis=1), method, pairs, span, smoothing) for window in frames])
+    with torch.no_grad():
+        forecast = advect(torch.from_numpy(frames[:, -1]), torch.from_numpy(fields), out_frames).numpy()
     if isinstance(x, torch.Tensor):
         return torch.from_numpy(forecast).to(device=x.device, dtype=x.dtype)
     return forecast.astype(x.dtype, copy=False)

@@ -4,7 +4,7 @@ All take frames `[B, T, C, H, W]` in [0, 1] (batch first) and keep their constru
 `self.config`, so `convlstm.factory.model_spec` can store how to rebuild them. `cell="sa"` builds
 EncoderForecaster and ConvLSTMClassifier from self-attention ConvLSTM cells (`convlstm.sa_cell`);
 `self.config` records `cell` only when it is not the default "conv", so specs of ConvLSTM models
-stay what they were (training compares specs to resume from a checkpoint).
+stay what they were (training compares specs to resume from a checkpoint); likewise `motion`.
 """
 from __future__ import annotations
 
@@ -16,11 +16,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from convlstm.cell import ConvLSTMCell, kernel_pair
+from convlstm.motion import advect, motion_field
 from convlstm.sa_cell import SAConvLSTMCell
 from convlstm.stack import ConvLSTM, Kernel
 
 OUTPUT_ACTIVATIONS = ("sigmoid", None)
 CELLS: dict[str, type[ConvLSTMCell]] = {"conv": ConvLSTMCell, "sa": SAConvLSTMCell}
+MOTIONS = (None, "advection")
 
 
 def space_to_depth(x: torch.Tensor, patch_size: int) -> torch.Tensor:
@@ -62,6 +64,12 @@ class EncoderForecaster(nn.Module):
     `convlstm.losses.bce_loss`). Paper notation ConvLSTM(K)-k-N-...: `input_kernel_size=K`,
     `hidden_kernel_size=k`, `hidden_channels=[N, ...]`. `cell="sa"`: both stacks of SA-ConvLSTM
     cells (Lin et al. 2020), attention over the (H/P) * (W/P) patch positions.
+
+    `motion="advection"` (motion-aware): the window's motion field (`convlstm.motion.motion_field`, the
+    optical-flow baseline's) advects the last input frame to every lead (`convlstm.motion.advect`); the
+    forecasting stack reads these K advected frames as its input, and the head's output is a correction
+    added to them, clamped to [0, 1] pixels (so `output_activation` must be "sigmoid"). The head starts
+    at zero, so the untrained model forecasts exactly the optical-flow baseline.
     """
 
     def __init__(
@@ -75,10 +83,16 @@ class EncoderForecaster(nn.Module):
         out_frames: int = 10,
         output_activation: str | None = "sigmoid",
         cell: str = "conv",
+        motion: str | None = None,
     ):
         super().__init__()
         _check_activation(output_activation)
         cell_factory = _cell_factory(cell)
+        if motion not in MOTIONS:
+            raise ValueError(f"motion must be one of {MOTIONS}, got {motion!r}")
+        if motion and output_activation != "sigmoid":
+            raise ValueError(f"motion={motion!r} corrects [0, 1] pixels: output_activation must be 'sigmoid', "
+                             f"got {output_activation!r}")
         if patch_size < 1:
             raise ValueError(f"patch_size must be >= 1, got {patch_size}")
         if out_frames < 1:
@@ -89,6 +103,9 @@ class EncoderForecaster(nn.Module):
                            out_frames=out_frames, output_activation=output_activation)
         if cell != "conv":
             self.config["cell"] = cell
+        if motion:
+            self.config["motion"] = motion
+        self.motion = motion
         self.in_channels = in_channels
         self.patch_size = patch_size
         self.out_frames = out_frames
@@ -98,17 +115,26 @@ class EncoderForecaster(nn.Module):
         kernels = (kernel_pair(input_kernel_size, "input_kernel_size"),
                    kernel_pair(hidden_kernel_size, "hidden_kernel_size"))
         self.encoder = ConvLSTM(patch_channels, hidden, *kernels, peephole=peephole, cell_factory=cell_factory)
-        self.forecaster = ConvLSTM(0, hidden, *kernels, peephole=peephole, return_all_layers=True,
-                                   cell_factory=cell_factory)
+        self.forecaster = ConvLSTM(patch_channels if motion else 0, hidden, *kernels, peephole=peephole,
+                                   return_all_layers=True, cell_factory=cell_factory)
         self.head = nn.Conv2d(sum(hidden), patch_channels, kernel_size=1)
+        if motion:
+            nn.init.zeros_(self.head.weight)
+            nn.init.zeros_(self.head.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """`x` `[B, J, C, H, W]` with H, W divisible by `patch_size` -> `[B, K, C, H, W]`."""
         _check_frames(x, self.in_channels)
         _, states = self.encoder(space_to_depth(x, self.patch_size))
-        outputs, _ = self.forecaster(None, states, steps=self.out_frames)
+        if self.motion:
+            advected = advect(x[:, -1], motion_field(x), self.out_frames)  # [B, K, C, H, W]
+            outputs, _ = self.forecaster(space_to_depth(advected, self.patch_size), states)
+        else:
+            outputs, _ = self.forecaster(None, states, steps=self.out_frames)
         hidden = torch.cat(outputs, dim=2)  # [B, K, sum(C_h), H/P, W/P]
         y = depth_to_space(self.head(hidden.flatten(0, 1)).unflatten(0, hidden.shape[:2]), self.patch_size)
+        if self.motion:
+            return (advected + y).clamp(0.0, 1.0)
         return torch.sigmoid(y) if self.output_activation == "sigmoid" else y
 
 

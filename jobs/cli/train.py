@@ -17,7 +17,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "in the same MLflow run. Several datasets (--data A,B) are pooled: their windows must "
                     "have the same shape and meaning (e.g. MeteoSwiss and KNMI archives prepared with the same "
                     "--size, --in-len and --out-len); training reads them all, validation is scored per "
-                    "dataset (val_<name>_<metric>) and pooled (val_<metric>, what train.monitor ranks).")
+                    "dataset (val_<name>_<metric>) and pooled (val_<metric>, what train.monitor ranks). "
+                    "Radar: model.params.motion=advection makes the encoder-forecaster motion-aware (it "
+                    "corrects the optical-flow baseline's advection of the last frame and starts equal to "
+                    "it); --config radar-skill is that recipe for the pooled archives (docs/models.md).")
     options.task(p)
     p.add_argument("--data", help="dataset folder or URI (with manifest.json), or several comma-separated "
                                   "(A,B,...) to train on their pooled windows (default: the config's data.paths)")

@@ -43,12 +43,30 @@ def evaluation_markdown(result: dict) -> str:
         f"({'higher' if result['primary_metric']['higher_is_better'] else 'lower'} is better)\n",
     ]
     parts += [f"- skipped {item['method']}: {item['reason']}" for item in result.get("skipped", ())]
+    parts += [f"- {line}" for line in baseline_verdicts(result)]
     if task_class(result["task"]).table_metrics:
         parts.append(_forecast_section(result))
     else:
         parts.append(_classification_section(result))
     parts.append(_published_section(result))
     return "\n".join(parts)
+
+
+def baseline_verdicts(result: dict) -> list[str]:
+    """One line per baseline: whether the model beats it on the primary metric (mean over lead times)."""
+    name, higher = result["primary_metric"]["name"], result["primary_metric"]["higher_is_better"]
+    model = result["methods"]["model"]["summary"].get(name)
+    lines = []
+    for method, scores in result["methods"].items():
+        if method == "model":
+            continue
+        value = scores["summary"].get(name)
+        if model is None or value is None or any(isinstance(v, float) and math.isnan(v) for v in (model, value)):
+            verdict = "undefined"
+        else:
+            verdict = "beats" if (model > value if higher else model < value) else "does not beat"
+        lines.append(f"the model {verdict} {method} on {name}: {format_value(model)} vs {format_value(value)}")
+    return lines
 
 
 def _protocol_text(protocol: dict) -> str:
@@ -79,6 +97,13 @@ def _forecast_section(result: dict) -> str:
                   markdown_table(("method", *(f"{t:g}" for t in thresholds)),
                                  [(name, *(m["summary"][f"csi_ge_{t:g}"] for t in thresholds))
                                   for name, m in methods.items()])]
+    if "fss_scales_px" in result["protocol"]:
+        keys = [f"fss_ge_{t:g}_s{s}" for s in result["protocol"]["fss_scales_px"]
+                for t in result["protocol"]["fss_thresholds_mmh"]]
+        keys = [key for key in keys if key in methods["model"]["summary"]]
+        lines += ["\n## Fractions skill score by threshold (mm/h, >=) and neighbourhood (pixels)\n",
+                  markdown_table(("method", *(key.removeprefix("fss_ge_") for key in keys)),
+                                 [(name, *(m["summary"].get(key) for key in keys)) for name, m in methods.items()])]
     if result.get("skill"):
         keys = list(dict.fromkeys(key for skill in result["skill"].values() for key in skill["summary"]))
         lines += ["\n## Skill relative to persistence (mse/mae: 1 - model/persistence; csi: difference)\n",
@@ -101,7 +126,8 @@ def _published_section(result: dict) -> str:
 
 def plot_lead_times(result: dict, out_dir: Path) -> list[Path]:
     """Scores against lead time, every method in each panel: `lead_scores.png` (continuous scores) and,
-    for radar, `lead_categorical.png` (CSI/FAR/POD/HSS by threshold); for KTH the confusion matrix."""
+    for radar, `lead_categorical.png` (CSI/FAR/POD/HSS by threshold) and `lead_fss.png` (FSS, a row per
+    neighbourhood size, a column per threshold); for KTH the confusion matrix."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if not task_class(result["task"]).table_metrics:
@@ -114,6 +140,10 @@ def plot_lead_times(result: dict, out_dir: Path) -> list[Path]:
     paths = [_lead_grid(result, continuous, out_dir / "lead_scores.png")]
     if any(categorical):
         paths.append(_lead_grid(result, categorical, out_dir / "lead_categorical.png"))
+    scales = result["protocol"].get("fss_scales_px", ())
+    fss = [[key for key in keys if key.startswith("fss_ge_") and key.endswith(f"_s{scale}")] for scale in scales]
+    if any(fss):
+        paths.append(_lead_grid(result, fss, out_dir / "lead_fss.png"))
     return paths
 
 

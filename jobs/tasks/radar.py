@@ -2,7 +2,8 @@
 
 Scores rain rates in mm/h (dBZ from HKO-7 pixels, Z = 58.53 R^1.56) on valid (mask = 1) pixels:
 rainfall MSE/MAE and HKO-7's balanced B-MSE/B-MAE, correlation, and CSI/FAR/POD/HSS at the HKO-7
-thresholds with an event when value >= threshold (names `csi_ge_0.5`, ...). Summaries are means
+thresholds with an event when value >= threshold (names `csi_ge_0.5`, ...), and the fractions skill score
+at those thresholds and 1 mm/h over 1, 5 and 15 pixel neighbourhoods (`fss_ge_1_s5`). Summaries are means
 over lead times of the per-lead scores (the paper's averaging). Primary metric: rainfall MSE.
 """
 from __future__ import annotations
@@ -40,6 +41,11 @@ def threshold_name(score: str, threshold: float) -> str:
     return f"{score}_ge_{threshold:g}"
 
 
+def fss_name(threshold: float, scale: int) -> str:
+    """`fss_ge_1_s5`: FSS at an event threshold in mm/h over scale x scale pixel neighbourhoods."""
+    return f"{threshold_name('fss', threshold)}_s{scale}"
+
+
 @register
 class RadarTask(ForecastTask):
     name = "radar"
@@ -52,10 +58,11 @@ class RadarTask(ForecastTask):
 
     @classmethod
     def protocol(cls, manifest, split, in_len=None, out_len=None):
-        from convlstm.metrics import HKO7_THRESHOLDS_MMH
+        from convlstm.metrics import FSS_SCALES, FSS_THRESHOLDS_MMH, HKO7_THRESHOLDS_MMH
 
         return {**super().protocol(manifest, split, in_len, out_len), "time_step_s": manifest["time_step_s"],
-                "thresholds_mmh": list(HKO7_THRESHOLDS_MMH)}
+                "thresholds_mmh": list(HKO7_THRESHOLDS_MMH), "fss_thresholds_mmh": list(FSS_THRESHOLDS_MMH),
+                "fss_scales_px": list(FSS_SCALES)}
 
     @classmethod
     def new_sources(cls, src, manifest, prepare, fmt, known):
@@ -118,12 +125,14 @@ class RadarTask(ForecastTask):
         return f"+{lead * self.time_step_s / 60:g} min" if self.time_step_s else super().lead_label(lead)
 
     def evaluator(self) -> Evaluator:
-        from convlstm.metrics import HKO7_THRESHOLDS_MMH, CategoricalScores, CorrelationScore, RainfallErrors
+        from convlstm.metrics import (FSS_SCALES, FSS_THRESHOLDS_MMH, HKO7_THRESHOLDS_MMH, CategoricalScores,
+                                      CorrelationScore, FractionsSkillScore, RainfallErrors)
 
         return Evaluator(self, {
             "rainfall": RainfallErrors(self.out_len),
             "categorical": CategoricalScores(HKO7_THRESHOLDS_MMH, self.out_len),
             "correlation": CorrelationScore(self.out_len),
+            "fss": FractionsSkillScore(FSS_THRESHOLDS_MMH, FSS_SCALES, self.out_len),
         })
 
     def score(self, accumulators, output, batch, raw=True):
@@ -144,4 +153,8 @@ class RadarTask(ForecastTask):
         for score in CATEGORICAL:
             for i, threshold in enumerate(categorical["thresholds"]):
                 per_lead[threshold_name(score, threshold)] = categorical[score][i]
+        fss = accumulators["fss"].compute()
+        for i, threshold in enumerate(fss["thresholds"]):
+            for j, scale in enumerate(fss["scales"]):
+                per_lead[fss_name(threshold, scale)] = fss["fss"][i, j]
         return {"summary": {k: mean_over_leads(v) for k, v in per_lead.items()}, "per_lead": per_lead}
