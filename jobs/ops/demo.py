@@ -160,7 +160,7 @@ def evaluate_task(plan: DemoPlan, task: str) -> str:
     baselines = ("persistence", "optical-flow") if task == "radar" else ()
     result = evaluate(f"models:/convlstm-{task}@champion", str(plan.data(task)), split="test",
                       baselines=baselines, out=str(plan.reports(f"evaluate-{task}")),
-                      tracking_uri=plan.tracking_uri, address=plan.address)
+                      tracking_uri=plan.tracking_uri, address=plan.address, log=True)
     plan.results[f"{task}_evaluation"] = {
         "report": str(plan.reports(f"evaluate-{task}")),
         "primary_metric": result["primary_metric"],

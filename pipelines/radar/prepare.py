@@ -30,7 +30,8 @@ from convlstm.units import HKO_ZR_A, HKO_ZR_B
 from pipelines import cluster, storage
 from pipelines.driver import Dropped, Source, build_options, run_prepare
 from pipelines.radar.archive import check_limit, source_folder
-from pipelines.radar.days import Unit, load_days_file, plan_units
+from pipelines.radar import seen
+from pipelines.radar.days import Unit, day_of, load_days_file, plan_units
 from pipelines.radar.formats import FrameFile, check_has_frames, get_format, list_frames, probe_frames, resolve_format
 from pipelines.radar.frame_format import RadarFormat
 from pipelines.radar.preprocess import check_crop
@@ -134,6 +135,7 @@ def prepare_radar(src: Path, out: str, fmt: str = "auto", options: RadarOptions 
         check_has_frames(src, root, "nothing to prepare")
         radar = resolve_format(fmt, root)
         frames, rejected = list_frames(root, radar)
+        listed = [f.time for f in frames]
         frames, grid, bad = probe_frames(frames, radar)
         rejected += bad
         if len(frames) < 2:
@@ -150,11 +152,14 @@ def prepare_radar(src: Path, out: str, fmt: str = "auto", options: RadarOptions 
             raise ValueError(f"--src {src}: no gap-free run of {options.length} frames (--in-len + --out-len) "
                              f"within one {'day' if options.split == 'days' else 'block'}")
         time_of = {f.name: f.time for f in frames}
+        previous = _previous(out) if incremental else None
+        redo = seen.changed_units(previous, units) if previous else set()
 
         def extra(rejected: list[dict]) -> dict:
             """Frames dropped while decoding (this run or, incrementally, an earlier one) are gaps too."""
             dropped = {time_of[r["file"]] for r in rejected if r["file"] in time_of}
-            return _extra(radar, step, grid, options, find_gaps([t for t in times if t not in dropped], step))
+            return {**_extra(radar, step, grid, options, find_gaps([t for t in times if t not in dropped], step)),
+                    "seen": seen.record(listed, units, step)}
 
         with _task_root(src, root, out) as task_root:
             sources = [replace(s, paths=[storage.join(task_root, name) for name in s.meta["names"]]) for s in sources]
@@ -162,7 +167,22 @@ def prepare_radar(src: Path, out: str, fmt: str = "auto", options: RadarOptions 
                                params=options.to_params(radar.name, days), schema=schema(options), extra=extra,
                                rejected=rejected, overwrite=overwrite, incremental=incremental,
                                strict=strict, address=address, progress=progress,
-                               protect=[str(src)])
+                               protect=[str(src)], redo=redo)
+
+
+def new_days(src: str, manifest: dict, fmt: str | None = None) -> list[str]:
+    """UTC days (`YYYY-MM-DD`) of the frames under `src` (a folder or an archive) that the dataset at
+    `manifest` has not seen (pipelines.radar.seen): what a scheduled retrain would add."""
+    with source_folder(src) as root:
+        frames, _ = list_frames(root, resolve_format(fmt or manifest["params"]["format"], root))
+    return sorted({day_of(t) for t in seen.new_frames(manifest, [f.time for f in frames])})
+
+
+def _previous(out: str) -> dict | None:
+    """The manifest of the dataset an incremental run extends, if one is published at `out`."""
+    from pipelines.manifest import load_manifest, manifest_path
+
+    return load_manifest(out) if storage.exists(manifest_path(out)) else None
 
 
 def unit_windows(source: Source) -> Iterator[dict | Dropped]:
