@@ -100,8 +100,16 @@ def ensure_experiment_kind(tracking_uri: str | None, experiment_id: str) -> None
         c.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
 
 
+COMMIT_ENV = "CONVLSTM_GIT_COMMIT"  # set by `convlstm submit`: the job's upload has no .git
+SUBMISSION_ENV = "CONVLSTM_SUBMISSION_ID"  # set by `convlstm submit`: the Ray job that runs this process
+SUBMISSION_TAG = f"{TAG_PREFIX}submission_id"
+
+
 def git_commit() -> str | None:
-    """HEAD of the checkout holding this package (`<sha>-dirty` with local changes), if any."""
+    """The code version: COMMIT_ENV when set (a submitted job: the submitter's checkout, read before
+    the upload), else HEAD of the checkout holding this package (`<sha>-dirty` with local changes), if any."""
+    if os.environ.get(COMMIT_ENV):
+        return os.environ[COMMIT_ENV]
     repo = Path(__file__).resolve().parents[2]
     try:
         sha = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True,
@@ -149,6 +157,8 @@ def source_tags() -> dict[str, str]:
     commit = git_commit()
     if commit:
         tags["mlflow.source.git.commit"] = commit
+    if os.environ.get(SUBMISSION_ENV):
+        tags[SUBMISSION_TAG] = os.environ[SUBMISSION_ENV]
     return tags
 
 
@@ -213,6 +223,20 @@ def reopen_run(tracking_uri: str | None, run_id: str) -> None:
 
 def end_run(tracking_uri: str | None, run_id: str, status: str = "FINISHED") -> None:
     client(tracking_uri).set_terminated(run_id, status=status)
+
+
+def kill_job_runs(tracking_uri: str | None, submission_id: str, reason: str) -> list[str]:
+    """End the RUNNING runs of the Ray job `submission_id` (tag SUBMISSION_TAG) as KILLED, with
+    `reason` in the tag `convlstm.end_reason` and the description; returns their ids."""
+    c = client(tracking_uri)
+    ids = [e.experiment_id for e in c.search_experiments()]
+    runs = c.search_runs(ids, filter_string=f"tags.`{SUBMISSION_TAG}` = '{submission_id}' and "
+                                            "attributes.status = 'RUNNING'", max_results=1000) if ids else []
+    for run in runs:
+        c.set_tag(run.info.run_id, f"{TAG_PREFIX}end_reason", reason)
+        add_description_line(tracking_uri, run.info.run_id, "**Ended**", f"**Ended** KILLED: {reason}")
+        c.set_terminated(run.info.run_id, status="KILLED")
+    return [run.info.run_id for run in runs]
 
 
 def log_metrics(tracking_uri: str | None, run_id: str, rows: Iterable[tuple[str, float, int]],

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -109,7 +109,8 @@ def schema(options: RadarOptions) -> dict:
 
 def prepare_radar(src: Path, out: str, fmt: str = "auto", options: RadarOptions = RadarOptions(), *,
                   strict: bool = False, overwrite: bool = False, incremental: bool = False,
-                  address: str | None = None, progress: bool = True, max_unpacked_mb: float | None = None) -> dict:
+                  address: str | None = None, progress: bool = True, max_unpacked_mb: float | None = None,
+                  require_splits: Sequence[str] = ()) -> dict:
     """Build radar window shards at `out` from the frames in `src` (folder or .tar/.zip); returns the manifest.
 
     An archive `src` unpacks (its radar frames only) beside `out`, to at most `max_unpacked_mb` MB
@@ -117,7 +118,8 @@ def prepare_radar(src: Path, out: str, fmt: str = "auto", options: RadarOptions 
 
     Raises ValueError / FileNotFoundError (naming the flag) before writing anything for bad
     arguments or a source without usable frames; `strict` makes any rejected input fail the run
-    (pipelines.driver.RejectedSourcesError) with nothing published.
+    (pipelines.driver.RejectedSourcesError) with nothing published. A split of `require_splits` that
+    the plan leaves without windows is a ValueError naming `--allow-empty-split`, before any decoding.
     """
     options.check()
     if fmt != "auto":
@@ -145,6 +147,7 @@ def prepare_radar(src: Path, out: str, fmt: str = "auto", options: RadarOptions 
         step = infer_time_step(times)
         units = plan_units(times, step, options.length, options.stride, options.split, options.seed,
                            options.val_fraction, options.test_fraction, days)
+        _check_splits(units, require_splits, src)
         frame_at = {f.time: f for f in frames}
         sources = [_source(unit, [frame_at[t] for t in unit.times], radar, step, grid, options)
                    for unit in units if unit.starts]
@@ -176,6 +179,16 @@ def new_days(src: str, manifest: dict, fmt: str | None = None) -> list[str]:
     with source_folder(src) as root:
         frames, _ = list_frames(root, resolve_format(fmt or manifest["params"]["format"], root))
     return sorted({day_of(t) for t in seen.new_frames(manifest, [f.time for f in frames])})
+
+
+def _check_splits(units: list[Unit], required: Sequence[str], src: str) -> None:
+    """ValueError when a required split gets no window from the plan (e.g. every day drawn val/test)."""
+    planned = {u.split for u in units if u.starts}
+    empty = [split for split in required if split not in planned]
+    if empty:
+        raise ValueError(f"--src {src}: no window falls in the {', '.join(empty)} split ({len(units)} day(s)/block(s), "
+                         f"windows in: {', '.join(sorted(planned)) or 'none'}); nothing published "
+                         "(--allow-empty-split publishes it anyway)")
 
 
 def _previous(out: str) -> dict | None:
