@@ -92,6 +92,21 @@ def ensure_experiment(tracking_uri: str | None, name: str) -> str:
     return c.create_experiment(name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
 
 
+# MLflow 3.17's UI picks an experiment's page layout from its workflow type, read from the URL parameter
+# `workflowType` (else the browser's last choice, default GenAI); `mlflow.experimentKind` is not read
+# while the workflow selector is on (it is, in 3.17). Links into the UI carry the parameter.
+UI_WORKFLOW_PARAM = "workflowType=machine_learning"
+
+
+def experiment_urls(tracking_uri: str | None, ui: str) -> list[tuple[str, str]]:
+    """(name, URL) of the project's experiments (those tagged EXPERIMENT_KIND) in the MLflow UI at `ui`,
+    opening on their training runs."""
+    c = client(tracking_uri)
+    found = [e for e in c.search_experiments() if e.tags.get(EXPERIMENT_KIND_TAG) == EXPERIMENT_KIND]
+    return [(e.name, f"{ui.rstrip('/')}/#/experiments/{e.experiment_id}?{UI_WORKFLOW_PARAM}")
+            for e in sorted(found, key=lambda e: int(e.experiment_id) if e.experiment_id.isdigit() else 0)]
+
+
 def ensure_experiment_kind(tracking_uri: str | None, experiment_id: str) -> None:
     """Tag an experiment the project logs into (e.g. the one of an evaluation run) as custom model
     development when it has no `mlflow.experimentKind` yet."""

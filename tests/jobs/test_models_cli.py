@@ -102,4 +102,22 @@ def test_a_radar_prepare_without_train_windows_fails_unless_allowed(ray_local, s
     assert "train split" in err and "--allow-empty-split" in err and not (tmp_path / "ds").exists()
     assert main([*argv, "--allow-empty-split"]) == 0
     out = capsys.readouterr().out
-    assert "  train: 0 windows  <- empty split" in out and "  val: 37 windows" in out
+    assert "  train: 0 windows  <- empty split" in out and "  val: 36 windows" in out and "  test: 0 windows  <- empty split" in out
+
+
+def test_experiment_links_open_the_training_view_of_the_installed_mlflow_ui(tmp_path):
+    """MLflow 3.17's UI lays an experiment out by the `workflowType` URL parameter (GenAI by default),
+    not by `mlflow.experimentKind`: the links the project prints carry the parameter, and the installed
+    UI bundle reads it under that name with that value."""
+    from pathlib import Path
+
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    experiment = tracking.ensure_experiment(uri, "links")
+    tracking.client(uri).create_experiment("not-ours")
+    assert tracking.experiment_urls(uri, "http://127.0.0.1:5000/") == [
+        ("links", f"http://127.0.0.1:5000/#/experiments/{experiment}?workflowType=machine_learning")]
+    bundle = Path(mlflow.__file__).parent / "server" / "js" / "build" / "static" / "js"
+    sources = [p.read_text(errors="ignore") for p in bundle.glob("main.*.js")]
+    assert any('get("workflowType")' in s and 'MACHINE_LEARNING="machine_learning"' in s for s in sources)
