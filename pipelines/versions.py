@@ -52,7 +52,8 @@ def snapshot(data: str) -> str:
 
 
 def list_versions(data: str) -> list[dict]:
-    """[{uri, fingerprint, created, windows: {split: count}}] of the published versions, oldest first."""
+    """[{uri, fingerprint, created, windows: {split: count}}] of the published versions, oldest first
+    (by the manifest's `created`, then by when the version was frozen)."""
     root = versions_root(data)
     found = []
     for name in storage.list_files(root, f"/{MANIFEST_NAME}"):
@@ -61,9 +62,12 @@ def list_versions(data: str) -> list[dict]:
             continue  # a shard folder's file, or a snapshot being written
         folder = storage.join(root, folder)
         manifest = load_manifest(folder)
+        fs, path = storage.resolve(manifest_path(folder))
         found.append({"uri": folder, "fingerprint": manifest["fingerprint"], "created": manifest["created"],
-                      "windows": {s: info["count"] for s, info in manifest["splits"].items()}})
-    return sorted(found, key=lambda v: v["created"])
+                      "windows": {s: info["count"] for s, info in manifest["splits"].items()},
+                      "frozen": fs.get_file_info(path).mtime})  # the snapshot's time: `created` has seconds
+    return [{k: v for k, v in version.items() if k != "frozen"}
+            for version in sorted(found, key=lambda v: (v["created"], v["frozen"]))]
 
 
 def prune(data: str, keep: int, protect: set[str] = frozenset()) -> list[str]:

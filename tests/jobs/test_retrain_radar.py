@@ -147,3 +147,29 @@ def test_three_rounds_of_new_radar_frames(ray_local, project_home, shared_data, 
     assert "optical-flow" in page.tags["eval.test"]
     assert (tmp_path / "round2" / REPORT_NAME).is_file()
     assert os.environ.get("CONVLSTM_HOME") == str(project_home)
+
+
+def test_new_frames_roll_a_chronological_split_forward_like_a_fresh_prepare(ray_local, shared_data, tmp_path):
+    """`--split time`: the newest frames become the test span; the grown dataset equals a fresh prepare."""
+    from pipelines.radar.prepare import new_days
+
+    frames = sorted((shared_data / "radar-mch-sample" / "20160711").glob("*.gif"))
+    src, data = tmp_path / "archive", str(tmp_path / "mch")
+    src.mkdir()
+    options = RadarOptions(in_len=2, out_len=2, stride=1, size=(16, 16), split="time", val_fraction=0.25,
+                           test_fraction=0.25)
+    for path in frames[:24]:
+        shutil.copy(path, src / path.name)
+    first = prepare_radar(src, data, "mch", options, progress=False)
+    for path in frames[24:]:
+        shutil.copy(path, src / path.name)
+    assert new_days(str(src), first) == ["2016-07-11", "2016-07-12"]  # the evening runs past midnight
+    grown = prepare_radar(src, data, "mch", options, incremental=True, progress=False)
+    assert new_days(str(src), grown) == []
+    fresh = prepare_radar(src, str(tmp_path / "fresh"), "mch", options, progress=False)
+    assert grown["fingerprint"] == fresh["fingerprint"] != first["fingerprint"]
+    for split in ("train", "val", "test"):
+        ours, theirs = read_windows(data, split), read_windows(str(tmp_path / "fresh"), split)
+        assert np.array_equal(ours["start"], theirs["start"]) and np.array_equal(ours["frames"], theirs["frames"])
+    newest = max(read_windows(data, "test")["start"])
+    assert newest > max(read_windows(data, "train")["start"]) and newest > max(read_windows(data, "val")["start"])
