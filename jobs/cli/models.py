@@ -58,13 +58,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def format_history(entries: list[dict]) -> str:
-    """One line per decision: time, action, champion before -> after, challenger, scores, reason."""
-    lines = [f"{'TIME (UTC)':25s} {'ACTION':14s} {'CHAMPION':10s} {'CHALLENGER':10s} {'SCORES':40s} REASON"]
+    """One line per decision: time, action, champion before -> after, challenger, reason, then the
+    scores on the shared windows in brackets."""
+    lines = [f"{'TIME (UTC)':25s} {'ACTION':14s} {'CHAMPION':10s} {'CHALLENGER':10s} REASON [SCORES]"]
     for e in entries:
         scores = ", ".join(f"{role} {value:.4g}" for role, value in e["scores"].items())
-        scores = f"{e['metric']}: {scores}" if scores else "-"
         lines.append(f"{e['time']:25s} {e['action']:14s} {_v(e['champion_before']) + '->' + _v(e['champion_after']):10s} "
-                     f"{_v(e['challenger']):10s} {scores:40s} {e['reason']}")
+                     f"{_v(e['challenger']):10s} {e['reason']}" + (f" [{e['metric']}: {scores}]" if scores else ""))
     return "\n".join(lines)
 
 

@@ -251,7 +251,7 @@ def _train_and_compare(task: str, data: str, train_cfg, config: RetrainConfig, r
         return {**report, "status": "first-champion"}
 
     scored["challenger"] = _score(name, challenger, data, config, metric, target, tracking_uri, address)
-    decision = _decide(scored, config, higher)
+    decision = decide(scored, config, higher)
     report["champion"] = {"version": str(champion.version), "run_id": champion.run_id,
                           "score": scored["champion"]["value"],
                           "data_fingerprint": champion.tags.get("data_fingerprint", "")}
@@ -296,7 +296,7 @@ def _score(name: str, version: str, data: str, config: RetrainConfig, metric: st
             "per_window": result["per_window"]["methods"]}
 
 
-def _decide(scored: dict[str, dict], config: RetrainConfig, higher: bool) -> Decision:
+def decide(scored: dict[str, dict], config: RetrainConfig, higher: bool) -> Decision:
     """The paired test against the champion, then against each `must_beat` baseline."""
     rule = {"test": config.test, "confidence": config.confidence, "min_windows": config.min_windows,
             "margin": config.margin}

@@ -19,7 +19,7 @@ from jobs.training.config import load_config
 from jobs.ops.locks import LockHeld, LockLost, RetrainLock, lock_uri_for
 from jobs.errors import EXIT_TEMPFAIL as EXIT_LOCKED
 from jobs.ops.promotion import paired_test
-from jobs.ops.retrain import REPORT_NAME, load_retrain_config, new_sources, retrain
+from jobs.ops.retrain import REPORT_NAME, RetrainConfig, decide, load_retrain_config, new_sources, retrain
 from jobs.registry.history import history
 from jobs.training.driver import train
 from pipelines.kth import KthOptions, prepare_kth
@@ -123,6 +123,19 @@ def test_paired_test_promotes_only_a_significant_improvement_in_the_metric_direc
     assert not paired_test(champion, better, True, confidence=0.9999, samples=100).promote  # p >= 1/101
     with pytest.raises(ValueError, match="length"):
         paired_test([1.0], [1.0, 2.0], True)
+
+
+def test_the_gate_also_requires_beating_each_named_baseline_on_the_same_windows():
+    """rainfall MSE (lower is better): the challenger beats the champion on every window, and optical
+    flow on none of them."""
+    scored = {"champion": {"per_window": {"model": [1.0] * 12}},
+              "challenger": {"per_window": {"model": [0.5] * 12, "persistence": [0.9] * 12,
+                                            "optical-flow": [0.4] * 12}}}
+    assert decide(scored, RetrainConfig(), higher=False).promote
+    assert decide(scored, RetrainConfig(must_beat=["persistence"]), higher=False).promote
+    gated = decide(scored, RetrainConfig(must_beat=["persistence", "optical-flow"]), higher=False)
+    assert not gated.promote and gated.n == 12 and gated.gain == pytest.approx(0.5)
+    assert gated.reason == "not promoted: does not beat optical-flow significantly (p = 1, n = 12)"
 
 
 def test_retrain_config_validation_names_the_key(tmp_path):
