@@ -18,7 +18,6 @@ step, then record the decision in the model's history (jobs.registry.history). A
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Literal
@@ -32,8 +31,8 @@ from jobs.ops.locks import RetrainLock, lock_uri_for
 from jobs.ops.promotion import Decision, TestName, paired_test
 from jobs.registry import history, tracking
 from jobs.tasks import task_class
-from pipelines import versions
 from jobs.training.config import Section, load_config, read_yaml, validate
+from pipelines import versions
 
 REPORT_NAME = "retrain-report.json"
 # A second run while the lock is held exits with EX_TEMPFAIL (sysexits.h): "try again later",
