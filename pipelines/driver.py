@@ -24,7 +24,7 @@ import math
 import pickle
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Collection, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -83,7 +83,7 @@ def run_prepare(*, task: str, sources: list[Source], windows_fn: WindowsFn, out:
                 rejected: list[dict] | None = None,
                 members: dict[str, list] | None = None, overwrite: bool = False,
                 incremental: bool = False, strict: bool = False, address: str | None = None,
-                progress: bool = True, protect: Sequence[str] = ()) -> dict:
+                progress: bool = True, protect: Sequence[str] = (), redo: Collection[str] = ()) -> dict:
     """Decode `sources` into window shards at `out` and publish them; returns the manifest.
 
     `schema`: {column: {shape, dtype, ...}} (shape without the row axis; dtype numpy name or "str";
@@ -95,6 +95,9 @@ def run_prepare(*, task: str, sources: list[Source], windows_fn: WindowsFn, out:
     `extra`: task-specific top-level manifest keys (radar: time_step_s, grid, encoding, gaps), or a
     function of the final `rejected` list returning them (radar: files dropped while decoding are gaps).
     `protect`: the user's input paths; `out` may not overlap them (pipelines.publish.check_target).
+    `redo` (incremental): sources of the existing dataset whose inputs changed (a radar day seen in
+    part, now complete): their shard files are unlinked from the staged copy (never rewritten in place:
+    older dataset versions may share them) and decoded again, with the other sources of those files.
     """
     _check_args(task, sources, schema)
     cluster.check_paths({"--out": str(out)}, address=address)  # multi-node: shards must reach shared storage
@@ -107,14 +110,15 @@ def run_prepare(*, task: str, sources: list[Source], windows_fn: WindowsFn, out:
         previous = stage.previous
         if previous is not None:
             _check_compatible(previous, task=task, params=params, schema=schema, members=members)
-        todo = [s for s in sources if previous is None or s.name not in previous["sources"]]
+        redo = _unshare(stage.path, previous, set(redo)) if previous is not None and redo else set()
+        todo = [s for s in sources if previous is None or s.name not in previous["sources"] or s.name in redo]
         done, failed = _decode(todo, windows_fn, schema, stage.path, address, progress) if todo else ({}, {})
         rejected += [failed[name] for name in sorted(failed)]
         rejected += [{"file": d["file"], "source": name, "reason": d["reason"]}
                      for name in sorted(done) for d in done[name].pop("dropped", [])]
         if strict and rejected:
             raise _strict_error(rejected)
-        splits = _splits(sources, done, members, previous, schema)
+        splits = _splits(sources, done, members, previous, schema, redo)
         if not any(info["count"] for info in splits.values()):
             first = f" (first: {rejected[0]['file']}: {rejected[0]['reason']})" if rejected else ""
             raise ValueError(f"{task}: no windows from {len(sources)} source(s), {len(rejected)} input(s) "
@@ -124,7 +128,8 @@ def run_prepare(*, task: str, sources: list[Source], windows_fn: WindowsFn, out:
         rejected = _merge_rejections(previous, rejected, retried={s.name for s in todo})
         manifest = mf.build_manifest(
             task=task, params=params, schema=schema, splits=splits,
-            sources={**(previous or {}).get("sources", {}), **done}, rejected=rejected,
+            sources={**{k: v for k, v in (previous or {}).get("sources", {}).items() if k not in redo}, **done},
+            rejected=rejected,
             extra=extra(rejected) if callable(extra) else extra)
         stage.commit(manifest)
     return manifest
@@ -256,15 +261,39 @@ def _per_class(columns: dict[str, np.ndarray], schema: dict) -> dict[str, int]:
     return {(classes[int(k)] if classes else str(int(k))): int(n) for k, n in zip(labels, counts)}
 
 
+def _unshare(path: str, previous: dict, redo: set[str]) -> set[str]:
+    """Unlink the staged shard files holding windows of `redo` sources (read from their `source`
+    column); returns the sources those files held, all to be decoded again."""
+    import pyarrow.parquet as pq
+
+    held = set(redo)
+    for split in previous["splits"]:
+        folder = split_dir(path, split)
+        for name in storage.list_files(folder, ".parquet"):
+            fs, file = storage.resolve(storage.join(folder, name))
+            names = set(pq.read_table(file, columns=["source"], filesystem=fs).column("source").to_pylist())
+            if names & redo:
+                storage.remove(storage.join(folder, name))
+                held |= names
+    return held & set(previous["sources"])
+
+
 def _splits(sources: list[Source], done: dict, members: dict | None, previous: dict | None,
-            schema: dict) -> dict:
-    """{split: {members, count, per_class}}, adding this run's windows to the previous counts."""
+            schema: dict, redo: set[str] = frozenset()) -> dict:
+    """{split: {members, count, per_class}}: the previous counts without the `redo` sources', plus
+    this run's windows."""
     old = (previous or {}).get("splits", {})
+    gone = {name: entry for name, entry in (previous or {}).get("sources", {}).items() if name in redo}
     names = sorted({*old, *(s.split for s in sources), *(members or {})})
     splits = {}
     for split in names:
         count = old.get(split, {}).get("count", 0)
         per_class = Counter(old.get(split, {}).get("per_class", {}))
+        for entry in gone.values():
+            if entry["split"] == split:
+                count -= entry["windows"]
+                per_class.subtract(entry.get("per_class", {}))
+        per_class = +per_class
         for entry in done.values():
             if entry["split"] == split:
                 count += entry["windows"]
@@ -272,7 +301,7 @@ def _splits(sources: list[Source], done: dict, members: dict | None, previous: d
         if members is not None:
             split_members = list(members.get(split, []))
         else:
-            split_members = sorted({*old.get(split, {}).get("members", []),
+            split_members = sorted({*(m for m in old.get(split, {}).get("members", []) if m not in gone),
                                     *(n for n, e in done.items() if e["split"] == split)})
         splits[split] = {"members": split_members, "count": count, "per_class": _ordered(per_class, schema)}
     return splits

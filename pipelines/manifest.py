@@ -19,8 +19,9 @@ from pipelines import storage
 PIPELINE_VERSION = "1"
 MANIFEST_NAME = "manifest.json"
 SPLITS = ("train", "val", "test")  # the standard splits, in this order
-# Keys that describe the run rather than the data (`rejected` names input paths on this machine).
-_NOT_FINGERPRINTED = ("fingerprint", "created", "rejected")
+# Keys that describe the run or the inputs looked at rather than the windows (`rejected` names input
+# paths on this machine; radar `gaps` and `seen` list frames, which change without adding a window).
+_NOT_FINGERPRINTED = ("fingerprint", "created", "rejected", "gaps", "seen")
 _CHUNK = 1 << 20
 
 
@@ -42,7 +43,8 @@ def write_manifest(dataset: str, manifest: dict) -> None:
 
 
 def fingerprint(manifest: dict) -> str:
-    """sha256 (hex) of the manifest without `fingerprint`, `created` and `rejected`, keys sorted."""
+    """sha256 (hex) of the manifest without the keys of _NOT_FINGERPRINTED, keys sorted: the same
+    windows from the same inputs and parameters give the same fingerprint."""
     content = {k: v for k, v in manifest.items() if k not in _NOT_FINGERPRINTED}
     blob = json.dumps(content, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()

@@ -50,6 +50,11 @@ def run(args: argparse.Namespace) -> int:
     if tracking_uri.startswith("sqlite:"):
         print("browse the runs and registered models (bound to 127.0.0.1):")
         print(f"  .venv/bin/mlflow ui --backend-store-uri {tracking_uri} --host 127.0.0.1 --port 5000")
+        print("then open the experiments on their training runs:")
+        from jobs.registry.tracking import experiment_urls
+
+        for name, url in experiment_urls(tracking_uri, "http://127.0.0.1:5000"):
+            print(f"  {name}: {url}")
     else:
         print(f"browse the runs at {tracking_uri}")
     return 0

@@ -19,12 +19,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     options.jobs_api_address(listing)
     for name, help_text in (("status", "status, timing and message of one job"),
                             ("logs", "driver output of one job"),
-                            ("stop", "ask a running job to stop")):
+                            ("stop", "ask a running job to stop; end its MLflow runs as KILLED")):
         action = actions.add_parser(name, help=help_text)
         action.add_argument("submission_id", metavar="ID")
         options.jobs_api_address(action)
         if name == "logs":
             action.add_argument("--follow", action="store_true", help="stream until the job ends")
+        if name == "stop":
+            action.add_argument("--reason", default="stopped by `convlstm jobs stop`",
+                                help="why, recorded on the job's MLflow runs (ended KILLED)")
+            options.tracking_uri(action)
     p.set_defaults(func=run)
 
 
@@ -62,7 +66,12 @@ def run(args: argparse.Namespace) -> int:
         else:
             sys.stdout.write(client.get_job_logs(args.submission_id))
         return 0
+    from jobs.registry.tracking import kill_job_runs, resolve_uri
+
     stopped = client.stop_job(args.submission_id)
     print(f"stop requested for {args.submission_id}" if stopped
           else f"{args.submission_id} was not running ({job.status})")
+    killed = kill_job_runs(args.tracking_uri, args.submission_id, args.reason)
+    print(f"MLflow runs ended KILLED ({args.reason}): {', '.join(killed)}" if killed
+          else f"no running MLflow run of {args.submission_id} in {resolve_uri(args.tracking_uri)}")
     return 0

@@ -88,13 +88,18 @@ def require(args: argparse.Namespace, *names: str) -> None:
 
 def dataset_summary(out: str, manifest: dict, seconds: float | None = None) -> str:
     """Windows per split (and per class), rejected inputs (first five with reasons), fingerprint, path
-    and, given `seconds`, how long the command took for how many sources."""
+    and, given `seconds`, how long the command took for how many sources. A standard split without
+    windows is marked as empty."""
+    from pipelines.manifest import SPLITS
+
     lines = [f"{manifest['task']} dataset published at {out}"]
     if seconds is not None:
         lines[0] += f" in {seconds:.1f} s ({len(manifest['sources'])} sources, Ray start-up included)"
     for split, info in manifest["splits"].items():
         classes = ", ".join(f"{name} {n}" for name, n in info["per_class"].items())
-        lines.append(f"  {split}: {info['count']} windows" + (f" ({classes})" if classes else ""))
+        lines.append(f"  {split}: {info['count']} windows" + (f" ({classes})" if classes else "")
+                     + ("  <- empty split" if not info["count"] else ""))
+    lines += [f"  {split}: 0 windows  <- empty split" for split in SPLITS if split not in manifest["splits"]]
     lines.append(f"rejected inputs: {len(manifest['rejected'])}")
     lines += [f"  {r['file']}: {r['reason']}" for r in manifest["rejected"][:5]]
     if len(manifest["rejected"]) > 5:

@@ -49,7 +49,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--test-fraction", type=float, default=0.1,
                    help="share of days (--split days) or of frames (--split time) for test (default: 0.1)")
     p.add_argument("--strict", action="store_true", help="fail (exit 1, nothing published) if any input is rejected")
-    p.add_argument("--incremental", action="store_true", help="decode only days/blocks not in the existing dataset")
+    p.add_argument("--incremental", action="store_true",
+                   help="add the frames the existing dataset has not seen (days/blocks/spans they change are redone)")
+    p.add_argument("--allow-empty-split", action="store_true",
+                   help="publish even when no window falls in the train split (default: fail, nothing published)")
     options.max_unpacked_mb(p)
     p.set_defaults(func=run)
 
@@ -69,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
         manifest = prepare_radar(args.src, args.out, with_fn_pattern(args.format, args.fn_pattern), opts,
                                  strict=args.strict, overwrite=args.overwrite, incremental=args.incremental,
                                  address=args.address, progress=sys.stderr.isatty(),
-                                 max_unpacked_mb=args.max_unpacked_mb)
+                                 max_unpacked_mb=args.max_unpacked_mb,
+                                 require_splits=() if args.allow_empty_split else ("train",))
     except RejectedSourcesError as exc:
         raise CommandError(str(exc), 1) from exc
     print(options.dataset_summary(args.out, manifest, time.monotonic() - started))

@@ -182,6 +182,19 @@ def _merge(scorer: WindowScorer, keyed_states: list[tuple[tuple, dict]]) -> dict
     return accumulators
 
 
+def _per_window(scorer: WindowScorer, keyed_states: list[tuple[tuple, dict]], metric: str) -> dict[str, Any]:
+    """{metric, windows: [[source, start]], methods: {method: [score of each window]}}: `metric` (a summary
+    name) of every window on its own, in (source, start) order, for paired tests; None where undefined."""
+    scores: dict[str, list] = {method: [] for method in scorer.methods}
+    for _, state in keyed_states:
+        merged = _merge(scorer, [(None, state)])
+        for method in scores:
+            value = scorer.task.summarize(merged[method])["summary"].get(metric) if method in state else None
+            scores[method].append(None if value is None or not math.isfinite(value) else float(value))
+    return {"metric": metric, "windows": [[str(source), str(start)] for (source, start), _ in keyed_states],
+            "methods": scores}
+
+
 def _skill(methods: dict[str, dict]) -> dict[str, dict]:
     """Each non-persistence method against persistence: MSE/MAE skill 1 - m/p, CSI difference m - p."""
     if "persistence" not in methods:
@@ -215,7 +228,7 @@ def _check_lengths(task, trained) -> None:
 def score_model(model, config: dict, data: str, split: str = "test", baselines: tuple[str, ...] = DEFAULT_BASELINES,
                 *, trained_manifests: Sequence[dict] = (), batch_size: int = DEFAULT_BATCH_SIZE,
                 distributed_min_windows: int = DISTRIBUTED_MIN_WINDOWS, address: str | None = None,
-                allow_mismatch: bool = False, device: str = "cpu") -> dict:
+                allow_mismatch: bool = False, device: str = "cpu", per_window: str | None = None) -> dict:
     """Score a loaded `model` (trained with the config dict `config`) and `baselines` on `split` of `data`.
 
     Returns {task, data, protocol, primary_metric (name, higher_is_better, value), methods: {name:
@@ -224,7 +237,8 @@ def score_model(model, config: dict, data: str, split: str = "test", baselines: 
     Ray Data is used when the split has at least `distributed_min_windows` windows (0: always).
     `trained_manifests` (the training datasets', one or several pooled) let window lengths be checked
     before any work, and refuse data unlike every one of them (`Task.data_mismatches`: grid, format,
-    time step) unless `allow_mismatch`.
+    time step) unless `allow_mismatch`. `per_window` (a summary metric name) adds `per_window`: that
+    metric of every window on its own, for each method (see `_per_window`).
     """
     from jobs.training.config import from_dict
     from jobs.tasks import get_task
@@ -257,6 +271,9 @@ def score_model(model, config: dict, data: str, split: str = "test", baselines: 
     keyed = _window_states(scorer, str(data), split, distributed, address)
     methods = {name: task.summarize(acc) for name, acc in _merge(scorer, keyed).items()}
     name, higher = task.primary_metric, task.higher_is_better
+    if per_window is not None and per_window not in methods["model"]["summary"]:
+        scalars = [k for k, v in methods["model"]["summary"].items() if isinstance(v, (int, float))]
+        raise ValueError(f"metric must be one of {', '.join(scalars)}, got {per_window!r}")
     return {
         "task": cfg.task,
         "data": {"path": str(data), "manifest": manifest_path(str(data)), "fingerprint": manifest["fingerprint"],
@@ -268,6 +285,7 @@ def score_model(model, config: dict, data: str, split: str = "test", baselines: 
         "skill": _skill(methods),
         "skipped": skipped,
         "distributed": distributed,
+        **({"per_window": _per_window(scorer, keyed, per_window)} if per_window else {}),
     }
 
 
@@ -275,7 +293,7 @@ def evaluate(model_ref: str | None, data: str, split: str = "test", baselines: t
              out: str | Path | None = None, *, batch_size: int = DEFAULT_BATCH_SIZE,
              distributed_min_windows: int = DISTRIBUTED_MIN_WINDOWS, address: str | None = None,
              tracking_uri: str | None = None, log_to_run: str | None = None, log: bool = False,
-             allow_mismatch: bool = False, device: str = "auto") -> dict:
+             allow_mismatch: bool = False, device: str = "auto", per_window: str | None = None) -> dict:
     """Load `model_ref` (models:/NAME@ALIAS, a run id or a path; None: the baselines alone), score it
     (see `score_model`) and write `evaluation.json`, `evaluation.md` and lead-time plots to `out` (a folder or an object-store
     URI; default `<CONVLSTM_STORAGE>/evaluations/<timestamp>`, else `<home>/outputs/evaluations/<timestamp>`); log them to MLflow per the module docstring.
@@ -307,7 +325,7 @@ def evaluate(model_ref: str | None, data: str, split: str = "test", baselines: t
         raise ValueError(f"--log: the model {model_ref} does not come from an MLflow run; use --log-to-run")
     result = score_model(model, info["config"], data, split, baselines, trained_manifests=info["manifests"],
                          batch_size=batch_size, distributed_min_windows=distributed_min_windows, address=address,
-                         allow_mismatch=allow_mismatch, device=device)
+                         allow_mismatch=allow_mismatch, device=device, per_window=per_window)
     if not storage.is_remote(out):
         out = str(Path(out))
     result = to_jsonable({

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from jobs import paths
 from jobs.tasks.plugins import task_class
 
 # Persons of the official KTH split (train 11-18, val 1, 4, 19-21, 23-25, test 2, 3, 5-10, 22).
@@ -161,7 +160,7 @@ def evaluate_task(plan: DemoPlan, task: str) -> str:
     baselines = ("persistence", "optical-flow") if task == "radar" else ()
     result = evaluate(f"models:/convlstm-{task}@champion", str(plan.data(task)), split="test",
                       baselines=baselines, out=str(plan.reports(f"evaluate-{task}")),
-                      tracking_uri=plan.tracking_uri, address=plan.address)
+                      tracking_uri=plan.tracking_uri, address=plan.address, log=True)
     plan.results[f"{task}_evaluation"] = {
         "report": str(plan.reports(f"evaluate-{task}")),
         "primary_metric": result["primary_metric"],

@@ -1,37 +1,40 @@
-"""Scheduled retraining: new sources -> incremental shards -> challenger -> champion/challenger
-comparison on one held-out split -> promotion. One idempotent step for a scheduler.
+"""Scheduled retraining: new data -> a new dataset version -> challenger -> paired champion/challenger
+comparison on the same held-out windows -> promotion. One idempotent step for a scheduler.
 
-Order of work, and why it is crash-safe: (1) list the sources under `src` that the dataset's
-manifest does not hold; with none, and a model version already trained on the dataset as it is,
-there is nothing to do (no lock, no MLflow run); (2) take the retrain lock (jobs.ops.locks, beside the
-dataset) and extend the shards with `prepare --incremental` (published atomically: the old
-dataset stays readable); (3) score the champion on the configured split of the new dataset;
-(4) train a challenger, warm-started from the champion's weights or from scratch, registered with
-alias `challenger`, and score it on the same split; tag both versions with the decision, scores
-and data fingerprints, and log `retrain-report.json`; (5) promote, if the challenger wins by the
-margin, with ONE alias update as the very last step. A run that dies before (5) leaves
-`champion` where it was, and the next run picks the work up (see `retrain`).
+Order of work, and why it is crash-safe: (1) find what `src` holds that the dataset has not seen, by
+content (the task's `new_sources`: new videos, new radar frames); with nothing new, and a model version
+already trained on the dataset as it is, there is nothing to do (no lock, no MLflow run, no report);
+(2) take the retrain lock (jobs.ops.locks, beside the dataset), freeze the current dataset as a version
+(pipelines.versions) and extend it with `prepare --incremental` (published atomically); new inputs that
+yield no new windows (same fingerprint) end the run as "nothing to do"; (3) freeze the new version;
+(4) score the champion window by window on the configured split of that version, with the baselines
+(logged to its run: its version page shows the scores); (5) train a challenger on that version,
+warm-started from the champion or from scratch, registered with alias `challenger`, and score it the
+same way; (6) decide by a paired test over the windows (jobs.ops.promotion), also against each
+`must_beat` baseline; log `retrain-report.json`; (7) promote with ONE alias update as the very last
+step, then record the decision in the model's history (jobs.registry.history). A run that dies before
+(7) leaves `champion` where it was, and the next run picks the work up (see `retrain`).
 """
 from __future__ import annotations
 
 import json
-import math
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 
 from jobs import paths
-from jobs.registry import tracking
-from jobs.training.config import Section, load_config, read_yaml, validate
+from jobs.ops import models
 from jobs.ops.locks import RetrainLock, lock_uri_for
+from jobs.ops.promotion import Decision, TestName, paired_test
+from jobs.registry import history, tracking
 from jobs.tasks import task_class
+from jobs.training.config import Section, load_config, read_yaml, validate
+from pipelines import versions
 
 REPORT_NAME = "retrain-report.json"
-TAG = f"{tracking.TAG_PREFIX}retrain."
 # A second run while the lock is held exits with EX_TEMPFAIL (sysexits.h): "try again later",
 # which is what the next scheduled tick does.
 
@@ -39,13 +42,17 @@ TAG = f"{tracking.TAG_PREFIX}retrain."
 class RetrainConfig(Section):
     """`train_config`: training config path or packaged name (None = the task's), with
     `train_overrides` (`key.sub=value`) and `workers` Ray Train workers (`use_gpu`: one GPU each).
-    `init`: the challenger starts from the champion's weights or from scratch. `metric`: scored on
-    `split` of the new dataset (None = the task's primary metric); the challenger is promoted only if
-    it beats the champion by more than `margin` (absolute, in the metric's unit). `prepare`: options of
-    the task's prepare step that the manifest cannot give back (e.g. kth `sequences` file path);
-    everything else comes from the manifest's `params`. `lock_ttl_s`: lease of the retrain lock,
-    longer than a run ever takes (a crashed run blocks the next ones that long). `storage`: where
-    checkpoints go (a URI every node reads on a cluster; None = the training default)."""
+    `init`: the challenger starts from the champion's weights or from scratch. `metric`: scored per
+    window on `split` of the new dataset version (None = the task's primary metric). Promotion
+    (jobs.ops.promotion): a paired `test` (bootstrap or sign) over at least `min_windows` windows must
+    reject "no improvement" at `confidence`, with a mean per-window improvement above `margin` (in the
+    metric's unit); `must_beat` baselines (persistence, optical-flow) must be beaten the same way.
+    `keep_versions`: dataset versions kept beside the dataset (None = all; the champion's and the
+    challenger's data are never pruned). `prepare`: options of the task's prepare step that the
+    manifest cannot give back (e.g. kth `sequences` file path); everything else comes from the
+    manifest's `params`. `lock_ttl_s`: lease of the retrain lock, longer than a run ever takes (a
+    crashed run blocks the next ones that long). `storage`: where checkpoints go (a URI every node
+    reads on a cluster; None = the training default)."""
 
     train_config: str | None = None
     train_overrides: list[str] = []
@@ -53,11 +60,26 @@ class RetrainConfig(Section):
     use_gpu: bool = False
     init: Literal["warm-start", "from-scratch"] = "warm-start"
     metric: str | None = None
+    test: TestName = "bootstrap"
+    confidence: float = Field(0.95, gt=0, lt=1)
+    min_windows: int = Field(10, ge=1)
     margin: float = Field(0.0, ge=0)
+    must_beat: list[str] = []
     split: str = "test"
+    keep_versions: int | None = Field(None, ge=1)
     prepare: dict[str, Any] = {}
     lock_ttl_s: float = Field(6 * 3600.0, gt=0)
     storage: str | None = None
+
+    @field_validator("must_beat")
+    @classmethod
+    def _known_baselines(cls, value: list[str]) -> list[str]:
+        from convlstm.baselines import BASELINES
+
+        unknown = [b for b in value if b not in BASELINES]
+        if unknown:
+            raise ValueError(f"must be among {', '.join(BASELINES)}, got {', '.join(unknown)}")
+        return value
 
 
 def load_retrain_config(path: str | Path | None = None, **overrides: Any) -> RetrainConfig:
@@ -72,32 +94,17 @@ def load_retrain_config(path: str | Path | None = None, **overrides: Any) -> Ret
     return validate(RetrainConfig, raw)
 
 
-@dataclass(frozen=True)
-class Decision:
-    promote: bool
-    reason: str
-
-
-def decide(champion: float, challenger: float, higher_is_better: bool, margin: float) -> Decision:
-    """Promote only when the challenger beats the champion by MORE than `margin`; a tie or a
-    non-finite score keeps the champion."""
-    if not (math.isfinite(champion) and math.isfinite(challenger)):
-        return Decision(False, f"non-finite score (champion {champion}, challenger {challenger})")
-    gain = challenger - champion if higher_is_better else champion - challenger
-    verdict = "beats" if gain > margin else "does not beat"
-    return Decision(gain > margin, f"challenger {verdict} champion by more than {margin:g} "
-                                   f"({'+' if gain >= 0 else ''}{gain:.6g})")
-
-
 def retrain(task: str, src: str, data: str, config: RetrainConfig, *, fmt: str | None = None,
             tracking_uri: str | None = None, address: str | None = None, out: str | None = None,
             dry_run: bool = False, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run one retraining step; returns the report (`status`: nothing-to-do, dry-run, no-new-windows,
-    first-champion, promoted or kept-champion). Raises jobs.ops.locks.LockHeld while another run holds
-    the lock, ValueError/FileNotFoundError for bad arguments before any work.
+    """Run one retraining step; returns the report (`status`: nothing-to-do, dry-run, first-champion,
+    promoted or kept-champion; only the last three write `retrain-report.json`). Raises
+    jobs.ops.locks.LockHeld while another run holds the lock, ValueError/FileNotFoundError for bad
+    arguments before any work.
 
-    There is work when `src` has new sources, or when no version of the model was trained on the
-    dataset as it is (a previous run extended the shards, then died before registering a challenger).
+    There is work when `src` has new inputs that add windows, or when no version of the model was
+    trained on the dataset as it is (a previous run extended the shards, then died before registering
+    a challenger).
     """
     from pipelines.manifest import load_manifest
 
@@ -117,8 +124,7 @@ def retrain(task: str, src: str, data: str, config: RetrainConfig, *, fmt: str |
     stale = not _trained_on(client, name, manifest["fingerprint"])
     report = _report(task, data, manifest, name, config, new)
     if not (new or stale):
-        log(f"nothing to do: every source under {src} is already in {data}, and {name} has a version "
-            f"trained on it")
+        log(f"nothing to do: nothing new under {src} since {data} was built, and {name} has a version trained on it")
         return {**report, "status": "nothing-to-do"}
     if dry_run:
         log(f"dry run: {len(new)} new source(s){', e.g. ' + ', '.join(new[:5]) if new else ''}"
@@ -134,15 +140,37 @@ def retrain(task: str, src: str, data: str, config: RetrainConfig, *, fmt: str |
             log("nothing to do: another run has just done it")
             return {**report, "status": "nothing-to-do"}
         if new:
-            log(f"{len(new)} new source(s): preparing {data} incrementally")
+            log(f"{len(new)} new source(s): {', '.join(new[:5])}{' ...' if len(new) > 5 else ''}; "
+                f"preparing {data} incrementally")
+            report["data"]["previous_version"] = versions.snapshot(data)
             updated = update_dataset(task, src, data, manifest, config.prepare, fmt, address)
             report["data"]["fingerprint"] = updated["fingerprint"]
             if updated["fingerprint"] == manifest["fingerprint"] and not stale:
-                log("no new windows (the new sources were rejected: see the manifest's `rejected`)")
-                return _finish({**report, "status": "no-new-windows"}, out, None, tracking_uri, log)
+                log(f"nothing to do: the new inputs add no windows ({_why_no_windows(new, updated)})")
+                return {**report, "status": "nothing-to-do"}
         else:
             log(f"no version of {name} was trained on {data} as it is (an earlier run stopped early): training")
-        return _train_and_compare(task, data, train_cfg, config, report, lock, tracking_uri, address, out, log)
+        report["data"]["version"] = versions.snapshot(data)
+        result = _train_and_compare(task, report["data"]["version"], train_cfg, config, report, lock,
+                                    tracking_uri, address, out, log)
+        if config.keep_versions:
+            _prune(data, config.keep_versions, client, name, log)
+        return result
+
+
+def _why_no_windows(new: list[str], manifest: dict) -> str:
+    """Per new input: rejected (with the reason) or too short for a window."""
+    reasons = {r.get("source") or r["file"]: r["reason"] for r in manifest.get("rejected", [])}
+    return "; ".join(f"{n}: rejected, {reasons[n]}" if n in reasons else f"{n}: no complete window" for n in new[:5])
+
+
+def _prune(data: str, keep: int, client, name: str, log: Callable[[str], None]) -> None:
+    """Retention: drop old dataset versions, never the data of the current champion or challenger."""
+    protect = {f for alias in (tracking.CHAMPION, tracking.CHALLENGER)
+               for v in [_version_by_alias(client, name, alias)] if v is not None
+               for f in v.tags.get("data_fingerprint", "").split(",") if f}
+    for uri in versions.prune(data, keep, protect):
+        log(f"pruned dataset version {uri} (keep_versions {keep})")
 
 
 def _check_cluster_paths(src: str, data: str, config: RetrainConfig, out: str | None, address: str | None) -> None:
@@ -189,54 +217,100 @@ def update_dataset(task: str, src: str, data: str, manifest: dict, prepare: dict
 def _train_and_compare(task: str, data: str, train_cfg, config: RetrainConfig, report: dict, lock: RetrainLock,
                        tracking_uri: str | None, address: str | None, out: str | None,
                        log: Callable[[str], None]) -> dict[str, Any]:
-    from jobs.evaluation.evaluate import higher_is_better, model_score, primary_metric
+    """Steps (4)-(7) of the module docstring on the dataset version `data`."""
     from jobs.training.driver import train
 
     name = train_cfg.registered_model_name
     client = tracking.client(tracking_uri)
     champion = _version_by_alias(client, name, tracking.CHAMPION)
-    metric, higher = (config.metric, higher_is_better(config.metric, task)) if config.metric else primary_metric(task)
-    scores = {}
+    cls = task_class(task)
+    metric = config.metric or cls.primary_metric
+    higher = cls.metric_higher_is_better(metric)
+    target = _report_target(out, name)
+    scored = {}
     if champion is not None:  # scored first: a bad metric name fails before any training
-        scores["champion"] = model_score(f"models:/{name}/{champion.version}", data, config.split, metric,
-                                         tracking_uri=tracking_uri, address=address)
+        scored["champion"] = _score(name, str(champion.version), data, config, metric, target, tracking_uri, address)
     warm = config.init == "warm-start" and champion is not None
-    log(f"training a challenger ({'warm-started from' if warm else 'from scratch; champion'} "
+    log(f"training a challenger on {data} ({'warm-started from' if warm else 'from scratch; champion'} "
         f"{name} v{champion.version if champion else '-'})")
     summary = train(train_cfg, data, workers=config.workers, use_gpu=config.use_gpu, address=address,
                     tracking_uri=tracking_uri, storage_path=config.storage, run_name=f"{task}-retrain-{_stamp()}",
                     init_from=f"models:/{name}/{champion.version}" if warm else None)
-    report["challenger"] = {"version": summary.model_version, "run_id": summary.run_id,
+    challenger = str(summary.model_version)
+    report["challenger"] = {"version": challenger, "run_id": summary.run_id,
                             "data_fingerprint": report["data"]["fingerprint"],
                             "init": "warm-start" if warm else "from-scratch"}
+    report.update(metric=metric, higher_is_better=higher)
     if champion is None:
-        log(f"{name} had no champion: version {summary.model_version} was registered as champion")
-        return _finish({**report, "status": "first-champion"}, out, summary.run_id, tracking_uri, log)
+        log(f"{name} had no champion: version {challenger} was registered as champion")
+        _finish({**report, "status": "first-champion"}, target, summary.run_id, tracking_uri, log)
+        history.record(tracking_uri, name, "first-champion", champion_before=None, champion_after=challenger,
+                       challenger=challenger, reason="the model had no champion", split=config.split,
+                       data_fingerprint=report["data"]["fingerprint"])
+        return {**report, "status": "first-champion"}
 
-    scores["challenger"] = model_score(f"models:/{name}/{summary.model_version}", data, config.split, metric,
-                                       tracking_uri=tracking_uri, address=address)
-    decision = decide(scores["champion"], scores["challenger"], higher, config.margin)
-    report["champion"] = {"version": str(champion.version), "run_id": champion.run_id, "score": scores["champion"],
+    scored["challenger"] = _score(name, challenger, data, config, metric, target, tracking_uri, address)
+    decision = decide(scored, config, higher)
+    report["champion"] = {"version": str(champion.version), "run_id": champion.run_id,
+                          "score": scored["champion"]["value"],
                           "data_fingerprint": champion.tags.get("data_fingerprint", "")}
-    report["challenger"]["score"] = scores["challenger"]
-    report.update(metric=metric, higher_is_better=higher,
-                  decision={"promote": decision.promote, "reason": decision.reason},
+    report["challenger"]["score"] = scored["challenger"]["value"]
+    report["baselines"] = {b: v for b, v in scored["challenger"]["baselines"].items()}
+    report.update(decision={"promote": decision.promote, "reason": decision.reason, "p_value": decision.p_value,
+                            "n": decision.n, "gain": decision.gain, "test": config.test,
+                            "confidence": config.confidence, "min_windows": config.min_windows},
                   status="promoted" if decision.promote else "kept-champion")
-    log(f"{metric} on {config.split}: champion v{champion.version} {scores['champion']:.6g}, "
-        f"challenger v{summary.model_version} {scores['challenger']:.6g}: {decision.reason}")
-    _tag_versions(client, name, report)
-    _finish(report, out, summary.run_id, tracking_uri, log)
+    log(f"{metric} on {config.split}: champion v{champion.version} {_g(scored['champion']['value'])}, "
+        f"challenger v{challenger} {_g(scored['challenger']['value'])}: {decision.reason}")
+    _finish(report, target, summary.run_id, tracking_uri, log)
     if decision.promote:
         lock.verify()
-        client.set_registered_model_alias(name, tracking.CHAMPION, summary.model_version)  # the last step
-        log(f"promoted {name} v{summary.model_version} to @{tracking.CHAMPION}")
-        try:  # cosmetic, after the promotion: the description's version list shows the new @champion
-            tracking.describe_registered_model(tracking_uri, name)
-        except Exception as exc:  # noqa: BLE001 - the promotion stands
-            log(f"warning: registered model description not updated: {exc}")
+        models.set_champion(tracking_uri, name, challenger)  # the last step that matters
+        log(f"promoted {name} v{challenger} to @{tracking.CHAMPION}")
     else:
         log(f"kept {name} v{champion.version} as @{tracking.CHAMPION}")
+    history.record(tracking_uri, name, report["status"], champion_before=str(champion.version),
+                   champion_after=challenger if decision.promote else str(champion.version), challenger=challenger,
+                   reason=decision.reason, metric=metric, split=config.split,
+                   data_fingerprint=report["data"]["fingerprint"], p_value=decision.p_value, n=decision.n,
+                   scores={"champion": scored["champion"]["value"], "challenger": scored["challenger"]["value"],
+                           **scored["challenger"]["baselines"]})
     return report
+
+
+def _score(name: str, version: str, data: str, config: RetrainConfig, metric: str, target: str,
+           tracking_uri: str | None, address: str | None) -> dict[str, Any]:
+    """Evaluate `name` v`version` with the baselines on the split (report files under `target`, logged
+    to the version's run and page); {value, baselines: {name: value}, per_window: {method: [...]}}."""
+    from jobs.evaluation.evaluate import DEFAULT_BASELINES, evaluate
+    from pipelines import storage
+
+    baselines = tuple(dict.fromkeys([*DEFAULT_BASELINES, *config.must_beat]))
+    result = evaluate(f"models:/{name}/{version}", data, config.split, baselines,
+                      out=storage.join(target, f"evaluation-v{version}"), address=address,
+                      tracking_uri=tracking_uri, log=True, per_window=metric)
+    methods = result["methods"]
+    return {"value": methods["model"]["summary"][metric],
+            "baselines": {m: s["summary"][metric] for m, s in methods.items() if m != "model"},
+            "per_window": result["per_window"]["methods"]}
+
+
+def decide(scored: dict[str, dict], config: RetrainConfig, higher: bool) -> Decision:
+    """The paired test against the champion, then against each `must_beat` baseline."""
+    rule = {"test": config.test, "confidence": config.confidence, "min_windows": config.min_windows,
+            "margin": config.margin}
+    challenger = scored["challenger"]["per_window"]["model"]
+    decision = paired_test(scored["champion"]["per_window"]["model"], challenger, higher, **rule)
+    for baseline in config.must_beat if decision.promote else ():
+        against = paired_test(scored["challenger"]["per_window"][baseline], challenger, higher, against=baseline,
+                              **rule)
+        if not against.promote:
+            return Decision(False, against.reason, against.p_value, against.n, decision.gain)
+    return decision
+
+
+def _g(value: float | None) -> str:
+    return "undefined" if value is None else f"{value:.6g}"
 
 
 def _version_by_alias(client, name: str, alias: str):
@@ -247,26 +321,6 @@ def _version_by_alias(client, name: str, alias: str):
         return client.get_model_version_by_alias(name, alias)
     except MlflowException:
         return None
-
-
-def _tag_versions(client, name: str, report: dict) -> None:
-    """Decision, scores and data fingerprints on both versions (the champion's tags describe its
-    latest defence)."""
-    tags = {
-        "decision": "promote" if report["decision"]["promote"] else "keep-champion",
-        "reason": report["decision"]["reason"],
-        "metric": report["metric"], "split": report["split"], "margin": f"{report['margin']:g}",
-        "eval_data_fingerprint": report["data"]["fingerprint"],
-        "champion_version": report["champion"]["version"], "challenger_version": report["challenger"]["version"],
-        "champion_score": f"{report['champion']['score']:.6g}",
-        "challenger_score": f"{report['challenger']['score']:.6g}",
-        "champion_data_fingerprint": report["champion"]["data_fingerprint"],
-        "challenger_data_fingerprint": report["challenger"]["data_fingerprint"],
-        "challenger_run_id": report["challenger"]["run_id"],
-    }
-    for version in (report["champion"]["version"], report["challenger"]["version"]):
-        for key, value in tags.items():
-            client.set_model_version_tag(name, version, f"{TAG}{key}", value)
 
 
 # ----------------------------------------------------------------------------- report
@@ -280,18 +334,24 @@ def _report(task: str, data: str, manifest: dict, name: str, config: RetrainConf
     }
 
 
-def _finish(report: dict, out: str | None, run_id: str | None, tracking_uri: str | None,
+def _report_target(out: str | None, name: str) -> str:
+    """Where this run's report goes: `out`, else `<CONVLSTM_STORAGE>/retrain/<model>/<time>`, else under
+    the project outputs."""
+    from pipelines import storage
+
+    return storage.as_uri(out) if out else paths.output_location("retrain", name, _stamp())
+
+
+def _finish(report: dict, target: str, run_id: str | None, tracking_uri: str | None,
             log: Callable[[str], None]) -> dict:
-    """Write the report to `<out>/retrain-report.json` (a folder or URI; default
-    `<CONVLSTM_STORAGE>/retrain/<model>/<time>`, else under the project outputs) and log it to the
-    challenger's run when there is one."""
+    """Write the report to `<target>/retrain-report.json` (strict JSON) and log it to the challenger's run."""
+    from jobs.jsonable import to_jsonable
     from pipelines import storage
 
     report["finished"] = _now()
-    target = storage.as_uri(out) if out else paths.output_location("retrain", report["registered_model"], _stamp())
     with storage.staged_output(target, prefix="convlstm-retrain-") as folder:  # a URI: written here, uploaded
         path = folder / REPORT_NAME
-        path.write_text(json.dumps(report, indent=1) + "\n")
+        path.write_text(json.dumps(to_jsonable(report), indent=1, allow_nan=False) + "\n")
         if run_id:
             tracking.log_artifacts(tracking_uri, run_id, [path])
     log(f"report: {storage.join(target, REPORT_NAME) if storage.is_remote(target) else path}")

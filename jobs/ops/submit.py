@@ -227,12 +227,18 @@ def default_submission_id(argv: list[str]) -> str:
 def build_submission(argv: list[str], upload: bool = True, install: bool = True,
                      runtime_env_file: str | Path | None = None, env: dict[str, str] | None = None,
                      submission_id: str | None = None) -> Submission:
-    """Entrypoint, submission id, runtime_env and metadata for `argv` (the command after `--`)."""
+    """Entrypoint, submission id, runtime_env and metadata for `argv` (the command after `--`). The job's
+    env records the submission id and the git commit of this checkout (MLflow runs of the job carry both)."""
+    from jobs.registry.tracking import COMMIT_ENV, SUBMISSION_ENV, git_commit
+
     entrypoint = cluster_entrypoint(argv, upload)
+    submission_id = submission_id or default_submission_id(argv)
+    commit = git_commit()  # here, before the upload (which leaves .git behind)
+    recorded = {SUBMISSION_ENV: submission_id, **({COMMIT_ENV: commit} if commit else {})}
     return Submission(
         entrypoint=entrypoint,
-        submission_id=submission_id or default_submission_id(argv),
-        runtime_env=build_runtime_env(upload, install, runtime_env_file, env),
+        submission_id=submission_id,
+        runtime_env=build_runtime_env(upload, install, runtime_env_file, {**recorded, **(env or {})}),
         metadata={"submitted_by": "convlstm submit", "command": shlex.join(argv)},
     )
 

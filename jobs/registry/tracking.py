@@ -92,6 +92,21 @@ def ensure_experiment(tracking_uri: str | None, name: str) -> str:
     return c.create_experiment(name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
 
 
+# MLflow 3.17's UI picks an experiment's page layout from its workflow type, read from the URL parameter
+# `workflowType` (else the browser's last choice, default GenAI); `mlflow.experimentKind` is not read
+# while the workflow selector is on (it is, in 3.17). Links into the UI carry the parameter.
+UI_WORKFLOW_PARAM = "workflowType=machine_learning"
+
+
+def experiment_urls(tracking_uri: str | None, ui: str) -> list[tuple[str, str]]:
+    """(name, URL) of the project's experiments (those tagged EXPERIMENT_KIND) in the MLflow UI at `ui`,
+    opening on their training runs."""
+    c = client(tracking_uri)
+    found = [e for e in c.search_experiments() if e.tags.get(EXPERIMENT_KIND_TAG) == EXPERIMENT_KIND]
+    return [(e.name, f"{ui.rstrip('/')}/#/experiments/{e.experiment_id}?{UI_WORKFLOW_PARAM}")
+            for e in sorted(found, key=lambda e: int(e.experiment_id) if e.experiment_id.isdigit() else 0)]
+
+
 def ensure_experiment_kind(tracking_uri: str | None, experiment_id: str) -> None:
     """Tag an experiment the project logs into (e.g. the one of an evaluation run) as custom model
     development when it has no `mlflow.experimentKind` yet."""
@@ -100,8 +115,16 @@ def ensure_experiment_kind(tracking_uri: str | None, experiment_id: str) -> None
         c.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
 
 
+COMMIT_ENV = "CONVLSTM_GIT_COMMIT"  # set by `convlstm submit`: the job's upload has no .git
+SUBMISSION_ENV = "CONVLSTM_SUBMISSION_ID"  # set by `convlstm submit`: the Ray job that runs this process
+SUBMISSION_TAG = f"{TAG_PREFIX}submission_id"
+
+
 def git_commit() -> str | None:
-    """HEAD of the checkout holding this package (`<sha>-dirty` with local changes), if any."""
+    """The code version: COMMIT_ENV when set (a submitted job: the submitter's checkout, read before
+    the upload), else HEAD of the checkout holding this package (`<sha>-dirty` with local changes), if any."""
+    if os.environ.get(COMMIT_ENV):
+        return os.environ[COMMIT_ENV]
     repo = Path(__file__).resolve().parents[2]
     try:
         sha = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True,
@@ -149,6 +172,8 @@ def source_tags() -> dict[str, str]:
     commit = git_commit()
     if commit:
         tags["mlflow.source.git.commit"] = commit
+    if os.environ.get(SUBMISSION_ENV):
+        tags[SUBMISSION_TAG] = os.environ[SUBMISSION_ENV]
     return tags
 
 
@@ -213,6 +238,20 @@ def reopen_run(tracking_uri: str | None, run_id: str) -> None:
 
 def end_run(tracking_uri: str | None, run_id: str, status: str = "FINISHED") -> None:
     client(tracking_uri).set_terminated(run_id, status=status)
+
+
+def kill_job_runs(tracking_uri: str | None, submission_id: str, reason: str) -> list[str]:
+    """End the RUNNING runs of the Ray job `submission_id` (tag SUBMISSION_TAG) as KILLED, with
+    `reason` in the tag `convlstm.end_reason` and the description; returns their ids."""
+    c = client(tracking_uri)
+    ids = [e.experiment_id for e in c.search_experiments()]
+    runs = c.search_runs(ids, filter_string=f"tags.`{SUBMISSION_TAG}` = '{submission_id}' and "
+                                            "attributes.status = 'RUNNING'", max_results=1000) if ids else []
+    for run in runs:
+        c.set_tag(run.info.run_id, f"{TAG_PREFIX}end_reason", reason)
+        add_description_line(tracking_uri, run.info.run_id, "**Ended**", f"**Ended** KILLED: {reason}")
+        c.set_terminated(run.info.run_id, status="KILLED")
+    return [run.info.run_id for run in runs]
 
 
 def log_metrics(tracking_uri: str | None, run_id: str, rows: Iterable[tuple[str, float, int]],

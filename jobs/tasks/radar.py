@@ -66,15 +66,11 @@ class RadarTask(ForecastTask):
 
     @classmethod
     def new_sources(cls, src, manifest, prepare, fmt, known):
-        """New UTC days (`YYYY-MM-DD`) with frames under `src` (a folder or an archive)."""
-        from pipelines.radar.archive import source_folder
-        from pipelines.radar.days import day_of
-        from pipelines.radar.formats import list_frames, resolve_format
+        """UTC days (`YYYY-MM-DD`) with frames under `src` that the dataset has not seen, by frame time
+        (pipelines.radar.seen), whatever the split: new frames of a known day count too."""
+        from pipelines.radar.prepare import new_days
 
-        known_days = {name.split("/")[0] for name in known}  # paper-blocks units are `<day>/bNN`
-        with source_folder(Path(src)) as root:
-            frames, _ = list_frames(root, resolve_format(fmt or manifest["params"]["format"], root))
-        return sorted({day_of(frame.time) for frame in frames} - known_days)
+        return new_days(str(src), manifest, fmt)
 
     @classmethod
     def extend_dataset(cls, src, data, manifest, prepare, fmt, address):

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -30,7 +30,8 @@ from convlstm.units import HKO_ZR_A, HKO_ZR_B
 from pipelines import cluster, storage
 from pipelines.driver import Dropped, Source, build_options, run_prepare
 from pipelines.radar.archive import check_limit, source_folder
-from pipelines.radar.days import Unit, load_days_file, plan_units
+from pipelines.radar import seen
+from pipelines.radar.days import Unit, day_of, load_days_file, plan_units
 from pipelines.radar.formats import (FrameFile, check_has_frames, get_format, list_frames, members_of, probe_frames,
                                      resolve_format)
 from pipelines.radar.frame_format import RadarFormat
@@ -109,7 +110,8 @@ def schema(options: RadarOptions) -> dict:
 
 def prepare_radar(src: Path, out: str, fmt: str = "auto", options: RadarOptions = RadarOptions(), *,
                   strict: bool = False, overwrite: bool = False, incremental: bool = False,
-                  address: str | None = None, progress: bool = True, max_unpacked_mb: float | None = None) -> dict:
+                  address: str | None = None, progress: bool = True, max_unpacked_mb: float | None = None,
+                  require_splits: Sequence[str] = ()) -> dict:
     """Build radar window shards at `out` from the frames in `src` (folder or .tar/.zip); returns the manifest.
 
     An archive `src` unpacks (its radar frames only) beside `out`, to at most `max_unpacked_mb` MB
@@ -117,7 +119,8 @@ def prepare_radar(src: Path, out: str, fmt: str = "auto", options: RadarOptions 
 
     Raises ValueError / FileNotFoundError (naming the flag) before writing anything for bad
     arguments or a source without usable frames; `strict` makes any rejected input fail the run
-    (pipelines.driver.RejectedSourcesError) with nothing published.
+    (pipelines.driver.RejectedSourcesError) with nothing published. A split of `require_splits` that
+    the plan leaves without windows is a ValueError naming `--allow-empty-split`, before any decoding.
     """
     options.check()
     if fmt != "auto":
@@ -135,6 +138,7 @@ def prepare_radar(src: Path, out: str, fmt: str = "auto", options: RadarOptions 
         check_has_frames(src, root, "nothing to prepare", fmt)
         radar = resolve_format(fmt, root)
         frames, rejected = list_frames(root, radar)
+        listed = [f.time for f in frames]
         frames, grid, bad = probe_frames(frames, radar)
         rejected += bad
         if len(frames) < 2:
@@ -144,6 +148,7 @@ def prepare_radar(src: Path, out: str, fmt: str = "auto", options: RadarOptions 
         step = infer_time_step(times)
         units = plan_units(times, step, options.length, options.stride, options.split, options.seed,
                            options.val_fraction, options.test_fraction, days)
+        _check_splits(units, require_splits, src)
         frame_at = {f.time: f for f in frames}
         sources = [_source(unit, [frame_at[t] for t in unit.times], radar, step, grid, options)
                    for unit in units if unit.starts]
@@ -151,11 +156,14 @@ def prepare_radar(src: Path, out: str, fmt: str = "auto", options: RadarOptions 
             raise ValueError(f"--src {src}: no gap-free run of {options.length} frames (--in-len + --out-len) "
                              f"within one {'day' if options.split == 'days' else 'block'}")
         time_of = {f.name: f.time for f in frames}
+        previous = _previous(out) if incremental else None
+        redo = seen.changed_units(previous, units) if previous else set()
 
         def extra(rejected: list[dict]) -> dict:
             """Frames dropped while decoding (this run or, incrementally, an earlier one) are gaps too."""
             dropped = {time_of[r["file"]] for r in rejected if r["file"] in time_of}
-            return _extra(radar, step, grid, options, find_gaps([t for t in times if t not in dropped], step))
+            return {**_extra(radar, step, grid, options, find_gaps([t for t in times if t not in dropped], step)),
+                    "seen": seen.record(listed, units, step)}
 
         with _task_root(src, root, out) as task_root:
             sources = [replace(s, paths=[storage.join(task_root, name) for name in s.meta["names"]]) for s in sources]
@@ -163,7 +171,32 @@ def prepare_radar(src: Path, out: str, fmt: str = "auto", options: RadarOptions 
                                params=options.to_params(radar.name, days), schema=schema(options), extra=extra,
                                rejected=rejected, overwrite=overwrite, incremental=incremental,
                                strict=strict, address=address, progress=progress,
-                               protect=[str(src)])
+                               protect=[str(src)], redo=redo)
+
+
+def new_days(src: str, manifest: dict, fmt: str | None = None) -> list[str]:
+    """UTC days (`YYYY-MM-DD`) of the frames under `src` (a folder or an archive) that the dataset at
+    `manifest` has not seen (pipelines.radar.seen): what a scheduled retrain would add."""
+    with source_folder(src) as root:
+        frames, _ = list_frames(root, resolve_format(fmt or manifest["params"]["format"], root))
+    return sorted({day_of(t) for t in seen.new_frames(manifest, [f.time for f in frames])})
+
+
+def _check_splits(units: list[Unit], required: Sequence[str], src: str) -> None:
+    """ValueError when a required split gets no window from the plan (e.g. every day drawn val/test)."""
+    planned = {u.split for u in units if u.starts}
+    empty = [split for split in required if split not in planned]
+    if empty:
+        raise ValueError(f"--src {src}: no window falls in the {', '.join(empty)} split ({len(units)} day(s)/block(s), "
+                         f"windows in: {', '.join(sorted(planned)) or 'none'}); nothing published "
+                         "(--allow-empty-split publishes it anyway)")
+
+
+def _previous(out: str) -> dict | None:
+    """The manifest of the dataset an incremental run extends, if one is published at `out`."""
+    from pipelines.manifest import load_manifest, manifest_path
+
+    return load_manifest(out) if storage.exists(manifest_path(out)) else None
 
 
 def unit_windows(source: Source) -> Iterator[dict | Dropped]:

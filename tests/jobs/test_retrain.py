@@ -18,7 +18,9 @@ from jobs.cli import main
 from jobs.training.config import load_config
 from jobs.ops.locks import LockHeld, LockLost, RetrainLock, lock_uri_for
 from jobs.errors import EXIT_TEMPFAIL as EXIT_LOCKED
-from jobs.ops.retrain import REPORT_NAME, decide, load_retrain_config, new_sources, retrain
+from jobs.ops.promotion import paired_test
+from jobs.ops.retrain import REPORT_NAME, RetrainConfig, decide, load_retrain_config, new_sources, retrain
+from jobs.registry.history import history
 from jobs.training.driver import train
 from pipelines.kth import KthOptions, prepare_kth
 from pipelines.manifest import load_manifest
@@ -99,22 +101,55 @@ def test_processes_contending_for_the_lock_have_exactly_one_winner(tmp_path):
     assert not Path(uri).exists()
 
 
-def test_decision_respects_direction_and_margin():
-    assert decide(0.50, 0.70, higher_is_better=True, margin=0.1).promote
-    assert not decide(0.50, 0.55, higher_is_better=True, margin=0.1).promote
-    assert not decide(0.50, 0.50, higher_is_better=True, margin=0.0).promote  # a tie keeps the champion
-    assert decide(1.0, 0.8, higher_is_better=False, margin=0.0).promote
-    assert not decide(1.0, 1.2, higher_is_better=False, margin=0.0).promote
-    assert not decide(1.0, float("nan"), higher_is_better=False, margin=0.0).promote
+def test_paired_test_promotes_only_a_significant_improvement_in_the_metric_direction():
+    champion = [0.5] * 12
+    better = [0.6] * 12
+    for test in ("bootstrap", "sign"):
+        rule = {"test": test, "min_windows": 10}
+        assert paired_test(champion, better, True, **rule).promote
+        assert not paired_test(better, champion, True, **rule).promote
+        assert paired_test(better, champion, False, **rule).promote  # lower is better: 0.5 beats 0.6
+        tie = paired_test(champion, champion, True, **rule)
+        assert not tie.promote and tie.p_value == 1.0 and tie.n == 12
+        assert tie.reason == "not promoted: no significant difference (p = 1, n = 12)"
+    noisy = [0.5 + (0.01 if i % 2 else -0.009) for i in range(12)]  # wins 6 of 12: noise
+    decision = paired_test(champion, noisy, True)
+    assert not decision.promote and decision.p_value > 0.05 and decision.gain > 0
+    assert "no significant difference" in decision.reason
+    few = paired_test([0.5] * 3, [0.9] * 3, True, min_windows=10)
+    assert not few.promote and few.n == 3 and few.p_value is None
+    undefined = paired_test([None, 0.5, float("nan")] + [0.5] * 9, [0.9] * 12, True, min_windows=10)
+    assert undefined.n == 10 and undefined.promote
+    assert not paired_test(champion, better, True, margin=0.2).promote  # gain 0.1 is not above the margin
+    assert not paired_test(champion, better, True, confidence=0.9999, samples=100).promote  # p >= 1/101
+    with pytest.raises(ValueError, match="length"):
+        paired_test([1.0], [1.0, 2.0], True)
+
+
+def test_the_gate_also_requires_beating_each_named_baseline_on_the_same_windows():
+    """rainfall MSE (lower is better): the challenger beats the champion on every window, and optical
+    flow on none of them."""
+    scored = {"champion": {"per_window": {"model": [1.0] * 12}},
+              "challenger": {"per_window": {"model": [0.5] * 12, "persistence": [0.9] * 12,
+                                            "optical-flow": [0.4] * 12}}}
+    assert decide(scored, RetrainConfig(), higher=False).promote
+    assert decide(scored, RetrainConfig(must_beat=["persistence"]), higher=False).promote
+    gated = decide(scored, RetrainConfig(must_beat=["persistence", "optical-flow"]), higher=False)
+    assert not gated.promote and gated.n == 12 and gated.gain == pytest.approx(0.5)
+    assert gated.reason == "not promoted: does not beat optical-flow significantly (p = 1, n = 12)"
 
 
 def test_retrain_config_validation_names_the_key(tmp_path):
     path = tmp_path / "retrain.yaml"
-    path.write_text("margin: 0.05\ninit: from-scratch\ntrain_overrides: [train.epochs=2]\n")
-    config = load_retrain_config(path, margin=0.2)
+    path.write_text("margin: 0.05\ninit: from-scratch\ntrain_overrides: [train.epochs=2]\nmust_beat: [optical-flow]\n")
+    config = load_retrain_config(path, margin=0.2, confidence=None)
     assert (config.margin, config.init, config.train_overrides) == (0.2, "from-scratch", ["train.epochs=2"])
+    assert (config.must_beat, config.confidence, config.test, config.keep_versions) == (["optical-flow"], 0.95,
+                                                                                        "bootstrap", None)
     for text, key in (("margin: -1\n", "margin"), ("init: warm\n", "init"), ("lock_ttl_s: 0\n", "lock_ttl_s"),
-                      ("marginn: 1\n", "marginn")):
+                      ("marginn: 1\n", "marginn"), ("confidence: 1\n", "confidence"),
+                      ("must_beat: [rover]\n", "must_beat"), ("test: t\n", "test"),
+                      ("keep_versions: 0\n", "keep_versions"), ("min_windows: 0\n", "min_windows")):
         path.write_text(text)
         with pytest.raises(ValueError, match=key):
             load_retrain_config(path)
@@ -170,7 +205,7 @@ class World:
     def retrain_yaml(self, name: str, overrides: list[str] = (), init: str = "from-scratch") -> Path:
         path = self.tmp / f"{name}.yaml"
         path.write_text(yaml.safe_dump({"train_config": str(self.train_yaml), "train_overrides": list(overrides),
-                                        "workers": 0, "init": init}))
+                                        "workers": 0, "init": init, "min_windows": 4}))
         return path
 
     def cli(self, config: Path, out: str) -> list[str]:
@@ -238,6 +273,11 @@ def test_better_challenger_is_promoted_and_a_concurrent_run_is_refused(world, ca
     assert report["champion"]["version"] == champion
     new = [v for v in _versions() if v not in versions]
     assert new == [report["challenger"]["version"]] and _champion() == new[0]
+    assert tracking.CHALLENGER not in tracking.client().get_registered_model(MODEL).aliases  # moved, not doubled
+    assert report["decision"]["p_value"] < 0.05 and report["decision"]["n"] >= 4
+    last = history(None, MODEL)[-1]
+    assert (last["action"], last["champion_before"], last["champion_after"]) == ("promoted", champion, new[0])
+    assert last["scores"]["challenger"] == pytest.approx(report["challenger"]["score"])
     assert sorted(report["new_sources"]) == sorted(f"person{p:02d}_{a}_d1_uncomp" for p in (3, 12) for a in ACTIONS)
     assert report["data"]["fingerprint"] == load_manifest(world.data)["fingerprint"]
     assert not (world.tmp / "b").exists() and not lock.exists()
@@ -276,14 +316,15 @@ def test_worse_challenger_keeps_the_champion_and_records_the_decision(world):
     client = tracking.client()
     challenger_run = client.get_run(report["challenger"]["run_id"])
     assert challenger_run.data.tags["convlstm.init_from"] == f"models:/{MODEL}/{champion}"
+    assert report["decision"]["reason"].startswith("not promoted: no significant difference (p = 1, n = ")
     fingerprint = load_manifest(world.data)["fingerprint"]
-    for version in (champion, report["challenger"]["version"]):
-        tags = client.get_model_version(MODEL, version).tags
-        assert tags["convlstm.retrain.decision"] == "keep-champion"
-        assert float(tags["convlstm.retrain.challenger_score"]) == pytest.approx(report["challenger"]["score"], abs=1e-5)
-        assert float(tags["convlstm.retrain.champion_score"]) == pytest.approx(report["champion"]["score"], abs=1e-5)
-        assert tags["convlstm.retrain.eval_data_fingerprint"] == fingerprint
-        assert tags["convlstm.retrain.challenger_data_fingerprint"] == fingerprint
-        assert tags["convlstm.retrain.champion_data_fingerprint"] == report["champion"]["data_fingerprint"] != fingerprint
+    last = history(None, MODEL)[-1]
+    assert (last["action"], last["champion_before"], last["champion_after"], last["challenger"]) == \
+        ("kept-champion", champion, champion, report["challenger"]["version"])
+    assert last["data_fingerprint"] == fingerprint and last["reason"] == report["decision"]["reason"]
+    for version in (champion, report["challenger"]["version"]):  # both version pages show the test scores
+        page = client.get_model_version(MODEL, version)
+        assert fingerprint[:12] in page.tags["eval.test"] and "**test**" in page.description
+        assert not any(k.startswith("convlstm.retrain.") for k in page.tags)
     assert REPORT_NAME in [a.path for a in client.list_artifacts(report["challenger"]["run_id"])]
     assert json.loads((world.tmp / "worse" / REPORT_NAME).read_text())["decision"] == report["decision"]

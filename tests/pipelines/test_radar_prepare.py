@@ -163,7 +163,7 @@ def test_prepare_fmi_and_knmi_paper_blocks(ray_local, sample_data, tmp_path, fmt
         shutil.copy(path, src / path.name)
     out = tmp_path / "ds"
     assert convlstm("--src", src, "--out", out, "--in-len", 2, "--out-len", 2, "--size", "40x36",
-                    "--crop", "600x500", "--split", "paper-blocks", "--seed", 3) == 0
+                    "--crop", "600x500", "--split", "paper-blocks", "--seed", 3, "--allow-empty-split") == 0  # one block
     manifest = load_manifest(out)
     assert manifest["params"]["format"] == fmt and manifest["params"]["split"] == "paper-blocks"
     [(split, entry)] = [(s, e) for s, e in manifest["splits"].items() if e["count"]]

@@ -1,0 +1,67 @@
+"""The alias history of registered models: one MLflow run per decision, in one experiment.
+
+Every change of `@champion` (and every retrain decision that kept it) is a FINISHED run in the
+experiment HISTORY_EXPERIMENT, named `<model> <action> v<version>`, with tags `convlstm.history.*`
+(model, action, champion_before, champion_after, challenger, reason, metric, split, data fingerprint,
+p-value, n, who) and the scores on the shared windows as metrics (`champion_<metric>`,
+`challenger_<metric>`, `<baseline>_<metric>`). `convlstm models history` reads them back, newest last.
+Actions: `first-champion`, `promoted`, `kept-champion` (retrain), `promote`, `rollback` (by hand).
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from jobs.registry import tracking
+
+HISTORY_EXPERIMENT = "convlstm-model-history"
+TAG = f"{tracking.TAG_PREFIX}history."
+FIELDS = ("model", "action", "champion_before", "champion_after", "challenger", "reason", "metric", "split",
+          "data_fingerprint", "p_value", "n", "user")
+
+
+def record(tracking_uri: str | None, model: str, action: str, *, champion_before: str | None,
+           champion_after: str | None, reason: str, challenger: str | None = None, metric: str | None = None,
+           split: str | None = None, data_fingerprint: str | None = None, p_value: float | None = None,
+           n: int | None = None, scores: dict[str, float | None] | None = None) -> str:
+    """Log one decision as a finished run; `scores` ({role or baseline: value of `metric`}) become
+    metrics `<role>_<metric>`. Returns the run id."""
+    from mlflow.entities import Metric
+
+    values = {"model": model, "action": action, "champion_before": champion_before, "champion_after": champion_after,
+              "challenger": challenger, "reason": reason, "metric": metric, "split": split,
+              "data_fingerprint": data_fingerprint, "p_value": None if p_value is None else f"{p_value:.4g}",
+              "n": None if n is None else str(n), "user": tracking.source_tags().get("mlflow.user")}
+    tags = {f"{TAG}{k}": str(v) for k, v in values.items() if v is not None}
+    experiment = tracking.ensure_experiment(tracking_uri, HISTORY_EXPERIMENT)
+    version = champion_after if action != "kept-champion" else challenger
+    run_id = tracking.create_run(tracking_uri, experiment, f"{model} {action} v{version or '-'}",
+                                 {**tracking.source_tags(), **tags, tracking.NOTE_TAG: reason}, {})
+    now = int(datetime.now(timezone.utc).timestamp() * 1000)
+    metrics = [Metric(f"{role}_{metric}", float(value), now, 0)
+               for role, value in (scores or {}).items() if value is not None and metric]
+    c = tracking.client(tracking_uri)
+    if metrics:
+        c.log_batch(run_id, metrics=metrics)
+    tracking.end_run(tracking_uri, run_id)
+    return run_id
+
+
+def history(tracking_uri: str | None, model: str) -> list[dict[str, Any]]:
+    """The decisions about `model`, oldest first: {time, run_id, <FIELDS>, scores: {role: value}}."""
+    c = tracking.client(tracking_uri)
+    experiment = c.get_experiment_by_name(HISTORY_EXPERIMENT)
+    if experiment is None:
+        return []
+    runs = c.search_runs([experiment.experiment_id], filter_string=f"tags.`{TAG}model` = '{model}'",
+                         order_by=["attributes.start_time ASC"], max_results=10000)
+    rows = []
+    for run in runs:
+        tags = run.data.tags
+        metric = tags.get(f"{TAG}metric")
+        suffix = f"_{metric}" if metric else None
+        scores = {k[:-len(suffix)]: v for k, v in run.data.metrics.items() if suffix and k.endswith(suffix)}
+        rows.append({"time": datetime.fromtimestamp(run.info.start_time / 1000, timezone.utc)
+                    .isoformat(timespec="seconds"), "run_id": run.info.run_id,
+                     **{k: tags.get(f"{TAG}{k}") for k in FIELDS}, "scores": scores})
+    return sorted(rows, key=lambda r: r["time"])  # search order is by ms; a stable sort keeps ties in order
