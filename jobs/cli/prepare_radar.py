@@ -45,6 +45,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="share of days (--split days) or of frames (--split time) for test (default: 0.1)")
     p.add_argument("--strict", action="store_true", help="fail (exit 1, nothing published) if any input is rejected")
     p.add_argument("--incremental", action="store_true", help="decode only days/blocks not in the existing dataset")
+    p.add_argument("--layout", default="runs", choices=["runs", "windows"],
+                   help="runs: each frame stored once, windows cut when read (default); "
+                        "windows: each window stored whole (the layout before runs)")
     options.max_unpacked_mb(p)
     p.set_defaults(func=run)
 
@@ -64,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         manifest = prepare_radar(args.src, args.out, args.format, opts, strict=args.strict,
                                  overwrite=args.overwrite, incremental=args.incremental,
                                  address=args.address, progress=sys.stderr.isatty(),
-                                 max_unpacked_mb=args.max_unpacked_mb)
+                                 max_unpacked_mb=args.max_unpacked_mb, layout=args.layout)
     except RejectedSourcesError as exc:
         raise CommandError(str(exc), 1) from exc
     print(options.dataset_summary(args.out, manifest, time.monotonic() - started))
