@@ -148,10 +148,52 @@ def window_counts(path: str, split: str) -> dict[str, int]:
     return counts
 
 
-def read_windows(path: str, split: str, columns: list[str] | None = None) -> dict[str, np.ndarray]:
+class WindowColumn:
+    """A runs-layout tensor column cut on demand: the frame rows `[n, *f]` held once, and indexing
+    with an int or an index array returns windows `[..., T, *f]` (copies); a slice stays lazy."""
+
+    def __init__(self, frames: np.ndarray, starts: np.ndarray, length: int):
+        self.frames, self.starts, self.length = frames, np.asarray(starts, dtype=np.int64), length
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self.starts), self.length, *self.frames.shape[1:])
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.frames.dtype
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return WindowColumn(self.frames, self.starts[index], self.length)
+        return self.frames[self.starts[index][..., None] + np.arange(self.length)]
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        windows = self[np.arange(len(self))]
+        return windows if dtype is None else windows.astype(dtype)
+
+
+def concatenate(parts: list) -> np.ndarray | WindowColumn:
+    """np.concatenate for columns from read_windows: WindowColumns of one window length stay lazy
+    (frames and starts joined); mixed with arrays, all are cut."""
+    lazy = [part for part in parts if isinstance(part, WindowColumn)]
+    if len(lazy) < len(parts) or len({part.length for part in lazy}) > 1:
+        return np.concatenate([np.asarray(part) for part in parts])
+    offsets = np.cumsum([0] + [len(part.frames) for part in lazy])
+    return WindowColumn(np.concatenate([part.frames for part in lazy]),
+                        np.concatenate([part.starts + offset for part, offset in zip(lazy, offsets)]), lazy[0].length)
+
+
+def read_windows(path: str, split: str, columns: list[str] | None = None,
+                 lazy: bool = False) -> dict[str, np.ndarray | WindowColumn]:
     """All windows of one split as numpy arrays, without Ray: {column: [N, *shape]}.
 
     Rows are ordered by (source, start). Loads the whole split: use read_dataset to stream.
+    `lazy` (runs layout): tensor columns are WindowColumns holding each frame once and cutting windows
+    when indexed, so memory is the split's frames, not its windows (about T / stride times less).
     """
     manifest = _split_manifest(path, split)
     schema = manifest["schema"]
@@ -160,6 +202,8 @@ def read_windows(path: str, split: str, columns: list[str] | None = None) -> dic
     fs, root = storage.resolve(split_dir(path, split))
     read = wanted + [c for c in order if c not in wanted]
     files = [f"{root}/{name}" for name in storage.list_files(split_dir(path, split), ".parquet")]
+    if layout_of(manifest) == "runs" and lazy:
+        return _lazy_windows(fs, files, schema, read, wanted, order)
     if layout_of(manifest) == "runs":
         return _ordered_windows([batch for file in files for batch in _file_windows(fs, file, schema, read)],
                                 schema, wanted, order)
@@ -229,6 +273,28 @@ def _file_windows(fs, file: str, schema: dict, columns: list[str]) -> Iterator[d
             done = ready
             keep = (starts[done] if done < len(starts) else end) - first
             held, first = {c: v[keep:] for c, v in held.items()}, first + keep
+
+
+def _lazy_windows(fs, files: list[str], schema: dict, read: list[str], wanted: list[str],
+                  order: list[str]) -> dict[str, np.ndarray | WindowColumn]:
+    """read_windows(lazy=True) of a runs-layout split: every file's frame rows once, window starts
+    offset into their concatenation, windows ordered by the `order` columns."""
+    frames, rows, starts = frame_schema(schema), [], []
+    for file in files:
+        with fs.open_input_file(file) as f:
+            table = pq.read_table(f, columns=read)
+        starts.append(np.asarray(json.loads(table.schema.metadata[STARTS_KEY]), dtype=np.int64))
+        rows.append({c: _to_numpy(table.column(c), frames[c]) for c in read})
+    if not rows:
+        return {c: _empty(schema[c]) for c in wanted}
+    offsets = np.cumsum([0] + [len(part[read[0]]) for part in rows])
+    starts = np.concatenate([s + offset for s, offset in zip(starts, offsets)])
+    columns = {c: np.concatenate([part[c] for part in rows]) for c in read}
+    if order:
+        keys = list(zip(*(columns[c][starts] for c in order)))
+        starts = starts[sorted(range(len(keys)), key=keys.__getitem__)]
+    length = window_length(schema)
+    return {c: WindowColumn(columns[c], starts, length) if schema[c]["shape"] else columns[c][starts] for c in wanted}
 
 
 def _ordered_windows(batches: list[dict[str, np.ndarray]], schema: dict, wanted: list[str],

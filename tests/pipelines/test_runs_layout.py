@@ -180,3 +180,18 @@ def test_incremental_prepare_onto_the_other_layout_says_how_to_re_prepare(both_l
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1
     assert "layout" in err[0] and "--overwrite" in err[0]
+
+
+def test_lazy_read_cuts_the_same_windows_when_indexed(both_layouts):
+    runs, windows = both_layouts["bom"]
+    lazy, before = read_windows(str(runs), "train", lazy=True), read_windows(str(windows), "train")
+    frames = lazy["frames"]
+    assert isinstance(frames, shards.WindowColumn) and frames.shape == before["frames"].shape
+    assert frames.frames.nbytes * 10 < before["frames"].nbytes  # holds frames, not windows
+    order = np.random.default_rng(0).permutation(len(frames))[:7]
+    np.testing.assert_array_equal(frames[order], before["frames"][order])
+    np.testing.assert_array_equal(lazy["mask"][3:9][np.arange(2)], before["mask"][3:5])
+    assert lazy["start"].tolist() == before["start"].tolist()
+    joined = shards.concatenate([frames, frames[:5]])
+    np.testing.assert_array_equal(joined[np.arange(len(frames), len(frames) + 5)], before["frames"][:5])
+    np.testing.assert_array_equal(shards.concatenate([frames[:2], before["frames"][:1]]), before["frames"][[0, 1, 0]])
