@@ -19,7 +19,9 @@ in the same process (torch on `--cpus` threads).
 
 JSON rows: `dataset`, `size` (1, 4, 16), `inputs`, `frames` (source frames decoded), `windows`,
 `prepare_s_per_frame`, `bytes_per_frame` (the dataset's Parquet bytes per source frame),
-`prepare_peak_pss_mb`, `train_peak_pss_mb`, `feed_batches_per_s`, `consume_batches_per_s`; radar at
+`prepare_peak_pss_mb`, `train_peak_pss_mb`, `feed_batches_per_s` (the whole pass, Ray Data's start-up
+included; also `feed_first_batch_s` and `feed_steady_batches_per_s` after the first batch),
+`consume_batches_per_s` (timed at `--consume-sizes`, reused elsewhere: `steps_timed`); radar at
 1x also `frames_once_bytes` (the training split's frames and masks stored once, one Parquet file,
 same compression) and `windows_layout_bytes` (the same dataset prepared with `layout="windows"`).
 
@@ -61,6 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--radar-days", type=int, default=2, help="radar: days of 288 frames at 1x (default: 2)")
     parser.add_argument("--cpus", type=int, default=2, help="CPUs for Ray and torch threads (default: 2)")
     parser.add_argument("--steps", type=int, default=3, help="timed training steps (after one warm-up)")
+    parser.add_argument("--consume-sizes", default="1",
+                        help="sizes at which training steps are timed (a step's cost does not depend on the "
+                             "dataset's size; other rows reuse the rate; default: 1)")
     parser.add_argument("--workdir", help="inputs and outputs (default: a temporary folder)")
     parser.add_argument("--json", help="also write the results here")
     parser.add_argument("--child", nargs=4, metavar=("STAGE", "DATASET", "SRC", "OUT"), help=argparse.SUPPRESS)
@@ -72,8 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="bench-scale-"))
     rows = []
     for dataset in args.datasets.split(","):
+        consume = None
         for size in (int(s) for s in args.sizes.split(",")):
-            rows.append(measure(dataset, size, workdir, args))
+            rows.append(measure(dataset, size, workdir, args, consume))
+            consume = consume or rows[-1]["consume_batches_per_s"]
             print(json.dumps(rows[-1]), flush=True)
             if args.json:  # after every row: a run cut short keeps what it measured
                 Path(args.json).write_text(json.dumps({"machine": {**info, "load_average_now": machine.load_average()},
@@ -82,8 +89,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def measure(dataset: str, size: int, workdir: Path, args: argparse.Namespace) -> dict:
-    """Make the inputs, prepare them and read them back for training; one row of results."""
+def measure(dataset: str, size: int, workdir: Path, args: argparse.Namespace, consume: float | None) -> dict:
+    """Make the inputs, prepare them and read them back for training; one row of results. Training
+    steps are timed at `--consume-sizes` (their peak PSS is then part of `train_peak_pss_mb`);
+    elsewhere `consume` (the rate measured at another size) is reported."""
     src = workdir / f"{dataset}-{size}x"
     if dataset == "kth":
         videos = round(args.kth_videos * size / 16)
@@ -93,7 +102,8 @@ def measure(dataset: str, size: int, workdir: Path, args: argparse.Namespace) ->
         frames, inputs = radar_days(src, days), f"{days} days"
     out = workdir / f"{dataset}-{size}x-shards"
     prepared = _run("prepare", dataset, src, out, args)
-    trained = _run("train", dataset, out, out, args)
+    steps = args.steps if str(size) in args.consume_sizes.split(",") else 0
+    trained = _run("train", dataset, out, out, args, steps)
     from pipelines.manifest import load_manifest
 
     manifest = load_manifest(out)
@@ -103,7 +113,9 @@ def measure(dataset: str, size: int, workdir: Path, args: argparse.Namespace) ->
            "prepare_s_per_frame": prepared["seconds"] / frames, "bytes_per_frame": _bytes(out) / frames,
            "prepare_peak_pss_mb": prepared["peak_pss_mb"], "train_peak_pss_mb": trained["peak_pss_mb"],
            "feed_batches_per_s": trained["feed_batches_per_s"],
-           "consume_batches_per_s": trained["consume_batches_per_s"],
+           "feed_steady_batches_per_s": trained["feed_steady_batches_per_s"],
+           "feed_first_batch_s": trained["feed_first_batch_s"],
+           "consume_batches_per_s": trained["consume_batches_per_s"] or consume, "steps_timed": bool(steps),
            "batch_size": trained["batch_size"], "prepare_s": prepared["seconds"],
            "ray_startup_s": prepared["startup_s"], "load_average": machine.load_average()}
     if dataset == "radar" and size == 1:
@@ -138,7 +150,7 @@ def frames_once_bytes(dataset: Path, target: Path) -> int:
     import pyarrow.parquet as pq
 
     tables = [pq.read_table(f, columns=["frames", "mask"]) for f in sorted((dataset / "train").glob("*.parquet"))]
-    pq.write_table(pa.concat_tables(tables).replace_schema_metadata(None), target)
+    pq.write_table(pa.concat_tables(tables).replace_schema_metadata(None), target, use_dictionary=False)
     return target.stat().st_size
 
 
@@ -153,11 +165,11 @@ def _pair(text: str) -> tuple[int, int]:
 
 # --- child processes ------------------------------------------------------------------------------
 
-def _run(stage: str, dataset: str, src: Path, out: Path, args: argparse.Namespace) -> dict:
+def _run(stage: str, dataset: str, src: Path, out: Path, args: argparse.Namespace, steps: int = 0) -> dict:
     """One stage in a child process (its process tree's memory sampled); its JSON line plus peak PSS."""
     env = {**os.environ, "RAY_DATA_DISABLE_PROGRESS_BARS": "1", "TQDM_DISABLE": "1", "PYTHONPATH": str(REPO),
            "MLFLOW_DISABLE_TELEMETRY": "true"}
-    command = [sys.executable, __file__, "--cpus", str(args.cpus), "--steps", str(args.steps),
+    command = [sys.executable, __file__, "--cpus", str(args.cpus), "--steps", str(steps),
                "--child", stage, dataset, str(src), str(out)]
     child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env,
                              start_new_session=True, text=True)
@@ -218,26 +230,29 @@ def _train_rates(dataset: str, data: str, args: argparse.Namespace) -> dict:
     name, columns = CONFIGS[dataset]
     cfg = load_config(name, name, [])
     manifest = load_manifest(data)
-    begin, batches, kept = time.perf_counter(), 0, []
+    begin, batches, first, first_s = time.perf_counter(), 0, None, 0.0
     for batch in read_dataset(data, "train", columns).iter_batches(batch_size=cfg.data.batch_size, batch_format="numpy"):
         batches += 1
-        if len(kept) <= args.steps and len(batch[columns[0]]) == cfg.data.batch_size:
-            kept.append(batch)
-    feed = batches / (time.perf_counter() - begin)
+        if first is None:
+            first, first_s = batch, time.perf_counter() - begin
+    total = time.perf_counter() - begin
+    rates = {"feed_batches_per_s": batches / total, "feed_first_batch_s": first_s,
+             "feed_steady_batches_per_s": (batches - 1) / (total - first_s) if batches > 1 else None,
+             "batch_size": cfg.data.batch_size, "train_batches": batches, "consume_batches_per_s": None}
+    if args.steps < 1:
+        return rates
     task = get_task(cfg, manifest)
     model = build_model(cfg.model.name, **cfg.model.params)
     optimizer = build_optimizer(cfg.optim, model.parameters())
-    tensors = [{c: torch.from_numpy(b[c]) for c in columns} for b in kept]
-    for i, batch in enumerate(tensors):
+    batch = {c: torch.from_numpy(first[c]) for c in columns}  # a step's cost is the same for every batch
+    for i in range(args.steps + 1):
         if i == 1:  # the first step warms up (allocations, kernel choice)
             begin = time.perf_counter()
         loss = task.loss(model, batch, train=True)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-    consume = (len(tensors) - 1) / (time.perf_counter() - begin)
-    return {"feed_batches_per_s": feed, "consume_batches_per_s": consume, "batch_size": cfg.data.batch_size,
-            "train_batches": batches}
+    return {**rates, "consume_batches_per_s": args.steps / (time.perf_counter() - begin)}
 
 
 def _print_table(rows: list[dict]) -> None:
@@ -247,8 +262,12 @@ def _print_table(rows: list[dict]) -> None:
     for r in rows:
         print(f"| {r['dataset']} | {r['size']}x | {r['inputs']} | {r['frames']} | {1e3 * r['prepare_s_per_frame']:.2f} "
               f"| {r['bytes_per_frame']:.0f} | {r['prepare_peak_pss_mb']:.0f} | {r['train_peak_pss_mb']:.0f} "
-              f"| {r['feed_batches_per_s']:.1f} | {r['consume_batches_per_s']:.2f} "
-              f"| {r['feed_batches_per_s'] / r['consume_batches_per_s']:.0f}x |")
+              f"| {r['feed_batches_per_s']:.2f} | {_rate(r['consume_batches_per_s'])} "
+              f"| {_rate(r['consume_batches_per_s'] and r['feed_batches_per_s'] / r['consume_batches_per_s'])} |")
+
+
+def _rate(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
 
 
 if __name__ == "__main__":
