@@ -146,7 +146,7 @@ def frames_once_bytes(windows: Path, out: Path) -> int:
             for k in range(len(frames)):
                 once[datetime.fromisoformat(start) + step * k] = (frames[k].tobytes(), mask[k].tobytes())
         pq.write_table(pa.table({"frames": [f for f, _ in once.values()], "mask": [m for _, m in once.values()]}),
-                       out / f"{split}.parquet")
+                       out / f"{split}.parquet", use_dictionary=False)
         total += (out / f"{split}.parquet").stat().st_size
     return total
 
