@@ -8,6 +8,10 @@ A source made of many files (a radar day) can instead drop one bad file and keep
 do not need it: `windows_fn` then yields a `Dropped(file, reason)` among its windows, and the file
 is listed in `rejected` (with the source's name) while the source stays.
 
+In the runs layout (`layout="runs"`, forecast windows that overlap: radar) `windows_fn` yields
+`pipelines.runs.Run`s instead: each source's frames once, in time order, with the offsets where its
+windows start; the shard stores frame rows and the window index, and readers cut the windows.
+
 A task decodes a few sources and writes their windows itself, one Parquet file per split named
 after its sources (a retried task rewrites the same files), and returns one small row per source:
 its manifest entry or its rejection. Decoding, windowing and writing thus happen in one task with
@@ -33,7 +37,9 @@ from pipelines import cluster, storage
 from pipelines import manifest as mf
 from pipelines.publish import staging
 from pipelines.ray_session import init_ray
-from pipelines.shards import SPLIT_COLUMN, SchemaError, split_dir, stack_windows, to_table, write_shard
+from pipelines.runs import LAYOUTS, frame_schema
+from pipelines.shards import (SPLIT_COLUMN, SchemaError, split_dir, stack_runs, stack_windows, to_table,
+                              with_starts, write_shard)
 
 WindowsFn = Callable[["Source"], Iterator[dict]]
 log = logging.getLogger(__name__)
@@ -83,7 +89,8 @@ def run_prepare(*, task: str, sources: list[Source], windows_fn: WindowsFn, out:
                 rejected: list[dict] | None = None,
                 members: dict[str, list] | None = None, overwrite: bool = False,
                 incremental: bool = False, strict: bool = False, address: str | None = None,
-                progress: bool = True, protect: Sequence[str] = (), redo: Collection[str] = ()) -> dict:
+                progress: bool = True, protect: Sequence[str] = (), redo: Collection[str] = (),
+                layout: str = "windows") -> dict:
     """Decode `sources` into window shards at `out` and publish them; returns the manifest.
 
     `schema`: {column: {shape, dtype, ...}} (shape without the row axis; dtype numpy name or "str";
@@ -98,8 +105,9 @@ def run_prepare(*, task: str, sources: list[Source], windows_fn: WindowsFn, out:
     `redo` (incremental): sources of the existing dataset whose inputs changed (a radar day seen in
     part, now complete): their shard files are unlinked from the staged copy (never rewritten in place:
     older dataset versions may share them) and decoded again, with the other sources of those files.
+    `layout`: "windows" (`windows_fn` yields window dicts) or "runs" (it yields `Run`s; see above).
     """
-    _check_args(task, sources, schema)
+    _check_args(task, sources, schema, layout)
     cluster.check_paths({"--out": str(out)}, address=address)  # multi-node: shards must reach shared storage
     if not sources and not incremental:
         raise ValueError(f"{task}: no sources to decode; refusing to publish an empty dataset")
@@ -109,10 +117,10 @@ def run_prepare(*, task: str, sources: list[Source], windows_fn: WindowsFn, out:
     with staging(out, overwrite=overwrite, incremental=incremental, protect=protect) as stage:
         previous = stage.previous
         if previous is not None:
-            _check_compatible(previous, task=task, params=params, schema=schema, members=members)
+            _check_compatible(previous, task=task, params=params, schema=schema, members=members, layout=layout)
         redo = _unshare(stage.path, previous, set(redo)) if previous is not None and redo else set()
         todo = [s for s in sources if previous is None or s.name not in previous["sources"] or s.name in redo]
-        done, failed = _decode(todo, windows_fn, schema, stage.path, address, progress) if todo else ({}, {})
+        done, failed = _decode(todo, windows_fn, schema, layout, stage.path, address, progress) if todo else ({}, {})
         rejected += [failed[name] for name in sorted(failed)]
         rejected += [{"file": d["file"], "source": name, "reason": d["reason"]}
                      for name in sorted(done) for d in done[name].pop("dropped", [])]
@@ -130,12 +138,14 @@ def run_prepare(*, task: str, sources: list[Source], windows_fn: WindowsFn, out:
             task=task, params=params, schema=schema, splits=splits,
             sources={**{k: v for k, v in (previous or {}).get("sources", {}).items() if k not in redo}, **done},
             rejected=rejected,
-            extra=extra(rejected) if callable(extra) else extra)
+            extra={**((extra(rejected) if callable(extra) else extra) or {}), "layout": layout})
         stage.commit(manifest)
     return manifest
 
 
-def _check_args(task: str, sources: list[Source], schema: dict) -> None:
+def _check_args(task: str, sources: list[Source], schema: dict, layout: str) -> None:
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
     if not task:
         raise ValueError("task must be a non-empty name (kth, radar, mnist)")
     if not schema or SPLIT_COLUMN in schema:
@@ -148,13 +158,14 @@ def _check_args(task: str, sources: list[Source], schema: dict) -> None:
         raise ValueError("sources: every source needs a split")
 
 
-def _check_compatible(previous: dict, *, task: str, params: dict, schema: dict, members: dict | None) -> None:
-    """An incremental run must build the same kind of dataset as the one it extends.
+def _check_compatible(previous: dict, *, task: str, params: dict, schema: dict, members: dict | None,
+                      layout: str) -> None:
+    """An incremental run must build the same kind of dataset, in the same layout, as the one it extends.
 
     `extra` keys are not compared: they describe the run's whole input (radar gaps) and are replaced.
     """
     checks = {"task": (previous["task"], task), "params": (previous["params"], params),
-              "schema": (previous["schema"], schema)}
+              "schema": (previous["schema"], schema), "layout": (previous.get("layout", "windows"), layout)}
     if members is not None:
         checks["members"] = ({split: info["members"] for split, info in previous["splits"].items()}, members)
     for key, (old, new) in checks.items():
@@ -163,7 +174,7 @@ def _check_compatible(previous: dict, *, task: str, params: dict, schema: dict, 
                              f"({old!r} vs {new!r}); use --overwrite to rebuild")
 
 
-def _decode(sources: list[Source], windows_fn: WindowsFn, schema: dict, path: str,
+def _decode(sources: list[Source], windows_fn: WindowsFn, schema: dict, layout: str, path: str,
             address: str | None, progress: bool) -> tuple[dict, dict]:
     """Decode and write `sources` in Ray Data tasks; returns ({name: manifest entry}, {name: rejection})."""
     ray = init_ray(address)
@@ -171,7 +182,7 @@ def _decode(sources: list[Source], windows_fn: WindowsFn, schema: dict, path: st
     per_task = _sources_per_task(len(items), ray.cluster_resources().get("CPU", 1))
     ds = ray.data.from_items(items, override_num_blocks=math.ceil(len(items) / per_task)).map_batches(
         _decode_batch, batch_size=per_task, batch_format="numpy",
-        fn_kwargs={"windows_fn": windows_fn, "schema": schema, "path": path})
+        fn_kwargs={"windows_fn": windows_fn, "schema": schema, "layout": layout, "path": path})
     # One real stage (decode + write): Ray Data's per-operator reservation would hold half the CPUs
     # for the trivial input operator and start the decode tasks one at a time, leaving a CPU idle
     # between tasks (measured: 2 CPUs ran 1.3 tasks on average; benchmarks/README.md, Pipeline).
@@ -197,7 +208,7 @@ def _sources_per_task(sources: int, cpus: float) -> int:
     return int(min(_MAX_SOURCES_PER_TASK, max(1, sources // (_TASKS_PER_CPU * max(cpus, 1)))))
 
 
-def _decode_batch(batch: dict[str, np.ndarray], *, windows_fn: WindowsFn, schema: dict,
+def _decode_batch(batch: dict[str, np.ndarray], *, windows_fn: WindowsFn, schema: dict, layout: str,
                   path: str) -> dict[str, np.ndarray]:
     """Ray Data UDF: pickled Sources, one per row -> their windows written under `path` (one shard
     per split), and one row per source: {name, outcome ("done" | "rejected"), record (JSON)}."""
@@ -208,24 +219,40 @@ def _decode_batch(batch: dict[str, np.ndarray], *, windows_fn: WindowsFn, schema
         dropped: list[Dropped] = []
         try:
             checksum = mf.sources_checksum(source.paths)
-            columns = stack_windows(_windows_only(windows_fn(source), dropped), schema)
+            columns, starts = _stacked(_windows_only(windows_fn(source), dropped), schema, layout)
         except SchemaError:
             raise
         except Exception as exc:  # unreadable, truncated, wrong size...: reject this source only
             reason = str(exc) if isinstance(exc, Rejected) else f"{type(exc).__name__}: {exc}"
             _add_row(rows, source.name, "rejected", _rejection(source, reason))
             continue
-        count = len(next(iter(columns.values())))
-        entry = {**checksum, "split": source.split, "windows": count,
-                 "per_class": _per_class(columns, schema)}
+        count = len(starts) if layout == "runs" else len(next(iter(columns.values())))
+        # per-window labels: a runs-layout window's scalars are those of its first frame
+        labels = columns if layout == "windows" else {c: columns[c][starts] for c in columns if c == "label"}
+        entry = {**checksum, "split": source.split, "windows": count, "per_class": _per_class(labels, schema)}
         if dropped:  # taken out of the entry by run_prepare, into `rejected`
             entry["dropped"] = [{"file": d.file, "reason": d.reason} for d in dropped]
         if count:
-            tables.setdefault(source.split, []).append(to_table(columns, schema))
+            tables.setdefault(source.split, []).append((to_table(columns, _table_schema(schema, layout)), starts))
         _add_row(rows, source.name, "done", entry)
     for split, parts in tables.items():
-        write_shard(path, split, pa.concat_tables(parts), schema, _shard_name([s.name for s in sources]))
+        table = pa.concat_tables([table for table, _ in parts])
+        if layout == "runs":  # one window index for the file: each source's starts after the rows before it
+            offsets = np.cumsum([0] + [t.num_rows for t, _ in parts])
+            table = with_starts(table, [int(o) + s for o, (_, starts) in zip(offsets, parts) for s in starts])
+        write_shard(path, split, table, schema, _shard_name([s.name for s in sources]))
     return {key: np.array(values, dtype=object) for key, values in rows.items()}
+
+
+def _stacked(items: Iterator, schema: dict, layout: str) -> tuple[dict[str, np.ndarray], list[int]]:
+    """A source's column batch: windows (and no starts) or, in the runs layout, frame rows and window starts."""
+    if layout == "runs":
+        return stack_runs(items, schema)
+    return stack_windows(items, schema), []
+
+
+def _table_schema(schema: dict, layout: str) -> dict:
+    return frame_schema(schema) if layout == "runs" else schema
 
 
 def _add_row(rows: dict[str, list[str]], name: str, outcome: str, record: dict) -> None:

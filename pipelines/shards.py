@@ -1,4 +1,9 @@
-"""The shard format: Parquet files under `<dataset>/<split>/`, one row per window.
+"""The shard format: Parquet files under `<dataset>/<split>/`, in one of two layouts (manifest `layout`).
+
+`windows` (the default; datasets without a `layout` key): one row per window. `runs` (radar, and any
+forecast task whose windows overlap): one row per frame, in time-ordered runs, and the file's window
+index (the row offsets where windows start) in its footer metadata; windows are cut when read
+(`pipelines.runs`), so both layouts read back as the same windows.
 
 Columns follow the manifest `schema` ({column: {shape, dtype}}, `shape` without the row axis).
 Tensor columns (`frames` uint8 `[T, C, H, W]`, `mask` uint8 `[T, 1, H, W]`) are stored as Parquet
@@ -6,12 +11,12 @@ fixed-length byte arrays holding each window's C-order bytes, with `shape` and `
 field metadata: Parquet writes and reads these ~10x faster than nested lists (Ray's tensor
 extension storage). Readers hand them back as arrays: `read_windows` (pyarrow only, no Ray)
 as numpy `[N, *shape]`, `read_dataset` as a Ray Dataset whose tensor columns are Ray tensor
-columns. Scalar columns are int64 or str.
+columns. Scalar columns are int64 or str. `window_counts` gives each file's windows from its footer.
 """
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -20,6 +25,7 @@ import pyarrow.parquet as pq
 
 from pipelines import storage
 from pipelines.manifest import load_manifest
+from pipelines.runs import Run, covered, cut, frame_schema, layout_of, window_length
 
 if TYPE_CHECKING:
     import ray.data
@@ -29,6 +35,9 @@ SPLIT_COLUMN = "split"
 # Rows are returned in this order by read_windows (when the columns exist).
 ORDER = ("source", "start")
 _SHAPE_KEY, _DTYPE_KEY = b"convlstm:shape", b"convlstm:dtype"
+STARTS_KEY = b"convlstm:starts"  # runs layout: JSON list of the row offsets where the file's windows start
+# Runs layout: rows per row group and decoded bytes per batch of cut windows (bounds a reader's memory).
+_GROUP_BYTES, _CUT_BYTES = 16 << 20, 32 << 20
 
 
 class SchemaError(Exception):
@@ -52,6 +61,29 @@ def stack_windows(windows: Iterable[dict], schema: dict) -> dict[str, np.ndarray
         for name, value in window.items():
             values[name].append(value)
     return {name: _column(name, values[name], schema[name]) for name in schema}
+
+
+def stack_runs(runs: Iterable[Run], schema: dict) -> tuple[dict[str, np.ndarray], list[int]]:
+    """Runs of one shard -> (frame-row column batch {name: [n, *frame shape]}, window starts into it),
+    checked against the window `schema` like stack_windows; rows no window covers are left out."""
+    length, frames = window_length(schema), frame_schema(schema)
+    values: dict[str, list] = {name: [] for name in schema}
+    starts: list[int] = []
+    rows = 0
+    for run in runs:
+        if run.columns.keys() != values.keys():
+            raise SchemaError(f"run columns {sorted(run.columns)} differ from the schema's {sorted(values)}")
+        run = covered(run, length)
+        starts += [rows + start for start in run.starts]
+        for name, column in run.columns.items():
+            values[name].extend(column)
+        rows += len(next(iter(run.columns.values())))
+    return {name: _column(name, values[name], frames[name]) for name in schema}, starts
+
+
+def with_starts(table: pa.Table, starts: list[int]) -> pa.Table:
+    """A runs-layout table (frame rows) carrying its window index in the schema metadata (the file footer)."""
+    return table.replace_schema_metadata({**(table.schema.metadata or {}), STARTS_KEY: json.dumps(starts)})
 
 
 def _column(name: str, values: list, spec: dict) -> np.ndarray:
@@ -88,28 +120,94 @@ def to_table(columns: dict[str, np.ndarray], schema: dict) -> pa.Table:
 
 
 def write_shard(path: str, split: str, table: pa.Table, schema: dict, name: str) -> str:
-    """Write `table` (to_table encoding) as `<path>/<split>/<name>.parquet`, replacing a file of that
-    name (a retried task rewrites its own shard); returns the file's path."""
+    """Write `table` (to_table encoding; runs layout: frame rows `with_starts`) as
+    `<path>/<split>/<name>.parquet`, replacing a file of that name (a retried task rewrites its own
+    shard); returns the file's path. Runs-layout files get row groups of about _GROUP_BYTES, so a
+    reader cutting windows holds one group at a time."""
     fs, root = storage.resolve(split_dir(path, split))
     fs.create_dir(root, recursive=True)
     target = f"{root}/{name}.parquet"
     scalars = [column for column, spec in schema.items() if not spec["shape"]]
-    pq.write_table(table, target, filesystem=fs, use_dictionary=scalars)
+    group = None
+    if STARTS_KEY in (table.schema.metadata or {}):
+        group = max(1, _GROUP_BYTES // max(1, table.nbytes // max(1, table.num_rows)))
+    pq.write_table(table, target, filesystem=fs, use_dictionary=scalars, row_group_size=group)
     return target
 
 
-def read_windows(path: str, split: str, columns: list[str] | None = None) -> dict[str, np.ndarray]:
+def window_counts(path: str, split: str) -> dict[str, int]:
+    """{file name: windows it holds} for one split's shard files, from the Parquet footers alone (no
+    data pages read): the runs layout's window index, or the row count in the windows layout."""
+    fs, root = storage.resolve(split_dir(path, split))
+    counts = {}
+    for name in storage.list_files(split_dir(path, split), ".parquet"):
+        with fs.open_input_file(f"{root}/{name}") as f:
+            footer = pq.read_metadata(f)
+        starts = (footer.metadata or {}).get(STARTS_KEY)
+        counts[name] = len(json.loads(starts)) if starts is not None else footer.num_rows
+    return counts
+
+
+class WindowColumn:
+    """A runs-layout tensor column cut on demand: the frame rows `[n, *f]` held once, and indexing
+    with an int or an index array returns windows `[..., T, *f]` (copies); a slice stays lazy."""
+
+    def __init__(self, frames: np.ndarray, starts: np.ndarray, length: int):
+        self.frames, self.starts, self.length = frames, np.asarray(starts, dtype=np.int64), length
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self.starts), self.length, *self.frames.shape[1:])
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.frames.dtype
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return WindowColumn(self.frames, self.starts[index], self.length)
+        return self.frames[self.starts[index][..., None] + np.arange(self.length)]
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        windows = self[np.arange(len(self))]
+        return windows if dtype is None else windows.astype(dtype)
+
+
+def concatenate(parts: list) -> np.ndarray | WindowColumn:
+    """np.concatenate for columns from read_windows: WindowColumns of one window length stay lazy
+    (frames and starts joined); mixed with arrays, all are cut."""
+    lazy = [part for part in parts if isinstance(part, WindowColumn)]
+    if len(lazy) < len(parts) or len({part.length for part in lazy}) > 1:
+        return np.concatenate([np.asarray(part) for part in parts])
+    offsets = np.cumsum([0] + [len(part.frames) for part in lazy])
+    return WindowColumn(np.concatenate([part.frames for part in lazy]),
+                        np.concatenate([part.starts + offset for part, offset in zip(lazy, offsets)]), lazy[0].length)
+
+
+def read_windows(path: str, split: str, columns: list[str] | None = None,
+                 lazy: bool = False) -> dict[str, np.ndarray | WindowColumn]:
     """All windows of one split as numpy arrays, without Ray: {column: [N, *shape]}.
 
     Rows are ordered by (source, start). Loads the whole split: use read_dataset to stream.
+    `lazy` (runs layout): tensor columns are WindowColumns holding each frame once and cutting windows
+    when indexed, so memory is the split's frames, not its windows (about T / stride times less).
     """
-    schema = _split_schema(path, split)
+    manifest = _split_manifest(path, split)
+    schema = manifest["schema"]
     wanted = _check_columns(columns, schema)
     order = [c for c in ORDER if c in schema]
     fs, root = storage.resolve(split_dir(path, split))
     read = wanted + [c for c in order if c not in wanted]
-    tables = [pq.read_table(f"{root}/{name}", columns=read, filesystem=fs)
-              for name in storage.list_files(split_dir(path, split), ".parquet")]
+    files = [f"{root}/{name}" for name in storage.list_files(split_dir(path, split), ".parquet")]
+    if layout_of(manifest) == "runs" and lazy:
+        return _lazy_windows(fs, files, schema, read, wanted, order)
+    if layout_of(manifest) == "runs":
+        return _ordered_windows([batch for file in files for batch in _file_windows(fs, file, schema, read)],
+                                schema, wanted, order)
+    tables = [pq.read_table(file, columns=read, filesystem=fs) for file in files]
     if not tables:
         return {c: _empty(schema[c]) for c in wanted}
     table = pa.concat_tables(tables)
@@ -122,10 +220,16 @@ def read_dataset(path: str, split: str, columns: list[str] | None = None) -> "ra
     """One split as a streaming Ray Dataset (row order unspecified); tensor columns are Ray tensor columns."""
     import ray.data
 
-    schema = _split_schema(path, split)
+    manifest = _split_manifest(path, split)
+    schema = manifest["schema"]
     wanted = _check_columns(columns, schema)
-    if not storage.list_files(split_dir(path, split), ".parquet"):
+    files = storage.list_files(split_dir(path, split), ".parquet")
+    if not files:
         return ray.data.from_arrow(_empty_table(schema, wanted))
+    if layout_of(manifest) == "runs":  # one read task per file: a window never straddles two tasks
+        items = [{"file": storage.join(split_dir(path, split), name)} for name in files]
+        return ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
+            _cut_files, batch_size=1, batch_format="numpy", fn_kwargs={"schema": schema, "columns": wanted})
     fs, root = storage.resolve(split_dir(path, split))
     ds = ray.data.read_parquet(root, filesystem=fs, columns=wanted, file_extensions=["parquet"])
     if not any(schema[c]["shape"] for c in wanted):
@@ -138,12 +242,84 @@ def _decode_batch(table: pa.Table, *, schema: dict) -> dict[str, np.ndarray]:
     return {c: _to_numpy(table.column(c), schema[c]) for c in table.column_names}
 
 
-def _split_schema(path: str, split: str) -> dict:
+def _cut_files(batch: dict[str, np.ndarray], *, schema: dict, columns: list[str]) -> Iterator[dict[str, np.ndarray]]:
+    """Ray Data UDF (runs layout): shard file URIs -> their windows, in batches of about _CUT_BYTES."""
+    for uri in batch["file"]:
+        fs, file = storage.resolve(str(uri))
+        yield from _file_windows(fs, file, schema, columns)
+
+
+def _file_windows(fs, file: str, schema: dict, columns: list[str]) -> Iterator[dict[str, np.ndarray]]:
+    """The windows of one runs-layout file as numpy column batches, in start order, reading one row
+    group at a time and keeping only the frames a window still needs (memory: a row group plus
+    one batch of windows)."""
+    frames, length = frame_schema(schema), window_length(schema)
+    per_batch = max(1, _CUT_BYTES // max(1, sum(_bytes(schema[c]) for c in columns)))
+    with fs.open_input_file(file) as f:
+        parquet = pq.ParquetFile(f)
+        starts = json.loads(parquet.schema_arrow.metadata[STARTS_KEY])
+        held: dict[str, np.ndarray] | None = None
+        first, done = 0, 0  # file row of held's first row; windows yielded so far
+        for group in range(parquet.num_row_groups):
+            table = parquet.read_row_group(group, columns=columns)
+            rows = {c: _to_numpy(table.column(c), frames[c]) for c in columns}
+            held = rows if held is None else {c: np.concatenate([held[c], rows[c]]) for c in columns}
+            end = first + len(held[columns[0]])
+            ready = done
+            while ready < len(starts) and starts[ready] + length <= end:
+                ready += 1
+            for k in range(done, ready, per_batch):
+                yield cut(held, np.asarray(starts[k:min(k + per_batch, ready)]) - first, schema)
+            done = ready
+            keep = (starts[done] if done < len(starts) else end) - first
+            held, first = {c: v[keep:] for c, v in held.items()}, first + keep
+
+
+def _lazy_windows(fs, files: list[str], schema: dict, read: list[str], wanted: list[str],
+                  order: list[str]) -> dict[str, np.ndarray | WindowColumn]:
+    """read_windows(lazy=True) of a runs-layout split: every file's frame rows once, window starts
+    offset into their concatenation, windows ordered by the `order` columns."""
+    frames, rows, starts = frame_schema(schema), [], []
+    for file in files:
+        with fs.open_input_file(file) as f:
+            table = pq.read_table(f, columns=read)
+        starts.append(np.asarray(json.loads(table.schema.metadata[STARTS_KEY]), dtype=np.int64))
+        rows.append({c: _to_numpy(table.column(c), frames[c]) for c in read})
+    if not rows:
+        return {c: _empty(schema[c]) for c in wanted}
+    offsets = np.cumsum([0] + [len(part[read[0]]) for part in rows])
+    starts = np.concatenate([s + offset for s, offset in zip(starts, offsets)])
+    columns = {c: np.concatenate([part[c] for part in rows]) for c in read}
+    if order:
+        keys = list(zip(*(columns[c][starts] for c in order)))
+        starts = starts[sorted(range(len(keys)), key=keys.__getitem__)]
+    length = window_length(schema)
+    return {c: WindowColumn(columns[c], starts, length) if schema[c]["shape"] else columns[c][starts] for c in wanted}
+
+
+def _ordered_windows(batches: list[dict[str, np.ndarray]], schema: dict, wanted: list[str],
+                     order: list[str]) -> dict[str, np.ndarray]:
+    """Window batches -> one batch of the `wanted` columns, rows sorted by the `order` columns."""
+    if not batches:
+        return {c: _empty(schema[c]) for c in wanted}
+    columns = {c: np.concatenate([b[c] for b in batches]) for c in batches[0]}
+    if order:
+        keys = list(zip(*(columns[c] for c in order)))
+        rank = np.array(sorted(range(len(keys)), key=keys.__getitem__), dtype=np.int64)
+        return {c: columns[c][rank] for c in wanted}
+    return {c: columns[c] for c in wanted}
+
+
+def _bytes(spec: dict) -> int:
+    return int(np.prod(spec["shape"], dtype=np.int64)) * (8 if spec["dtype"] == "str" else np.dtype(spec["dtype"]).itemsize)
+
+
+def _split_manifest(path: str, split: str) -> dict:
     manifest = load_manifest(path)
     if split not in manifest["splits"]:
         raise ValueError(f"split {split!r} is not in the dataset at {path} "
                          f"(splits: {', '.join(sorted(manifest['splits']))})")
-    return manifest["schema"]
+    return manifest
 
 
 def _check_columns(columns: list[str] | None, schema: dict) -> list[str]:

@@ -53,6 +53,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="add the frames the existing dataset has not seen (days/blocks/spans they change are redone)")
     p.add_argument("--allow-empty-split", action="store_true",
                    help="publish even when no window falls in the train split (default: fail, nothing published)")
+    p.add_argument("--layout", default="runs", choices=["runs", "windows"],
+                   help="runs: each frame stored once, windows cut when read (default); "
+                        "windows: each window stored whole (the layout before runs)")
     options.max_unpacked_mb(p)
     p.set_defaults(func=run)
 
@@ -72,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
         manifest = prepare_radar(args.src, args.out, with_fn_pattern(args.format, args.fn_pattern), opts,
                                  strict=args.strict, overwrite=args.overwrite, incremental=args.incremental,
                                  address=args.address, progress=sys.stderr.isatty(),
-                                 max_unpacked_mb=args.max_unpacked_mb,
+                                 max_unpacked_mb=args.max_unpacked_mb, layout=args.layout,
                                  require_splits=() if args.allow_empty_split else ("train",))
     except RejectedSourcesError as exc:
         raise CommandError(str(exc), 1) from exc

@@ -42,8 +42,9 @@ class LocalSession:
             raise ValueError("--gpu: no CUDA device is visible to this process")
         self.device = torch.device("cuda" if spec.use_gpu else "cpu")
         columns, uris = list(spec.columns), [data.uri for data in spec.datasets]
-        self._train = _concatenated([_limited(read_windows(uri, cfg.data.train_split, columns), cfg.data.limit_train)
-                                     for uri in uris])
+        # lazy: a runs-layout split is held as its frames, windows cut per batch (memory ~ frames, not windows)
+        self._train = _concatenated([_limited(read_windows(uri, cfg.data.train_split, columns, lazy=True),
+                                              cfg.data.limit_train) for uri in uris])
         self._val = [_limited(read_windows(uri, cfg.data.val_split, columns), cfg.data.limit_val) for uri in uris]
         self._batch, self._val_batch = cfg.data.batch_size, cfg.data.val_batch_size or cfg.data.batch_size
         self._run_dir = Path(checkpoints.run_dir(spec.storage_path, spec.run_name))
@@ -98,7 +99,9 @@ def _limited(columns: dict[str, np.ndarray], limit: int | None) -> dict[str, np.
 
 def _concatenated(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """The windows of several datasets, one after the other."""
-    return parts[0] if len(parts) == 1 else {k: np.concatenate([part[k] for part in parts]) for k in parts[0]}
+    from pipelines.shards import concatenate
+
+    return parts[0] if len(parts) == 1 else {k: concatenate([part[k] for part in parts]) for k in parts[0]}
 
 
 class RaySession:

@@ -8,6 +8,10 @@ passes the header probe but fails to decode there is a gap like a missing file: 
 (listed in `rejected` and in `gaps`) and the unit keeps the windows of the gap-free runs around it,
 cut every `stride` frames from the start of each run as `plan_units` does.
 
+Storage: by default the runs layout (`pipelines.runs`): each unit's frames once, with its window
+starts, and windows cut when read; `layout="windows"` stores every window whole as before (a frame
+up to in_len + out_len times).
+
 Object-store sources (`s3://bucket/radar/` folders, `.tar`/`.zip` objects): the driver streams the
 archive through the capped unpacking (or downloads the folder's frames) into a local temporary folder
 to list and probe them. The decode tasks, on any node, read the frames from shared storage: a
@@ -38,6 +42,7 @@ from pipelines.radar.frame_format import RadarFormat
 from pipelines.radar.preprocess import check_crop
 from pipelines.radar.latest import load_frames
 from pipelines.radar.timeline import find_gaps, infer_time_step, iso, window_starts
+from pipelines.runs import Run
 
 TASK = "radar"
 FRAMES_ENCODING = "hko7-pixel: dBZ = p*70/255 - 10"
@@ -111,7 +116,7 @@ def schema(options: RadarOptions) -> dict:
 def prepare_radar(src: Path, out: str, fmt: str = "auto", options: RadarOptions = RadarOptions(), *,
                   strict: bool = False, overwrite: bool = False, incremental: bool = False,
                   address: str | None = None, progress: bool = True, max_unpacked_mb: float | None = None,
-                  require_splits: Sequence[str] = ()) -> dict:
+                  require_splits: Sequence[str] = (), layout: str = "runs") -> dict:
     """Build radar window shards at `out` from the frames in `src` (folder or .tar/.zip); returns the manifest.
 
     An archive `src` unpacks (its radar frames only) beside `out`, to at most `max_unpacked_mb` MB
@@ -121,6 +126,7 @@ def prepare_radar(src: Path, out: str, fmt: str = "auto", options: RadarOptions 
     arguments or a source without usable frames; `strict` makes any rejected input fail the run
     (pipelines.driver.RejectedSourcesError) with nothing published. A split of `require_splits` that
     the plan leaves without windows is a ValueError naming `--allow-empty-split`, before any decoding.
+    `layout`: "runs" (each frame stored once) or "windows" (each window whole, the layout before runs).
     """
     options.check()
     if fmt != "auto":
@@ -167,7 +173,8 @@ def prepare_radar(src: Path, out: str, fmt: str = "auto", options: RadarOptions 
 
         with _task_root(src, root, out) as task_root:
             sources = [replace(s, paths=[storage.join(task_root, name) for name in s.meta["names"]]) for s in sources]
-            return run_prepare(task=TASK, sources=sources, windows_fn=unit_windows, out=out,
+            return run_prepare(task=TASK, sources=sources, windows_fn=unit_runs if layout == "runs" else unit_windows,
+                               out=out, layout=layout,
                                params=options.to_params(radar.name, days), schema=schema(options), extra=extra,
                                rejected=rejected, overwrite=overwrite, incremental=incremental,
                                strict=strict, address=address, progress=progress,
@@ -199,9 +206,22 @@ def _previous(out: str) -> dict | None:
     return load_manifest(out) if storage.exists(manifest_path(out)) else None
 
 
-def unit_windows(source: Source) -> Iterator[dict | Dropped]:
-    """Decode task: decode each frame of a day/block once, yield its windows (see `schema`), and a
-    `Dropped` for each frame that cannot be decoded (a gap: no window spans it)."""
+def unit_runs(source: Source) -> Iterator[Run | Dropped]:
+    """Decode task (runs layout): decode each frame of a day/block once and yield them as one Run (the
+    frames that decoded, with their times and window starts), and a `Dropped` for each frame that
+    cannot be decoded (a gap: no window spans it)."""
+    pixels, valid, kept, starts, dropped = _decoded_unit(source)
+    yield from dropped
+    times = source.meta["times"]
+    yield Run({"frames": pixels[kept, None], "mask": valid[kept, None].astype(np.uint8),
+               "source": np.full(len(kept), source.name, dtype=object),
+               "start": np.array([times[i] for i in kept], dtype=object)},
+              np.searchsorted(kept, starts).tolist())
+
+
+def _decoded_unit(source: Source) -> tuple[np.ndarray, np.ndarray, list[int], list[int], list[Dropped]]:
+    """(pixels uint8 `[n, H, W]`, valid bool `[n, H, W]`, indices of the frames that decoded, window
+    starts (frame indices), a Dropped for each frame that did not) of one day/block."""
     meta = source.meta
     radar = get_format(meta["format"])
     with storage.local_copies(source.paths, prefix="convlstm-radar-") as local:  # object store: fetch the unit
@@ -209,18 +229,26 @@ def unit_windows(source: Source) -> Iterator[dict | Dropped]:
                   for path, name, time in zip(local, meta["names"], meta["times"])]
         pixels, valid, errors = load_frames(radar, frames, meta["time_step_s"], tuple(meta["grid"]),
                                             tuple(meta["crop"]) if meta["crop"] else None, tuple(meta["size"]))
-    length, starts = meta["length"], meta["starts"]
+    kept = [i for i in range(len(frames)) if i not in errors]
+    starts = meta["starts"]
     if errors:
-        for i, why in sorted(errors.items()):
-            yield Dropped(frames[i].name, why)
-        kept = [i for i in range(len(frames)) if i not in errors]
         step = timedelta(seconds=meta["time_step_s"])
-        starts = [kept[k] for k in window_starts([frames[i].time for i in kept], step, length, meta["stride"])]
+        starts = [kept[k] for k in window_starts([frames[i].time for i in kept], step, meta["length"], meta["stride"])]
+    dropped = [Dropped(frames[i].name, why) for i, why in sorted(errors.items())]
+    return pixels, valid, kept, starts, dropped
+
+
+def unit_windows(source: Source) -> Iterator[dict | Dropped]:
+    """Decode task (windows layout): decode each frame of a day/block once, yield its windows (see
+    `schema`), and a `Dropped` for each frame that cannot be decoded (a gap: no window spans it)."""
+    pixels, valid, _, starts, dropped = _decoded_unit(source)
+    yield from dropped
+    length = source.meta["length"]
     for start in starts:
         yield {"frames": pixels[start:start + length, None],
                "mask": valid[start:start + length, None].astype(np.uint8),
                "source": source.name,
-               "start": meta["times"][start]}
+               "start": source.meta["times"][start]}
 
 
 def _unpack_dir(out: str) -> Path | None:
