@@ -34,6 +34,7 @@ from pipelines import manifest as mf
 from pipelines.publish import staging
 from pipelines.ray_session import init_ray
 from pipelines.shards import SPLIT_COLUMN, SchemaError, split_dir, stack_windows, to_table, write_shard
+from pipelines.verify import footer_rows
 
 WindowsFn = Callable[["Source"], Iterator[dict]]
 log = logging.getLogger(__name__)
@@ -122,10 +123,12 @@ def run_prepare(*, task: str, sources: list[Source], windows_fn: WindowsFn, out:
         for split in splits:
             storage.make_dirs(split_dir(stage.path, split))
         rejected = _merge_rejections(previous, rejected, retried={s.name for s in todo})
+        files = {split: {name: rows for name, (rows, _) in footer_rows(stage.path, split).items()}
+                 for split in splits}
         manifest = mf.build_manifest(
             task=task, params=params, schema=schema, splits=splits,
             sources={**(previous or {}).get("sources", {}), **done}, rejected=rejected,
-            extra=extra(rejected) if callable(extra) else extra)
+            extra=extra(rejected) if callable(extra) else extra, files=files)
         stage.commit(manifest)
     return manifest
 

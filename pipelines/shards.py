@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 SPLIT_COLUMN = "split"
 # Rows are returned in this order by read_windows (when the columns exist).
 ORDER = ("source", "start")
-_SHAPE_KEY, _DTYPE_KEY = b"convlstm:shape", b"convlstm:dtype"
+_SHAPE_KEY, _DTYPE_KEY = b"convlstm:shape", b"convlstm:dtype"  # tensor field metadata (pipelines.verify reads it)
 
 
 class SchemaError(Exception):

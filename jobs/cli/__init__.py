@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "submit",
     "jobs_cmd",
     "retrain",
+    "verify",
     "version",
 ]
 

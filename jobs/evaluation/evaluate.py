@@ -229,6 +229,7 @@ def score_model(model, config: dict, data: str, split: str = "test", baselines: 
     from jobs.training.config import from_dict
     from jobs.tasks import get_task
     from pipelines.manifest import load_manifest, manifest_path
+    from pipelines.verify import check_dataset
 
     if batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
@@ -247,6 +248,8 @@ def score_model(model, config: dict, data: str, split: str = "test", baselines: 
             raise ValueError(f"--data {data} is not like the model's training data: {'; '.join(mismatches)} "
                              "(--allow-data-mismatch scores it anyway)")
     counts = {name: info["count"] for name, info in sorted(manifest["splits"].items())}
+    if split in counts:
+        check_dataset(str(data), manifest, [split])  # the shards against the manifest, from their footers
     if not counts.get(split):
         listed = ", ".join(f"{name} ({count})" for name, count in counts.items())
         raise ValueError(f"--split {split!r} has no windows in {data} (splits: {listed})")

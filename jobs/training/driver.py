@@ -154,6 +154,7 @@ def train(
             last = checkpoints.latest(storage_path, run_name)
             raise NonFiniteLossError(f"{outcome['message']}; training stopped, last good checkpoint: "
                                      f"{last or 'none (no epoch completed)'}")
+        _check_windows(outcome, cfg, datasets, workers)
         summary = _finish(cfg, task, uri, run_id, experiment_id, run_name, storage_path, outcome, datasets, inputs)
     except BaseException as exc:
         tracking.client(uri).set_tag(run_id, f"{tracking.TAG_PREFIX}error", str(exc)[:5000])
@@ -214,6 +215,23 @@ def _steps_per_epoch(cfg: Config, datasets: Sequence[TrainingData], workers: int
     if rows < workers:
         raise ValueError(f"data.train_split: {rows} windows cannot feed {workers} workers")
     return math.ceil((rows // workers) / per_worker), per_worker
+
+
+def _check_windows(outcome: dict, cfg: Config, datasets: Sequence[TrainingData], workers: int) -> None:
+    """CommandError (nothing registered) when the last epoch trained on or scored fewer windows than
+    the manifests promise: shards lost or changed after the check at the start. Ray Train's equal
+    split drops the remainder of the training windows over `workers`."""
+    ranks = max(workers, 1)
+    promised = {"train_windows": sum(_rows(d.manifest, cfg.data.train_split, cfg.data.limit_train) for d in datasets),
+                "val_windows": sum(_rows(d.manifest, cfg.data.val_split, cfg.data.limit_val) for d in datasets)}
+    promised["train_windows"] -= promised["train_windows"] % ranks
+    for key, split in (("train_windows", cfg.data.train_split), ("val_windows", cfg.data.val_split)):
+        seen = outcome.get(key)
+        if seen is not None and seen < promised[key]:
+            promise = "their manifests promise" if len(datasets) > 1 else "its manifest promises"
+            raise CommandError(f"split {split}: the last epoch read {seen} of the {promised[key]} windows {promise} "
+                               f"({', '.join(d.uri for d in datasets)}); shards changed during the run? "
+                               "nothing registered")
 
 
 def _rows(manifest: dict, split: str, limit: int | None) -> int:
