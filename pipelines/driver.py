@@ -39,6 +39,7 @@ from pipelines.verify import footer_rows
 WindowsFn = Callable[["Source"], Iterator[dict]]
 log = logging.getLogger(__name__)
 _TASKS_PER_CPU = 4
+_FAULT = "fault"  # a task's outcome row when writing its shards failed (OSError: no space, read-only)
 _MAX_SOURCES_PER_TASK = 8
 
 
@@ -174,11 +175,14 @@ def _decode(sources: list[Source], windows_fn: WindowsFn, schema: dict, path: st
     # for the trivial input operator and start the decode tasks one at a time, leaving a CPU idle
     # between tasks (measured: 2 CPUs ran 1.3 tasks on average; benchmarks/README.md, Pipeline).
     ds.context.op_resource_reservation_enabled = False
-    outcomes: dict[str, dict] = {"done": {}, "rejected": {}}
+    outcomes: dict[str, dict] = {"done": {}, "rejected": {}, _FAULT: {}}
     with _ProgressBar(len(sources), enabled=progress) as bar:
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
             for name, outcome, record in zip(batch["name"], batch["outcome"], batch["record"]):
                 outcomes[outcome][name] = json.loads(record)  # keyed by name: a retried task overwrites
+            if outcomes[_FAULT]:
+                fault = outcomes[_FAULT][""]
+                raise OSError(fault["errno"], fault["strerror"], fault["filename"])
             bar.update(len(batch["name"]))
     if log.isEnabledFor(logging.DEBUG):  # per-operator task wall/CPU times (benchmarks/pipeline.py --stages)
         log.debug("Ray Data stats of the decode and write:\n%s", ds.stats())
@@ -221,8 +225,13 @@ def _decode_batch(batch: dict[str, np.ndarray], *, windows_fn: WindowsFn, schema
         if count:
             tables.setdefault(source.split, []).append(to_table(columns, schema))
         _add_row(rows, source.name, "done", entry)
-    for split, parts in tables.items():
-        write_shard(path, split, pa.concat_tables(parts), schema, _shard_name([s.name for s in sources]))
+    try:
+        for split, parts in tables.items():
+            write_shard(path, split, pa.concat_tables(parts), schema, _shard_name([s.name for s in sources]))
+    except OSError as exc:  # no space, read-only: reported to the driver as one row, not a Ray task error
+        rows = {"name": [], "outcome": [], "record": []}
+        _add_row(rows, "", _FAULT, {"errno": exc.errno, "strerror": exc.strerror or str(exc),
+                                    "filename": exc.filename or split_dir(path, split)})
     return {key: np.array(values, dtype=object) for key, values in rows.items()}
 
 

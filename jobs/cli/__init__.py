@@ -12,7 +12,8 @@ import importlib
 import os
 import sys
 
-from jobs.errors import EXIT_INTERRUPTED, EXIT_USAGE, USER_ERRORS, CommandError
+from jobs.errors import (EXIT_INTERRUPTED, EXIT_USAGE, MLFLOW_HTTP_DEFAULTS, USER_ERRORS, CommandError,
+                         fault_message)
 
 # Order is the order `convlstm --help` lists them in.
 COMMAND_MODULES = [
@@ -42,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    for key, value in MLFLOW_HTTP_DEFAULTS.items():
+        os.environ.setdefault(key, value)
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
@@ -49,12 +52,30 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         return int(args.func(args) or 0)
-    except CommandError as exc:
-        print(f"convlstm {args.command}: error: {exc}", file=sys.stderr)
-        return exc.code
-    except USER_ERRORS as exc:
-        print(f"convlstm {args.command}: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
     except KeyboardInterrupt:
         print(f"convlstm {args.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Exception as exc:
+        message, code = _one_line(exc)
+        if message is None:
+            raise
+        print(f"convlstm {args.command}: error: {message}", file=sys.stderr)
+        return code
+
+
+def _one_line(exc: Exception) -> tuple[str | None, int]:
+    """The user-facing line and exit code for `exc` (see `jobs.errors`); (None, 0) for a bug, which
+    keeps its traceback. A storage or MLflow fault wins over the CommandError wrapping it."""
+    fault = fault_message(exc)
+    if fault is not None and not isinstance(exc, USER_ERRORS):
+        return fault
+    if isinstance(exc, CommandError):
+        return _first(str(exc)), exc.code
+    if isinstance(exc, USER_ERRORS):
+        return _first(str(exc)), EXIT_USAGE
+    return None, 0
+
+
+def _first(text: str) -> str:
+    """The first line of a message (wrapped errors from Ray can carry a traceback after it)."""
+    return text.strip().splitlines()[0] if text.strip() else text

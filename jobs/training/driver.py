@@ -11,6 +11,7 @@ import json
 import math
 import os
 import re
+import sys
 import tempfile
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -122,8 +123,13 @@ def train(
             raise FileNotFoundError(f"--resume: no {cfg.task} run with a checkpoint under {storage_path}")
     run_name = run_name or _new_run_name(cfg.task)
     resume_from = checkpoints.latest(storage_path, run_name)
+    skipped = [f for f in checkpoints.incomplete(storage_path, run_name) if resume_from is None or f > resume_from]
     if resume and resume_from is None:
-        raise FileNotFoundError(f"--resume: run {run_name!r} has no checkpoint under {storage_path}")
+        note = f" (only incomplete ones, skipped: {', '.join(skipped)})" if skipped else ""
+        raise FileNotFoundError(f"--resume: run {run_name!r} has no checkpoint under {storage_path}{note}")
+    if skipped:
+        print(f"convlstm train: skipped incomplete checkpoint{'s' if len(skipped) > 1 else ''} {', '.join(skipped)}; "
+              f"resuming from {resume_from}", file=sys.stderr, flush=True)
     previous = checkpoints.load(resume_from) if resume_from else None
     if previous is not None:
         _check_resumable(previous, cfg, datasets, run_name)
