@@ -49,7 +49,8 @@ def root_cause(exc: BaseException) -> BaseException:
     seen = set()
     while id(exc) not in seen:
         seen.add(id(exc))
-        if isinstance(exc, OSError) and not _is_ray_wrapper(exc) or _is_mlflow(exc):
+        if isinstance(exc, OSError) and not _is_ray_wrapper(exc) or _is_mlflow(exc) \
+                or type(exc).__module__.startswith("sqlalchemy"):
             return exc
         inner = getattr(exc, "cause", None) or exc.__cause__
         if not isinstance(inner, BaseException):
@@ -58,14 +59,18 @@ def root_cause(exc: BaseException) -> BaseException:
     return exc
 
 
-def fault_message(exc: BaseException) -> tuple[str, int] | None:
+def fault_message(exc: BaseException, tracking_uri: str = "") -> tuple[str, int] | None:
     """(one line, exit code) for a storage or MLflow fault behind `exc`, or None for anything else.
 
     Storage (OSError: read-only, no space, not found, permission): the path and the reason, exit 2.
-    MLflow: its message's first line, exit 1; a tracking server that does not answer, exit 75
-    (retry later), saying how many retries were made.
+    MLflow: its message's first line, exit 1; a tracking store that cannot be read or written (a
+    corrupt or read-only sqlite file) names `tracking_uri`, exit 1; a tracking server that does not
+    answer, exit 75 (retry later), saying how many retries were made.
     """
     cause = root_cause(exc)
+    if type(cause).__module__.startswith("sqlalchemy"):
+        detail = _first_line(str(getattr(cause, "orig", None) or cause))
+        return f"MLflow tracking store {tracking_uri or '(default)'}: {_shorten(detail)}", EXIT_FAILED
     if _is_mlflow(cause):
         text = _first_line(str(cause.message if hasattr(cause, "message") else cause))
         if any(word in str(cause) for word in ("Max retries exceeded", "Connection refused", "ConnectionError",

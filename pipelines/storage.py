@@ -100,6 +100,22 @@ def make_dirs(path: str) -> None:
     fs.create_dir(p, recursive=True)
 
 
+def check_writable(path: str) -> None:
+    """OSError (EROFS, EACCES) naming `path` when a local `path` could not be created or written: its
+    nearest existing folder is on a read-only filesystem or not writable. Object-store URIs pass (their
+    permissions show only on write). Lets a job fail before its work rather than after it."""
+    if is_remote(path):
+        return
+    folder = resolve(path)[1]
+    while not os.path.exists(folder) and os.path.dirname(folder) != folder:
+        folder = os.path.dirname(folder)
+    if os.access(folder, os.W_OK):
+        return
+    read_only = bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    code = errno.EROFS if read_only else errno.EACCES
+    raise OSError(code, os.strerror(code), str(path))
+
+
 def read_text(path: str) -> str:
     fs, p = resolve(path)
     with fs.open_input_stream(p) as f:

@@ -56,17 +56,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"convlstm {args.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as exc:
-        message, code = _one_line(exc)
+        message, code = _one_line(exc, getattr(args, "tracking_uri", None))
         if message is None:
             raise
         print(f"convlstm {args.command}: error: {message}", file=sys.stderr)
         return code
 
 
-def _one_line(exc: Exception) -> tuple[str | None, int]:
+def _one_line(exc: Exception, tracking_uri: str | None) -> tuple[str | None, int]:
     """The user-facing line and exit code for `exc` (see `jobs.errors`); (None, 0) for a bug, which
     keeps its traceback. A storage or MLflow fault wins over the CommandError wrapping it."""
-    fault = fault_message(exc)
+    fault = fault_message(exc, tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "the project's sqlite store")
     if fault is not None and not isinstance(exc, USER_ERRORS):
         return fault
     if isinstance(exc, CommandError):

@@ -300,6 +300,9 @@ def evaluate(model_ref: str, data: str, split: str = "test", baselines: tuple[st
     out = storage.as_uri(out) if out else paths.output_location("evaluations", datetime.now().strftime("%Y%m%d-%H%M%S"))
     # Multi-node cluster: the report and the shards must be on storage every node reads (before any work).
     cluster.check_paths({"--out": out, "--data": str(data)}, address=address, defaulted={"--out"} if defaulted else ())
+    storage.check_writable(out)  # a read-only --out fails before the scoring, not after it
+    if log_to_run:
+        _check_run(log_to_run, tracking_uri)
     model, info = load_model(model_ref, tracking_uri=tracking_uri)
     run_id = log_to_run or (info.get("run_id") if log else None)
     if log and not run_id:
@@ -321,6 +324,22 @@ def evaluate(model_ref: str, data: str, split: str = "test", baselines: tuple[st
         if run_id:
             log_evaluation(result, files, run_id, tracking_uri)
     return result
+
+
+def _check_run(run_id: str, tracking_uri: str | None) -> None:
+    """ValueError naming `--log-to-run` when the tracking store has no active run `run_id`."""
+    from mlflow.exceptions import MlflowException
+
+    from jobs.registry import tracking
+
+    try:
+        run = tracking.client(tracking_uri).get_run(run_id)
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        raise ValueError(f"--log-to-run {run_id}: no such run in {tracking.resolve_uri(tracking_uri)}") from None
+    if run.info.lifecycle_stage != "active":
+        raise ValueError(f"--log-to-run {run_id}: the run is {run.info.lifecycle_stage}")
 
 
 def metric_key(split: str, method: str, name: str) -> str:

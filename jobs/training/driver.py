@@ -33,6 +33,7 @@ from jobs.training.sessions import val_dataset_key
 from pipelines import cluster, storage
 
 DEFAULT_RUN_NAME = re.compile(r"^(kth|radar|mnist)-\d{8}-\d{6}$")
+RUN_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}$")
 
 
 @dataclass
@@ -104,6 +105,12 @@ def train(
     storage_path = storage_path or paths.output_location("train")
     if not storage.is_remote(storage_path):
         storage_path = os.path.abspath(storage_path)  # Ray Train wants absolute local paths
+        if os.path.exists(storage_path) and not os.path.isdir(storage_path):
+            raise NotADirectoryError(f"--storage {storage_path}: is a file, not a folder for checkpoints")
+        storage.check_writable(storage_path)
+    if run_name is not None and not RUN_NAME.match(run_name):
+        raise ValueError(f"--run-name {run_name!r}: use ASCII letters, digits, '.', '_' and '-' (it names "
+                         "the checkpoint folder and Ray Train's run)")
     # Multi-node cluster: checkpoints and shards must be on storage every node reads, refused before any work.
     data_options = {"--data" if i == 0 else f"--data #{i + 1}": path for i, path in enumerate(sources)}
     cluster.check_paths({"--storage": storage_path, **data_options}, address=address,
