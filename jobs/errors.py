@@ -49,8 +49,7 @@ def root_cause(exc: BaseException) -> BaseException:
     seen = set()
     while id(exc) not in seen:
         seen.add(id(exc))
-        if isinstance(exc, OSError) and not _is_ray_wrapper(exc) or _is_mlflow(exc) \
-                or type(exc).__module__.startswith("sqlalchemy"):
+        if isinstance(exc, OSError) and not _is_ray_wrapper(exc) or _is_mlflow(exc) or _is_store_error(exc):
             return exc
         inner = getattr(exc, "cause", None) or exc.__cause__
         if not isinstance(inner, BaseException):
@@ -68,7 +67,9 @@ def fault_message(exc: BaseException, tracking_uri: str = "") -> tuple[str, int]
     answer, exit 75 (retry later), saying how many retries were made.
     """
     cause = root_cause(exc)
-    if type(cause).__module__.startswith("sqlalchemy"):
+    if _is_mlflow(cause) and _is_store_error(cause.__cause__ or cause.__context__):
+        cause = cause.__cause__ or cause.__context__
+    if _is_store_error(cause):
         detail = _first_line(str(getattr(cause, "orig", None) or cause))
         return f"MLflow tracking store {tracking_uri or '(default)'}: {_shorten(detail)}", EXIT_FAILED
     if _is_mlflow(cause):
@@ -87,6 +88,11 @@ def fault_message(exc: BaseException, tracking_uri: str = "") -> tuple[str, int]
             return f"{where}: {cause.strerror}", EXIT_USAGE
         return _first_line(str(cause)) or type(cause).__name__, EXIT_USAGE
     return None
+
+
+def _is_store_error(exc: BaseException | None) -> bool:
+    """An error of MLflow's database store (SQLAlchemy: corrupt, locked or read-only sqlite file)."""
+    return exc is not None and type(exc).__module__.startswith("sqlalchemy")
 
 
 def _is_mlflow(exc: BaseException) -> bool:

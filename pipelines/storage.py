@@ -101,14 +101,16 @@ def make_dirs(path: str) -> None:
 
 
 def check_writable(path: str) -> None:
-    """OSError (EROFS, EACCES) naming `path` when a local `path` could not be created or written: its
-    nearest existing folder is on a read-only filesystem or not writable. Object-store URIs pass (their
+    """OSError (EROFS, EACCES, ENOTDIR) naming `path` when a local `path` could not be created or written:
+    its nearest existing ancestor is a file, or a folder on a read-only filesystem or not writable. Object-store URIs pass (their
     permissions show only on write). Lets a job fail before its work rather than after it."""
     if is_remote(path):
         return
     folder = resolve(path)[1]
     while not os.path.exists(folder) and os.path.dirname(folder) != folder:
         folder = os.path.dirname(folder)
+    if not os.path.isdir(folder):
+        raise NotADirectoryError(errno.ENOTDIR, f"{folder} is a file, not a folder", str(path))
     if os.access(folder, os.W_OK):
         return
     read_only = bool(os.statvfs(folder).f_flag & os.ST_RDONLY)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import os
 import sys
 
@@ -45,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     for key, value in MLFLOW_HTTP_DEFAULTS.items():
         os.environ.setdefault(key, value)
+    # MLflow's sqlite store logs a database error with its traceback before raising it; the error
+    # reaches the user as one line below.
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

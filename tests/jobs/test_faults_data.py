@@ -5,12 +5,12 @@ One small KTH dataset is prepared per module; each case tampers with a copy of i
 from __future__ import annotations
 
 import json
-import re
 import shutil
 from pathlib import Path
 
 import pytest
 
+from faults import cli, one_line
 from jobs.cli import main
 from jobs.registry import tracking
 from pipelines.manifest import fingerprint, load_manifest
@@ -31,25 +31,6 @@ def dataset(ray_local, tmp_path_factory) -> Path:
                      scenarios=("d1",), frames=10)
     assert main(["prepare", "kth", "--src", str(root / "videos"), "--out", str(root / "kth"), *KTH]) == 0
     return root / "kth"
-
-
-def cli(capsys, *argv) -> tuple[int, str, str]:
-    capsys.readouterr()
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-LOG_LINE = re.compile(r"^\d{4}[/-]\d\d[/-]\d\d \d\d:\d\d:\d\d[,.\d]*\s+(INFO|WARNING|DEBUG) ")
-
-
-def one_line(err: str, *needles: str) -> str:
-    """The command's own stderr is one line (MLflow's and Ray's timestamped log lines aside)."""
-    lines = [line for line in err.strip().splitlines() if line.strip() and not LOG_LINE.match(line)]
-    assert len(lines) == 1 and "Traceback" not in err, err
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-    return lines[0]
 
 
 def copy(dataset: Path, target: Path) -> Path:

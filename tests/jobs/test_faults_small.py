@@ -10,20 +10,7 @@ import h5py
 import numpy as np
 import pytest
 
-from jobs.cli import main
-
-
-def cli(capsys, *argv) -> tuple[int, str]:
-    capsys.readouterr()
-    code = main([str(a) for a in argv])
-    return code, capsys.readouterr().err
-
-
-def assert_one_line(err: str, *needles: str) -> None:
-    lines = [line for line in err.strip().splitlines() if line.strip()]
-    assert len(lines) == 1 and "Traceback" not in err, err
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
+from faults import cli, one_line
 
 
 def odim_rate(path, rate: np.ndarray):
@@ -67,17 +54,17 @@ def test_a_truncated_mnist_gz_is_one_line(tmp_path, capsys):
     data = gzip.compress(b"\x00\x00\x08\x03" + bytes(12 + 28 * 28 * 4))
     path = tmp_path / "t10k.gz"
     path.write_bytes(data[: len(data) // 2])
-    code, err = cli(capsys, "prepare", "mnist", "--mnist", path, "--out", tmp_path / "out", "--counts", "1,1,1")
+    code, _, err = cli(capsys, "prepare", "mnist", "--mnist", path, "--out", tmp_path / "out", "--counts", "1,1,1")
     assert code == 2
-    assert_one_line(err, f"--mnist {path}: not a readable gzip file")
+    one_line(err, f"--mnist {path}: not a readable gzip file")
     assert not (tmp_path / "out").exists()
 
 
 def test_mnist_with_a_single_frame_is_refused(tmp_path, capsys):
-    code, err = cli(capsys, "prepare", "mnist", "--mnist", tmp_path / "none.gz", "--out", tmp_path / "out",
+    code, _, err = cli(capsys, "prepare", "mnist", "--mnist", tmp_path / "none.gz", "--out", tmp_path / "out",
                     "--frames", "1")
     assert code == 2
-    assert_one_line(err, "--frames must be >= 2")
+    one_line(err, "--frames must be >= 2")
 
 
 @pytest.mark.parametrize("value", ["inf", ".inf", "-.inf", "nan", "1e999"])
@@ -91,19 +78,19 @@ def test_non_finite_learning_rates_are_refused(value):
 def test_storage_that_is_a_file_is_refused_before_any_work(tmp_path, capsys):
     file = tmp_path / "storage"
     file.write_text("not a folder")
-    code, err = cli(capsys, "train", "--task", "kth", "--data", tmp_path / "no-data", "--config", "kth-tiny",
+    code, _, err = cli(capsys, "train", "--task", "kth", "--data", tmp_path / "no-data", "--config", "kth-tiny",
                     "--workers", "0", "--storage", file)
     assert code == 2
-    assert_one_line(err, f"--storage {file}: is a file")
+    one_line(err, f"--storage {file}: is a file")
     assert file.read_text() == "not a folder"
 
 
 @pytest.mark.parametrize("name", ["run-ü", "a b", "../escape", ".hidden"])
 def test_run_names_that_cannot_name_a_folder_are_refused_before_any_work(tmp_path, capsys, name):
-    code, err = cli(capsys, "train", "--task", "kth", "--data", tmp_path / "no-data", "--config", "kth-tiny",
+    code, _, err = cli(capsys, "train", "--task", "kth", "--data", tmp_path / "no-data", "--config", "kth-tiny",
                     "--workers", "0", "--storage", tmp_path / "storage", "--run-name", name)
     assert code == 2
-    assert_one_line(err, "--run-name")
+    one_line(err, "--run-name")
     assert not (tmp_path / "storage").exists()
 
 

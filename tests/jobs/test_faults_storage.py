@@ -15,32 +15,26 @@ from pathlib import Path
 
 import pytest
 
+from faults import one_line
 from jobs.cli import main
 from jobs.registry import tracking
 from jobs.training import checkpoints
 
 REPO = Path(__file__).resolve().parents[2]
-LOG_LINE = re.compile(r"^(\d{4}[/-]\d\d[/-]\d\d \d\d:\d\d:\d\d[,.\d]*\s+(INFO|WARNING|DEBUG) |\(\w+ pid=\d+\))")
 TRAIN = ["--task", "kth", "--config", "kth-tiny", "--workers", "0", "train.epochs=1", "data.batch_size=4",
          "data.val_batch_size=4"]
 
 
-def in_tmpfs(mount: Path, size: str, argv: list, read_only: bool = False) -> subprocess.CompletedProcess:
-    """`convlstm ARGV` with a `size` tmpfs (read-only if asked) over `mount`, in a private mount namespace."""
+def in_tmpfs(mount: Path, size: str, argv: list, read_only: bool = False, copy: Path | None = None) -> subprocess.CompletedProcess:
+    """`convlstm ARGV` with a `size` tmpfs over `mount` in a private mount namespace; `copy` (a file) is
+    copied into it first, then it is made read-only if asked."""
     mount.mkdir(parents=True, exist_ok=True)
-    remount = f" && mount -o remount,ro {mount}" if read_only else ""
-    script = f'mount -t tmpfs -o size={size} tmpfs "{mount}"{remount} && exec "$@"'
+    fill = f' && cp "{copy}" "{mount}/"' if copy else ""
+    remount = f' && mount -o remount,ro "{mount}"' if read_only else ""
+    script = f'mount -t tmpfs -o size={size} tmpfs "{mount}"{fill}{remount} && exec "$@"'
     return subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh",
                            sys.executable, "-m", "jobs.cli", *map(str, argv)],
                           capture_output=True, text=True, cwd=REPO, timeout=600)
-
-
-def one_line(err: str, *needles: str) -> str:
-    lines = [line for line in err.strip().splitlines() if line.strip() and not LOG_LINE.match(line)]
-    assert len(lines) == 1 and "Traceback" not in err, err
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -147,3 +141,29 @@ def test_resume_with_only_incomplete_checkpoints_is_one_line(two_epochs, tmp_pat
                  "train.epochs=3"])
     assert code == 2
     one_line(capsys.readouterr().err, f"--resume: run '{name}' has no checkpoint", "only incomplete ones, skipped")
+
+
+def test_a_read_only_tracking_store_is_one_line_naming_it(dataset, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    db = tmp_path / "mlflow.db"
+    MlflowClient(f"sqlite:///{db}").search_experiments()  # a valid, initialised store
+    mount = tmp_path / "ro"
+    uri = f"sqlite:///{mount}/mlflow.db"
+    done = in_tmpfs(mount, "64m", ["train", "--data", dataset, "--storage", tmp_path / "storage", "--tracking-uri",
+                                   uri, *TRAIN], read_only=True, copy=db)
+    assert done.returncode == 1, done.stderr
+    one_line(done.stderr, f"MLflow tracking store {uri}", "readonly database")
+
+
+def test_resume_of_a_deleted_run_is_one_line(two_epochs, tmp_path, capsys):
+    """Last in this module: it deletes the shared run's MLflow run."""
+    storage, name = two_epochs
+    run_id = checkpoints.load(checkpoints.latest(str(storage), name))["run_id"]
+    tracking.client(None).delete_run(run_id)
+    capsys.readouterr()
+    code = main(["train", "--data", _data(storage), "--storage", str(storage), "--run-name", name, "--resume", *TRAIN,
+                 "train.epochs=3"])
+    assert code == 2
+    one_line(capsys.readouterr().err, f"MLflow run {run_id}", "is deleted")
+    assert checkpoints.list_epochs(str(storage), name) == [1, 2]
