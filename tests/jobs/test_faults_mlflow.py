@@ -54,3 +54,24 @@ def test_an_out_that_cannot_be_written_fails_before_the_work(tmp_path, capsys, c
     assert code == 2
     one_line(err, str(out), "is a file, not a folder")
     assert blocker.read_text() == "x"
+
+
+def test_an_http_server_that_is_not_ray_as_address_is_one_line(tmp_path, capsys):
+    """`convlstm jobs list --address` at a plain HTTP server (every path answers 404)."""
+    import http.server
+    import threading
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args) -> None:  # the server's access log is not the command's stderr
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        code, _, err = cli(capsys, "jobs", "list", "--address", url)
+    finally:
+        server.shutdown()
+    assert code == 1
+    one_line(err, f"{url} is not a Ray Jobs API")
