@@ -23,6 +23,30 @@ class NonFiniteLossError(CommandError):
     """The training loss became NaN/inf; the run stopped and its last good checkpoint is kept."""
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM: handled like Ctrl-C (the MLflow run ends KILLED, nothing registered), exit 143."""
+
+
+_received: list[int] = []  # signals stop_on_signal handled in this process, oldest first
+
+
+def stop_on_signal(signum: int, frame=None) -> None:
+    """Signal handler: SIGTERM raises Terminated, SIGINT KeyboardInterrupt, in the main thread. The
+    signal is also recorded (`terminated()`): Ray's `ray.get` re-raises any exception from a handler
+    as a plain KeyboardInterrupt."""
+    import signal
+
+    _received.append(signum)
+    raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
+def terminated(exc: KeyboardInterrupt) -> bool:
+    """True when `exc` comes from SIGTERM (exit 143) rather than Ctrl-C (exit 130)."""
+    import signal
+
+    return isinstance(exc, Terminated) or (bool(_received) and _received[-1] == signal.SIGTERM)
+
+
 class LockHeld(RuntimeError):
     """The retrain lock belongs to another live run; `holder` is its JSON record (exit 75: retry later)."""
 

@@ -2,8 +2,9 @@
 
 Each command module (`jobs.cli.<name>`) exposes `register(subparsers)`, which adds its parser and sets
 `func=run`; `run(args) -> int` returns the exit code. User errors (bad parameters, missing or
-unreadable inputs) surface as one line on stderr and exit code 2; failed jobs exit 1 (the
-exceptions and codes live in `jobs.errors`). Only this package imports the CLI; library code never does.
+unreadable inputs, storage faults) surface as one line on stderr and exit code 2; failed jobs exit 1,
+an unreachable tracking server 75, Ctrl-C 130 and SIGTERM 143 (the exceptions and codes live in
+`jobs.errors`). Only this package imports the CLI; library code never does.
 """
 from __future__ import annotations
 
@@ -11,10 +12,11 @@ import argparse
 import importlib
 import logging
 import os
+import signal
 import sys
 
-from jobs.errors import (EXIT_INTERRUPTED, EXIT_USAGE, MLFLOW_HTTP_DEFAULTS, USER_ERRORS, CommandError,
-                         fault_message)
+from jobs.errors import (EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, MLFLOW_HTTP_DEFAULTS, USER_ERRORS,
+                         CommandError, fault_message, stop_on_signal, terminated)
 
 # Order is the order `convlstm --help` lists them in.
 COMMAND_MODULES = [
@@ -54,11 +56,13 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
+    signal.signal(signal.SIGTERM, stop_on_signal)  # SIGTERM stops like Ctrl-C: runs end KILLED, exit 143
     try:
         return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        print(f"convlstm {args.command}: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as exc:
+        stopped = terminated(exc)
+        print(f"convlstm {args.command}: {'terminated' if stopped else 'interrupted'}", file=sys.stderr)
+        return EXIT_TERMINATED if stopped else EXIT_INTERRUPTED
     except Exception as exc:
         message, code = _one_line(exc, getattr(args, "tracking_uri", None))
         if message is None:

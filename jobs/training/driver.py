@@ -11,6 +11,7 @@ import json
 import math
 import os
 import re
+import signal
 import sys
 import tempfile
 from dataclasses import asdict, dataclass
@@ -22,7 +23,7 @@ import numpy as np
 import torch
 
 from jobs import paths, plots
-from jobs.errors import CommandError, NonFiniteLossError
+from jobs.errors import CommandError, NonFiniteLossError, stop_on_signal
 from jobs.registry import tracking
 from jobs.tasks import Task, get_task
 from jobs.training import checkpoints
@@ -289,12 +290,12 @@ def _log_config(uri: str, run_id: str, cfg: Config) -> None:
 
 def _fit_ray(spec: WorkerSpec, workers: int, address: str | None, cpus_per_worker: float | None) -> dict[str, Any]:
     import ray.train
-    from ray.train.torch import TorchTrainer
 
     from pipelines.ray_session import init_ray
 
     cfg = spec.config
     ray = init_ray(address)
+    trainer_class = _stoppable_trainer()
     datasets = {"train": _training_windows(spec)}
     # Validation: per dataset, disjoint parts, one per rank, none dropped (Ray Train's own split is
     # equal-sized and drops the remainder), so each window is scored once and the merged scores are exact.
@@ -306,7 +307,7 @@ def _fit_ray(spec: WorkerSpec, workers: int, address: str | None, cpus_per_worke
     resources = {"CPU": cpus_per_worker or default_cpus_per_worker(ray, workers, spec.use_gpu)}
     if spec.use_gpu:
         resources["GPU"] = 1
-    trainer = TorchTrainer(
+    trainer = trainer_class(
         ray_worker,
         train_loop_config={"spec": spec},
         scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=spec.use_gpu,
@@ -322,11 +323,38 @@ def _fit_ray(spec: WorkerSpec, workers: int, address: str | None, cpus_per_worke
         # Deterministic shards: the streaming split hands the same blocks to the same rank in every run.
         dataset_config=ray.train.DataConfig(datasets_to_split=["train"], execution_options=_ordered_ingest()),
     )
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
         result = trainer.fit()
     except ray.train.TrainingFailedError as exc:
         raise CommandError(f"training failed: {exc}") from exc
+    finally:
+        for signum, handler in handlers.items():  # Ray Train's handler must not outlive fit()
+            signal.signal(signum, handler)
     return result.return_value
+
+
+def _stoppable_trainer():
+    """TorchTrainer whose Ctrl-C (and SIGTERM) aborts the Ray Train controller and then raises
+    KeyboardInterrupt (Terminated) in the driver, so the run ends KILLED and nothing is registered.
+    Ray Train's own SIGINT handler aborts and returns normally, or calls sys.exit (exit 1, silent)."""
+    import ray
+    from ray.train.torch import TorchTrainer
+
+    class StoppableTrainer(TorchTrainer):
+        def _register_sigint_handler(self, controller) -> None:  # Ray Train v2's hook, main thread only
+            def stop(signum, frame):
+                signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the abort short
+                try:
+                    ray.get(controller.abort.remote(), timeout=60)
+                except Exception:  # the controller may be gone already
+                    pass
+                stop_on_signal(signum, frame)
+
+            signal.signal(signal.SIGINT, stop)
+            signal.signal(signal.SIGTERM, stop)
+
+    return StoppableTrainer
 
 
 def _training_windows(spec: WorkerSpec):
