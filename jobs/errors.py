@@ -27,7 +27,7 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM: handled like Ctrl-C (the MLflow run ends KILLED, nothing registered), exit 143."""
 
 
-_received: list[int] = []  # signals stop_on_signal handled in this process, oldest first
+RECEIVED: list[int] = []  # signals stop_on_signal handled in this command, oldest first (the CLI clears it)
 
 
 def stop_on_signal(signum: int, frame=None) -> None:
@@ -36,7 +36,7 @@ def stop_on_signal(signum: int, frame=None) -> None:
     as a plain KeyboardInterrupt."""
     import signal
 
-    _received.append(signum)
+    RECEIVED.append(signum)
     raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
 
 
@@ -44,7 +44,7 @@ def terminated(exc: KeyboardInterrupt) -> bool:
     """True when `exc` comes from SIGTERM (exit 143) rather than Ctrl-C (exit 130)."""
     import signal
 
-    return isinstance(exc, Terminated) or (bool(_received) and _received[-1] == signal.SIGTERM)
+    return isinstance(exc, Terminated) or (bool(RECEIVED) and RECEIVED[-1] == signal.SIGTERM)
 
 
 class LockHeld(RuntimeError):

@@ -14,9 +14,10 @@ import logging
 import os
 import signal
 import sys
+import threading
 
-from jobs.errors import (EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, MLFLOW_HTTP_DEFAULTS, USER_ERRORS,
-                         CommandError, fault_message, stop_on_signal, terminated)
+from jobs.errors import (EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, MLFLOW_HTTP_DEFAULTS, RECEIVED,
+                         USER_ERRORS, CommandError, fault_message, stop_on_signal, terminated)
 
 # Order is the order `convlstm --help` lists them in.
 COMMAND_MODULES = [
@@ -56,7 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
-    signal.signal(signal.SIGTERM, stop_on_signal)  # SIGTERM stops like Ctrl-C: runs end KILLED, exit 143
+    RECEIVED.clear()
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, stop_on_signal) if main_thread else None  # stop like Ctrl-C: exit 143
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt as exc:
@@ -69,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"convlstm {args.command}: error: {message}", file=sys.stderr)
         return code
+    finally:
+        if main_thread and previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _one_line(exc: Exception, tracking_uri: str | None) -> tuple[str | None, int]:
