@@ -40,10 +40,12 @@ from pipelines.ray_session import init_ray
 from pipelines.runs import LAYOUTS, frame_schema
 from pipelines.shards import (SPLIT_COLUMN, SchemaError, split_dir, stack_runs, stack_windows, to_table,
                               with_starts, write_shard)
+from pipelines.verify import footer_rows
 
 WindowsFn = Callable[["Source"], Iterator[dict]]
 log = logging.getLogger(__name__)
 _TASKS_PER_CPU = 4
+_FAULT = "fault"  # a task's outcome row when writing its shards failed (OSError: no space, read-only)
 _MAX_SOURCES_PER_TASK = 8
 
 
@@ -134,11 +136,13 @@ def run_prepare(*, task: str, sources: list[Source], windows_fn: WindowsFn, out:
         for split in splits:
             storage.make_dirs(split_dir(stage.path, split))
         rejected = _merge_rejections(previous, rejected, retried={s.name for s in todo})
+        files = {split: {name: rows for name, (rows, _) in footer_rows(stage.path, split).items()}
+                 for split in splits}
         manifest = mf.build_manifest(
             task=task, params=params, schema=schema, splits=splits,
             sources={**{k: v for k, v in (previous or {}).get("sources", {}).items() if k not in redo}, **done},
             rejected=rejected,
-            extra={**((extra(rejected) if callable(extra) else extra) or {}), "layout": layout})
+            extra={**((extra(rejected) if callable(extra) else extra) or {}), "layout": layout}, files=files)
         stage.commit(manifest)
     return manifest
 
@@ -187,11 +191,14 @@ def _decode(sources: list[Source], windows_fn: WindowsFn, schema: dict, layout: 
     # for the trivial input operator and start the decode tasks one at a time, leaving a CPU idle
     # between tasks (measured: 2 CPUs ran 1.3 tasks on average; benchmarks/README.md, Pipeline).
     ds.context.op_resource_reservation_enabled = False
-    outcomes: dict[str, dict] = {"done": {}, "rejected": {}}
+    outcomes: dict[str, dict] = {"done": {}, "rejected": {}, _FAULT: {}}
     with _ProgressBar(len(sources), enabled=progress) as bar:
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
             for name, outcome, record in zip(batch["name"], batch["outcome"], batch["record"]):
                 outcomes[outcome][name] = json.loads(record)  # keyed by name: a retried task overwrites
+            if outcomes[_FAULT]:
+                fault = outcomes[_FAULT][""]
+                raise OSError(fault["errno"], fault["strerror"], fault["filename"])
             bar.update(len(batch["name"]))
     if log.isEnabledFor(logging.DEBUG):  # per-operator task wall/CPU times (benchmarks/pipeline.py --stages)
         log.debug("Ray Data stats of the decode and write:\n%s", ds.stats())
@@ -235,12 +242,17 @@ def _decode_batch(batch: dict[str, np.ndarray], *, windows_fn: WindowsFn, schema
         if count:
             tables.setdefault(source.split, []).append((to_table(columns, _table_schema(schema, layout)), starts))
         _add_row(rows, source.name, "done", entry)
-    for split, parts in tables.items():
-        table = pa.concat_tables([table for table, _ in parts])
-        if layout == "runs":  # one window index for the file: each source's starts after the rows before it
-            offsets = np.cumsum([0] + [t.num_rows for t, _ in parts])
-            table = with_starts(table, [int(o) + s for o, (_, starts) in zip(offsets, parts) for s in starts])
-        write_shard(path, split, table, schema, _shard_name([s.name for s in sources]))
+    try:
+        for split, parts in tables.items():
+            table = pa.concat_tables([table for table, _ in parts])
+            if layout == "runs":  # one window index for the file: each source's starts after the rows before it
+                offsets = np.cumsum([0] + [t.num_rows for t, _ in parts])
+                table = with_starts(table, [int(o) + s for o, (_, starts) in zip(offsets, parts) for s in starts])
+            write_shard(path, split, table, schema, _shard_name([s.name for s in sources]))
+    except OSError as exc:  # no space, read-only: reported to the driver as one row, not a Ray task error
+        rows = {"name": [], "outcome": [], "record": []}
+        _add_row(rows, "", _FAULT, {"errno": exc.errno, "strerror": exc.strerror or str(exc),
+                                    "filename": exc.filename or split_dir(path, split)})
     return {key: np.array(values, dtype=object) for key, values in rows.items()}
 
 

@@ -4,8 +4,10 @@ Keys: `pipeline_version`, `task`, `params`, `schema` ({column: {shape, dtype, un
 `shape` excludes the row axis, [] for scalars), `splits` ({split: {members, count, per_class}}),
 `sources` ({name: {size, sha256, split, windows}}), `fingerprint`, `rejected` ([{file, source,
 reason}]), `created` (UTC ISO time), plus task-specific keys (radar: `time_step_s`, `grid`,
-`encoding`). The fingerprint covers everything that determines the data and nothing about when
-or where it was written, so the same inputs and parameters give the same fingerprint.
+`encoding`), and `files` ({split: {file name: windows}}, the shard files as published, for checking
+them on read: `pipelines.verify`). The fingerprint covers everything that determines the data and
+nothing about when or where it was written (nor how the windows were cut into files, which depends
+on the cluster's CPUs), so the same inputs and parameters give the same fingerprint.
 """
 from __future__ import annotations
 
@@ -20,8 +22,12 @@ PIPELINE_VERSION = "1"
 MANIFEST_NAME = "manifest.json"
 SPLITS = ("train", "val", "test")  # the standard splits, in this order
 # Keys that describe the run or the inputs looked at rather than the windows (`rejected` names input
-# paths on this machine; radar `gaps` and `seen` list frames, which change without adding a window).
-_NOT_FINGERPRINTED = ("fingerprint", "created", "rejected", "gaps", "seen")
+# paths on this machine; radar `gaps` and `seen` list frames, which change without adding a window;
+# `files` is how this machine's tasks cut the windows into files).
+_NOT_FINGERPRINTED = ("fingerprint", "created", "rejected", "gaps", "seen", "files")
+# What every manifest holds, with the type a reader relies on.
+_REQUIRED = {"pipeline_version": str, "task": str, "params": dict, "schema": dict, "splits": dict,
+             "sources": dict, "fingerprint": str}
 _CHUNK = 1 << 20
 
 
@@ -35,7 +41,32 @@ def load_manifest(path: str) -> dict:
     file = path if path.rstrip("/").endswith(MANIFEST_NAME) else manifest_path(path)
     if not storage.exists(file):
         raise FileNotFoundError(f"no published dataset at {path} (missing {MANIFEST_NAME})")
-    return json.loads(storage.read_text(file))
+    try:
+        manifest = json.loads(storage.read_text(file))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{file}: not a readable manifest ({type(exc).__name__}: {exc})") from None
+    problem = manifest_problem(manifest)
+    if problem:
+        raise ValueError(f"{file}: not a dataset manifest ({problem})")
+    return manifest
+
+
+def manifest_problem(manifest) -> str | None:
+    """What makes `manifest` unusable as a dataset manifest (a wrong type, a missing key, a schema column
+    without a list `shape` and a `dtype`, a split without an integer `count`), or None."""
+    if not isinstance(manifest, dict):
+        return f"a JSON {type(manifest).__name__}, not an object"
+    for key, kind in _REQUIRED.items():
+        if not isinstance(manifest.get(key), kind):
+            return f"{key!r} is missing" if key not in manifest else f"{key!r} is not a {kind.__name__}"
+    for name, spec in manifest["schema"].items():
+        if not (isinstance(spec, dict) and isinstance(spec.get("shape"), list) and isinstance(spec.get("dtype"), str)
+                and all(isinstance(n, int) and n > 0 for n in spec["shape"])):
+            return f"schema column {name!r} needs a shape (positive integers) and a dtype"
+    for name, info in manifest["splits"].items():
+        if not (isinstance(info, dict) and isinstance(info.get("count"), int) and info["count"] >= 0):
+            return f"split {name!r} needs a window count"
+    return None
 
 
 def write_manifest(dataset: str, manifest: dict) -> None:
@@ -76,8 +107,8 @@ def sources_checksum(paths: list[str]) -> dict:
 
 
 def build_manifest(*, task: str, params: dict, schema: dict, splits: dict, sources: dict,
-                   rejected: list[dict], extra: dict | None = None) -> dict:
-    """Assemble a manifest and stamp its fingerprint and creation time."""
+                   rejected: list[dict], extra: dict | None = None, files: dict | None = None) -> dict:
+    """Assemble a manifest and stamp its fingerprint and creation time. `files`: {split: {name: windows}}."""
     manifest = {
         "pipeline_version": PIPELINE_VERSION,
         "task": task,
@@ -87,6 +118,7 @@ def build_manifest(*, task: str, params: dict, schema: dict, splits: dict, sourc
         "sources": dict(sorted(sources.items())),
         "rejected": rejected,
         **(extra or {}),
+        **({"files": files} if files is not None else {}),
     }
     # Round-trip through JSON so the fingerprint sees exactly what load_manifest will return.
     manifest = json.loads(json.dumps(manifest, default=str))

@@ -10,6 +10,7 @@ Shards: `frames` uint8 `[frames, 1, size, size]`, `source` "mnist", `start` = se
 from __future__ import annotations
 
 import gzip
+import zlib
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -46,6 +47,8 @@ class MnistOptions:
         for name in ("digits", "frames", "subset", "chunk"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
+        if self.frames < 2:
+            raise ValueError(f"--frames must be >= 2 (at least one input and one target frame), got {self.frames}")
         if self.size < DIGIT:
             raise ValueError(f"--size must be >= {DIGIT} (the digit size), got {self.size}")
 
@@ -67,7 +70,10 @@ def load_idx_images(path: str | Path) -> np.ndarray:
     """MNIST IDX3 images (gzip or raw) -> uint8 `[N, 28, 28]`; ValueError naming --mnist if malformed."""
     raw = Path(path).read_bytes()
     if raw[:2] == b"\x1f\x8b":
-        raw = gzip.decompress(raw)
+        try:
+            raw = gzip.decompress(raw)
+        except (EOFError, OSError, zlib.error) as exc:  # truncated or corrupt .gz
+            raise ValueError(f"--mnist {path}: not a readable gzip file ({type(exc).__name__}: {exc})") from None
     if len(raw) < 16 or int.from_bytes(raw[:4], "big") != _IDX3_MAGIC:
         raise ValueError(f"--mnist {path}: not an IDX3 image file (magic 0x00000803)")
     n, rows, cols = (int.from_bytes(raw[i:i + 4], "big") for i in (4, 8, 12))

@@ -3,9 +3,16 @@
 A dataset is published when `<out>/manifest.json` exists. An interrupted or failed run removes its
 staging folder and never touches `<out>`. Replacing (`overwrite`) or extending (`incremental`) an
 existing dataset keeps the old one readable until the new one is complete: incremental staging
-starts from hard links to the old files. Locally the final swap is two renames; on object stores
-(no rename) the old manifest is deleted first, the staged objects copied, the new manifest written
-last, so readers that go through the manifest never see a half-written dataset as finished.
+starts from hard links to the old files.
+
+The commit is conditional: it replaces only what was at `<out>` when staging began (nothing, or the
+published dataset being replaced), never something that appeared meanwhile (a folder a user made,
+another prepare's dataset). Locally that is one atomic renameat2: RENAME_NOREPLACE into an empty
+`<out>`, else RENAME_EXCHANGE followed by a check that what came out is the dataset seen at the start
+(same inode, a manifest), swapped back if not. A symbolic link at `<out>` is followed, never replaced.
+On object stores (no rename) `<out>` is re-checked just before the commit, then the old manifest is
+deleted, the staged objects copied and the new manifest written last, so readers that go through the
+manifest never see a half-written dataset as finished.
 
 Staging folders left behind by a killed run (kill -9, power loss) are swept by later runs: each
 staging folder holds an owner marker (OWNER_FILE: pid, host, boot id, process start time, creation
@@ -16,6 +23,7 @@ uses the same markers (`claim`, `sweep_stale`). Local paths only: object stores 
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -36,50 +44,120 @@ STALE_AFTER_S = 7 * 24 * 3600  # a marker from another host this old belongs to 
 
 @dataclass
 class Stage:
-    """A staging folder for `out`; `previous` is the manifest being extended (incremental), else None."""
+    """A staging folder for `out`; `previous` is the manifest being extended (incremental), else None.
+
+    `target`: where the dataset goes (`out`, or the folder a symlinked local `out` points to);
+    `seen`: what was at `target` when staging began (None: nothing), the only thing `commit` may
+    replace; `replace`: --overwrite or --incremental was given.
+    """
 
     out: str
     path: str
     previous: dict | None
+    target: str = ""
+    replace: bool = False
+    seen: object = None
     published: bool = False
+    keep: bool = False  # the staging path holds something not ours (a failed swap back): never removed
 
     def commit(self, manifest: dict) -> None:
-        """Write `manifest` and make the staged folder the dataset at `out`."""
+        """Write `manifest` and make the staged folder the dataset at `out`, on one condition: `out`
+        still holds what it held when staging began (nothing, or the dataset being replaced).
+        Otherwise FileExistsError, and whatever is at `out` stays as it is."""
         if storage.is_remote(self.out):
             self._commit_remote(manifest)
         else:
             self._commit_local(manifest)
         self.published = True
 
+    def _changed(self) -> FileExistsError:
+        return FileExistsError(f"--out {self.out}: changed while this run was preparing (another prepare, "
+                               "or something created there); left as it is, nothing published")
+
     def _commit_local(self, manifest: dict) -> None:
         storage.remove(storage.join(self.path, OWNER_FILE))
         write_manifest(self.path, manifest)
-        if not storage.exists(self.out):
-            storage.move(self.path, self.out)
+        stage, target = storage.resolve(self.path)[1], self.target
+        if self.seen is None or not os.path.lexists(target):
+            try:
+                storage.rename_noreplace(stage, target)
+            except FileExistsError:
+                raise self._changed() from None
             return
-        retired = storage.sibling(self.out, f".old-{uuid.uuid4().hex[:12]}")
-        storage.move(self.out, retired)
-        storage.move(self.path, self.out)
-        storage.remove(retired)
+        try:
+            storage.exchange(stage, target)  # atomic swap: `stage` now holds what was at `out`
+        except OSError as exc:
+            if exc.errno != errno.ENOSYS:
+                raise
+            self._replace_by_renames(stage, target)
+            return
+        if _local_identity(stage) != self.seen or not _is_dataset(stage):
+            try:
+                storage.exchange(stage, target)
+            except OSError:
+                self.keep = True
+                raise FileExistsError(f"--out {self.out}: changed while this run was preparing; what was "
+                                      f"there is now at {stage} (move it back by hand)") from None
+            raise self._changed()
+        shutil.rmtree(stage, ignore_errors=True)
+
+    def _replace_by_renames(self, stage: str, target: str) -> None:
+        """Where renameat2's exchange is missing (NFS): move `target` aside, check it is the dataset
+        seen at the start (else put it back), then rename the stage in without replacing anything."""
+        retired = f"{target}.old-{uuid.uuid4().hex[:12]}"
+        os.rename(target, retired)
+        if _local_identity(retired) != self.seen or not _is_dataset(retired):
+            storage.rename_noreplace(retired, target)
+            raise self._changed()
+        try:
+            storage.rename_noreplace(stage, target)
+        except FileExistsError:
+            raise FileExistsError(f"--out {self.out}: something was created there while this run was "
+                                  f"publishing; the replaced dataset is kept at {retired}") from None
+        shutil.rmtree(retired, ignore_errors=True)
 
     def _commit_remote(self, manifest: dict) -> None:
+        # Object stores have no rename: re-check `out` just before writing (a narrow window remains
+        # between this check and the manifest write), then replace it object by object.
+        if _remote_identity(self.out) != self.seen:
+            raise self._changed()
         storage.remove(manifest_path(self.out))
         storage.remove(self.out)
         storage.move(self.path, self.out)
         write_manifest(self.out, manifest)
 
 
+def _local_identity(path: str) -> tuple[int, int] | None:
+    """(device, inode) of the local folder or file at `path` (not followed if a link), None if absent."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    return info.st_dev, info.st_ino
+
+
+def _remote_identity(out: str) -> str | None:
+    """The manifest text of the dataset at the object-store prefix `out`; "" for objects without a
+    manifest; None when nothing is there."""
+    if not storage.exists(out):
+        return None
+    path = manifest_path(out)
+    return storage.read_text(path) if storage.exists(path) else ""
+
+
 class UnsafeTarget(ValueError):
     """`--out` would replace or sit inside something that is not a published dataset of ours."""
 
 
-def check_target(out: str, *, protect: Sequence[str] = (), replace: bool = False) -> None:
+def check_target(out: str, *, protect: Sequence[str] = (), replace: bool = False, shown: str | None = None) -> None:
     """Refuse an `out` that overlaps a protected input path, or that `replace` would destroy.
 
     `protect`: the user's inputs (`--src`, `--mnist`); `out` may neither contain nor lie inside one.
     `replace` (--overwrite/--incremental on an existing `out`): `out` must be a folder holding this
-    project's manifest.json; a plain file or any other folder is never removed.
+    project's manifest.json; a plain file or any other folder is never removed. `shown`: `out` as the
+    user wrote it, for messages.
     """
+    user_out, out = shown or out, out
     if not storage.is_remote(out):
         target = os.path.realpath(storage.resolve(out)[1])
         for src in protect:
@@ -87,14 +165,14 @@ def check_target(out: str, *, protect: Sequence[str] = (), replace: bool = False
                 continue
             source = os.path.realpath(storage.resolve(str(src))[1])
             if _within(target, source) or _within(source, target):
-                raise UnsafeTarget(f"--out {out}: overlaps the input {src}; "
+                raise UnsafeTarget(f"--out {user_out}: overlaps the input {src}; "
                                    "write the dataset to a folder outside the sources")
     if not replace or not storage.exists(out):
         return
     if not storage.is_dir(out):
-        raise UnsafeTarget(f"--out {out}: is a file, not a dataset folder; refusing to replace it")
+        raise UnsafeTarget(f"--out {user_out}: is a file, not a dataset folder; refusing to replace it")
     if not _is_dataset(out):
-        raise UnsafeTarget(f"--out {out}: is not a published dataset (no {MANIFEST_NAME} written by "
+        raise UnsafeTarget(f"--out {user_out}: is not a published dataset (no {MANIFEST_NAME} written by "
                            "`convlstm prepare`); refusing to replace it")
 
 
@@ -123,29 +201,39 @@ def staging(out: str, *, overwrite: bool = False, incremental: bool = False,
     if overwrite and incremental:
         raise ValueError("overwrite and incremental are exclusive: choose one")
     out = storage.sibling(str(out), "")
-    check_target(out, protect=protect, replace=overwrite or incremental)
-    existing = storage.exists(out)
+    target = _target(out)
+    check_target(target, protect=protect, replace=overwrite or incremental, shown=out)
+    existing = storage.exists(target)
     if existing and not (overwrite or incremental):
         raise FileExistsError(f"{out} already exists: pass --overwrite to replace it "
                               "or --incremental to add new sources")
-    previous = load_manifest(out) if existing and incremental else None
-    stage = Stage(out=out, path=storage.sibling(out, f".tmp-{uuid.uuid4().hex[:12]}"), previous=previous)
-    local = not storage.is_remote(out)
-    if local:
-        target = Path(storage.resolve(out)[1])
-        sweep_stale(target.parent, f"{target.name}.tmp-")
+    remote = storage.is_remote(target)
+    seen = (_remote_identity(target) if remote else _local_identity(target)) if existing else None
+    previous = load_manifest(target) if existing and incremental else None
+    stage = Stage(out=out, path=storage.sibling(target, f".tmp-{uuid.uuid4().hex[:12]}"), previous=previous,
+                  target=target, replace=overwrite or incremental, seen=seen)
+    if not remote:
+        sweep_stale(Path(target).parent, f"{Path(target).name}.tmp-")
     try:
         storage.make_dirs(stage.path)
-        if local:
-            claim(storage.resolve(stage.path)[1])
+        if not remote:
+            claim(stage.path)
         if previous is not None:
-            storage.link_tree(out, stage.path)
+            storage.link_tree(target, stage.path)
             storage.remove(manifest_path(stage.path))
         yield stage
     finally:
-        if not stage.published:
+        if not stage.published and not stage.keep:
             storage.remove(stage.path)
 
+
+def _target(out: str) -> str:
+    """Where `out` is published: an object-store URI as it is; a local path made absolute, and a
+    symbolic link at `out` followed to the folder it names (the link itself is never replaced)."""
+    if storage.is_remote(out):
+        return out
+    path = storage.resolve(out)[1]
+    return os.path.realpath(path) if os.path.islink(path) else path
 
 
 # --- owner markers of staging folders -----------------------------------------------------------------

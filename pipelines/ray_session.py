@@ -6,6 +6,8 @@ without authentication, are not reachable from the network), runs without its da
 without the per-node Prometheus export. RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=1 and
 RAY_enable_metrics_collection=1, set by the user, restore Ray's defaults. Call `init_ray()` at the start of
 every job; it is a no-op when Ray is already initialised (tests share one session-wide instance).
+`ray.init` replaces the process's SIGTERM handler with `sys.exit(15)`; the caller's handler is put
+back (the CLI's turns SIGTERM into a clean stop, exit 143).
 
 Connected to a cluster (an address or RAY_ADDRESS, as in every `convlstm submit` job), the output of
 tasks and actors is forwarded to the driver even when `quiet`: the Ray Train workers' per-epoch
@@ -19,10 +21,23 @@ import os
 
 def init_ray(address: str | None = None, num_cpus: int | None = None, quiet: bool = True):
     """Initialise Ray once; returns the `ray` module. `address` wins over RAY_ADDRESS."""
+    import signal
+    import threading
+
     import ray
 
     if ray.is_initialized():
         return ray
+    if threading.current_thread() is threading.main_thread():
+        sigterm = signal.getsignal(signal.SIGTERM)
+        try:
+            return _init(ray, address, num_cpus, quiet)
+        finally:
+            signal.signal(signal.SIGTERM, sigterm)
+    return _init(ray, address, num_cpus, quiet)
+
+
+def _init(ray, address: str | None, num_cpus: int | None, quiet: bool):
     address = address or os.environ.get("RAY_ADDRESS") or None
     kwargs: dict = {"log_to_driver": not quiet or bool(address), "configure_logging": True}
     if quiet:

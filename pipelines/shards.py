@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 SPLIT_COLUMN = "split"
 # Rows are returned in this order by read_windows (when the columns exist).
 ORDER = ("source", "start")
-_SHAPE_KEY, _DTYPE_KEY = b"convlstm:shape", b"convlstm:dtype"
+_SHAPE_KEY, _DTYPE_KEY = b"convlstm:shape", b"convlstm:dtype"  # tensor field metadata (pipelines.verify reads it)
 STARTS_KEY = b"convlstm:starts"  # runs layout: JSON list of the row offsets where the file's windows start
 # Runs layout: rows per row group and decoded bytes per batch of cut windows (bounds a reader's memory).
 _GROUP_BYTES, _CUT_BYTES = 16 << 20, 32 << 20
@@ -142,10 +142,14 @@ def window_counts(path: str, split: str) -> dict[str, int]:
     counts = {}
     for name in storage.list_files(split_dir(path, split), ".parquet"):
         with fs.open_input_file(f"{root}/{name}") as f:
-            footer = pq.read_metadata(f)
-        starts = (footer.metadata or {}).get(STARTS_KEY)
-        counts[name] = len(json.loads(starts)) if starts is not None else footer.num_rows
+            counts[name] = footer_windows(pq.read_metadata(f))
     return counts
+
+
+def footer_windows(footer: pq.FileMetaData) -> int:
+    """Windows one shard file holds, from its footer: the runs layout's window index, else its rows."""
+    starts = (footer.metadata or {}).get(STARTS_KEY)
+    return len(json.loads(starts)) if starts is not None else footer.num_rows
 
 
 class WindowColumn:

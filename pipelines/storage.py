@@ -14,6 +14,8 @@ object with ranged reads. `as_uri` undoes what `pathlib.Path` does to a URI (`s3
 """
 from __future__ import annotations
 
+import ctypes
+import errno
 import io
 import os
 import re
@@ -98,6 +100,24 @@ def make_dirs(path: str) -> None:
     fs.create_dir(p, recursive=True)
 
 
+def check_writable(path: str) -> None:
+    """OSError (EROFS, EACCES, ENOTDIR) naming `path` when a local `path` could not be created or written:
+    its nearest existing ancestor is a file, or a folder on a read-only filesystem or not writable. Object-store URIs pass (their
+    permissions show only on write). Lets a job fail before its work rather than after it."""
+    if is_remote(path):
+        return
+    folder = resolve(path)[1]
+    while not os.path.exists(folder) and os.path.dirname(folder) != folder:
+        folder = os.path.dirname(folder)
+    if not os.path.isdir(folder):
+        raise NotADirectoryError(errno.ENOTDIR, f"{folder} is a file, not a folder", str(path))
+    if os.access(folder, os.W_OK):
+        return
+    read_only = bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    code = errno.EROFS if read_only else errno.EACCES
+    raise OSError(code, os.strerror(code), str(path))
+
+
 def read_text(path: str) -> str:
     fs, p = resolve(path)
     with fs.open_input_stream(p) as f:
@@ -148,6 +168,49 @@ def move(src: str, dst: str) -> None:
         return
     _copy_objects(fs, s, d)
     remove(src)
+
+
+_RENAME_NOREPLACE, _RENAME_EXCHANGE, _AT_FDCWD = 1, 2, -100
+
+
+def rename_noreplace(src: str | Path, dst: str | Path) -> None:
+    """Local atomic rename of `src` to `dst` that fails with FileExistsError when anything (a file, a
+    folder, a link) is at `dst`: Linux renameat2(RENAME_NOREPLACE), so no check-then-rename window."""
+    if not _renameat2(src, dst, _RENAME_NOREPLACE):
+        if os.path.lexists(dst):  # no renameat2 here (old kernel, other OS): a narrow check-then-rename
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(dst))
+        os.rename(src, dst)
+
+
+def exchange(a: str | Path, b: str | Path) -> None:
+    """Swap the local paths `a` and `b` atomically (renameat2(RENAME_EXCHANGE)); both must exist.
+    OSError(ENOSYS) where the kernel or filesystem cannot."""
+    if not _renameat2(a, b, _RENAME_EXCHANGE):
+        raise OSError(errno.ENOSYS, "atomic exchange is not supported here", str(b))
+
+
+def _renameat2(src: str | Path, dst: str | Path, flags: int) -> bool:
+    """renameat2(2); False when unavailable (no such call, or the filesystem refuses the flag),
+    OSError naming `dst` for any other failure."""
+    call = getattr(_libc(), "renameat2", None)
+    if call is None:
+        return False
+    if call(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), flags) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, os.strerror(code), str(dst))
+
+
+def _libc():
+    global _LIBC
+    if _LIBC is None:
+        _LIBC = ctypes.CDLL(None, use_errno=True)
+    return _LIBC
+
+
+_LIBC = None
 
 
 def link_tree(src: str, dst: str) -> None:

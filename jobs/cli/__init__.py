@@ -2,17 +2,22 @@
 
 Each command module (`jobs.cli.<name>`) exposes `register(subparsers)`, which adds its parser and sets
 `func=run`; `run(args) -> int` returns the exit code. User errors (bad parameters, missing or
-unreadable inputs) surface as one line on stderr and exit code 2; failed jobs exit 1 (the
-exceptions and codes live in `jobs.errors`). Only this package imports the CLI; library code never does.
+unreadable inputs, storage faults) surface as one line on stderr and exit code 2; failed jobs exit 1,
+an unreachable tracking server 75, Ctrl-C 130 and SIGTERM 143 (the exceptions and codes live in
+`jobs.errors`). Only this package imports the CLI; library code never does.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import os
+import signal
 import sys
+import threading
 
-from jobs.errors import EXIT_INTERRUPTED, EXIT_USAGE, USER_ERRORS, CommandError
+from jobs.errors import (EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, MLFLOW_HTTP_DEFAULTS, RECEIVED,
+                         USER_ERRORS, CommandError, fault_message, stop_on_signal, terminated)
 
 # Order is the order `convlstm --help` lists them in.
 COMMAND_MODULES = [
@@ -26,6 +31,7 @@ COMMAND_MODULES = [
     "retrain",
     "models",
     "samples",
+    "verify",
     "version",
 ]
 
@@ -43,19 +49,49 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    for key, value in MLFLOW_HTTP_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    # MLflow's sqlite store logs a database error with its traceback before raising it; the error
+    # reaches the user as one line below.
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
+    RECEIVED.clear()
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, stop_on_signal) if main_thread else None  # stop like Ctrl-C: exit 143
     try:
         return int(args.func(args) or 0)
-    except CommandError as exc:
-        print(f"convlstm {args.command}: error: {exc}", file=sys.stderr)
-        return exc.code
-    except USER_ERRORS as exc:
-        print(f"convlstm {args.command}: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        print(f"convlstm {args.command}: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as exc:
+        stopped = terminated(exc)
+        print(f"convlstm {args.command}: {'terminated' if stopped else 'interrupted'}", file=sys.stderr)
+        return EXIT_TERMINATED if stopped else EXIT_INTERRUPTED
+    except Exception as exc:
+        message, code = _one_line(exc, getattr(args, "tracking_uri", None))
+        if message is None:
+            raise
+        print(f"convlstm {args.command}: error: {message}", file=sys.stderr)
+        return code
+    finally:
+        if main_thread and previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _one_line(exc: Exception, tracking_uri: str | None) -> tuple[str | None, int]:
+    """The user-facing line and exit code for `exc` (see `jobs.errors`); (None, 0) for a bug, which
+    keeps its traceback. A storage or MLflow fault wins over the CommandError wrapping it."""
+    fault = fault_message(exc, tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "the project's sqlite store")
+    if fault is not None and not isinstance(exc, USER_ERRORS):
+        return fault
+    if isinstance(exc, CommandError):
+        return _first(str(exc)), exc.code
+    if isinstance(exc, USER_ERRORS):
+        return _first(str(exc)), EXIT_USAGE
+    return None, 0
+
+
+def _first(text: str) -> str:
+    """The first line of a message (wrapped errors from Ray can carry a traceback after it)."""
+    return text.strip().splitlines()[0] if text.strip() else text

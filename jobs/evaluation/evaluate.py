@@ -243,6 +243,7 @@ def score_model(model, config: dict, data: str, split: str = "test", baselines: 
     from jobs.training.config import from_dict
     from jobs.tasks import get_task
     from pipelines.manifest import load_manifest, manifest_path
+    from pipelines.verify import check_dataset
 
     if batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
@@ -259,6 +260,8 @@ def score_model(model, config: dict, data: str, split: str = "test", baselines: 
             raise ValueError(f"--data {data} is not like the model's training data: {'; '.join(mismatches)} "
                              "(--allow-data-mismatch scores it anyway)")
     counts = {name: info["count"] for name, info in sorted(manifest["splits"].items())}
+    if split in counts:
+        check_dataset(str(data), manifest, [split])  # the shards against the manifest, from their footers
     if not counts.get(split):
         listed = ", ".join(f"{name} ({count})" for name, count in counts.items())
         raise ValueError(f"--split {split!r} has no windows in {data} (splits: {listed})")
@@ -316,6 +319,9 @@ def evaluate(model_ref: str | None, data: str, split: str = "test", baselines: t
     out = storage.as_uri(out) if out else paths.output_location("evaluations", datetime.now().strftime("%Y%m%d-%H%M%S"))
     # Multi-node cluster: the report and the shards must be on storage every node reads (before any work).
     cluster.check_paths({"--out": out, "--data": str(data)}, address=address, defaulted={"--out"} if defaulted else ())
+    storage.check_writable(out)  # a read-only --out fails before the scoring, not after it
+    if log_to_run:
+        _check_run(log_to_run, tracking_uri)
     if model_ref:
         model, info = load_model(model_ref, tracking_uri=tracking_uri)
     else:
@@ -340,6 +346,22 @@ def evaluate(model_ref: str | None, data: str, split: str = "test", baselines: t
         if run_id:
             log_evaluation(result, files, run_id, tracking_uri)
     return result
+
+
+def _check_run(run_id: str, tracking_uri: str | None) -> None:
+    """ValueError naming `--log-to-run` when the tracking store has no active run `run_id`."""
+    from mlflow.exceptions import MlflowException
+
+    from jobs.registry import tracking
+
+    try:
+        run = tracking.client(tracking_uri).get_run(run_id)
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        raise ValueError(f"--log-to-run {run_id}: no such run in {tracking.resolve_uri(tracking_uri)}") from None
+    if run.info.lifecycle_stage != "active":
+        raise ValueError(f"--log-to-run {run_id}: the run is {run.info.lifecycle_stage}")
 
 
 def metric_key(split: str, method: str, name: str) -> str:

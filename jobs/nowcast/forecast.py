@@ -156,6 +156,7 @@ def nowcast(model_ref: str, src: str | Path, out: str | Path | None = None, fmt:
     defaulted = out is None
     out = default_out() if out is None else storage.as_uri(out)
     cluster.check_paths({"--out": out}, address=address, defaulted={"--out"} if defaulted else ())
+    storage.check_writable(out)  # a read-only --out fails before the forecast, not after it
 
     model, task, info = load_radar_model(model_ref, tracking_uri)
     manifest = info["manifest"]

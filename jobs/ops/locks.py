@@ -207,4 +207,6 @@ def _expired(record: dict) -> bool:
         expires = datetime.fromisoformat(record["expires"])
     except (KeyError, TypeError, ValueError):
         return False  # an unreadable lock is never broken automatically: a person should look
+    if expires.tzinfo is None:  # written by hand without an offset: records are UTC
+        expires = expires.replace(tzinfo=timezone.utc)
     return expires <= datetime.now(timezone.utc)

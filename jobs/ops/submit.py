@@ -133,6 +133,8 @@ def connect(address: str | None = None) -> JobSubmissionClient:
             "RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH to the cluster's token (see infra/README.md)") from exc
     except ConnectionError as exc:
         raise CommandError(f"cannot reach the Ray Jobs API at {url}: {exc}") from exc
+    except RuntimeError as exc:  # an HTTP server that is not Ray's dashboard: "Version check returned 404"
+        raise CommandError(f"{url} is not a Ray Jobs API ({str(exc).strip().splitlines()[0]})") from exc
 
 
 def source_checkout() -> Path | None:

@@ -225,14 +225,17 @@ def _param_value(value: Any) -> str:
 
 
 def reopen_run(tracking_uri: str | None, run_id: str) -> None:
-    """Mark an existing run RUNNING again (resume); FileNotFoundError if the store lacks it."""
+    """Mark an existing run RUNNING again (resume); FileNotFoundError if the store lacks it or it was deleted."""
     from mlflow.exceptions import MlflowException
 
     c = client(tracking_uri)
     try:
-        c.get_run(run_id)
+        run = c.get_run(run_id)
     except MlflowException as exc:
         raise FileNotFoundError(f"MLflow run {run_id} not found in {resolve_uri(tracking_uri)}: {exc}") from None
+    if run.info.lifecycle_stage != "active":
+        raise FileNotFoundError(f"MLflow run {run_id} in {resolve_uri(tracking_uri)} is {run.info.lifecycle_stage}: "
+                                "restore it (`mlflow runs restore`) or start a new run")
     c.update_run(run_id, status="RUNNING")
 
 

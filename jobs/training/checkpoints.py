@@ -9,12 +9,19 @@ in checkpoints from before pooled datasets), `config` (resolved), `metrics` (thi
 JSON-able; pooled datasets' own under `datasets`), `preview` (uint8 frames).
 A `metrics.json` beside it holds the epoch's metrics for ranking without loading the weights.
 Storage may be a local folder or an object-store URI (via `pipelines.storage`).
+
+A checkpoint counts only when complete: each file is written under a temporary name and renamed,
+and `complete.json` ({file: bytes}) is written last; a folder whose marker is missing or whose files
+differ in size from it (a full disk, a kill, a partial upload by Ray Train) is incomplete, skipped
+by `latest`/`best` and reported by `incomplete`. Runs written before the marker existed (no folder
+has one) count the folders that have `metrics.json`, which was written after the weights.
 """
 from __future__ import annotations
 
 import io
 import json
 import math
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -25,6 +32,7 @@ from pipelines import storage
 
 CHECKPOINT_FILE = "checkpoint.pt"
 METRICS_FILE = "metrics.json"
+COMPLETE_FILE = "complete.json"
 _EPOCH_DIR = re.compile(r"^epoch_(\d{4,})$")
 
 
@@ -34,12 +42,44 @@ def epoch_dir_name(epoch: int) -> str:
 
 
 def save(state: dict[str, Any], metrics: dict[str, Any], directory: Path) -> Path:
-    """Write `checkpoint.pt` and `metrics.json` into `directory`; returns the checkpoint file."""
+    """Write `checkpoint.pt`, `metrics.json` and, last, the `complete.json` marker into `directory`
+    (each file under a temporary name first); returns the checkpoint file. OSError naming the file
+    when it cannot be written (no space, read-only): nothing half-written keeps the final name."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / CHECKPOINT_FILE
-    torch.save(state, path)
-    (directory / METRICS_FILE).write_text(json.dumps(metrics, indent=1, default=float) + "\n")
+    blob = io.BytesIO()
+    torch.save(state, blob)  # serialised in memory: a failed write is the OSError (ENOSPC...) of a plain write
+    _write_atomically(path, lambda f: f.write(blob.getbuffer()))
+    _write_atomically(directory / METRICS_FILE,
+                      lambda f: f.write((json.dumps(metrics, indent=1, default=float) + "\n").encode()))
+    sizes = {name: (directory / name).stat().st_size for name in (CHECKPOINT_FILE, METRICS_FILE)}
+    _write_atomically(directory / COMPLETE_FILE, lambda f: f.write(json.dumps(sizes).encode()))
     return path
+
+
+def _write_atomically(path: Path, write) -> None:
+    """`write(binary file)` into `.<name>.tmp` beside `path`, then rename onto `path`; the temporary
+    file is removed on failure, and the OSError names `path`."""
+    partial = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(partial, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(partial, path)
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from None
+
+
+def is_complete(folder: str) -> bool:
+    """True when `folder`'s `complete.json` marker exists and every file it lists has its size."""
+    marker = storage.join(folder, COMPLETE_FILE)
+    try:
+        sizes = json.loads(storage.read_text(marker))
+        return bool(sizes) and all(storage.size_of(storage.join(folder, name)) == size for name, size in sizes.items())
+    except (OSError, ValueError, AttributeError, TypeError):
+        return False
 
 
 def rank(metrics: dict[str, Any], monitor: str, mode: str) -> float:
@@ -76,14 +116,32 @@ def run_dir(storage_path: str, run_name: str) -> str:
 
 
 def list_epochs(storage_path: str, run_name: str) -> list[int]:
-    """Epochs that have a checkpoint file directly under `<storage>/<run>/epoch_NNNN/`, ascending."""
-    epochs = []
-    for rel in storage.list_files(run_dir(storage_path, run_name), CHECKPOINT_FILE):
+    """Epochs with a complete checkpoint under `<storage>/<run>/epoch_NNNN/` (see the module docstring),
+    ascending."""
+    present, legacy = _epoch_folders(storage_path, run_name)
+    folder = run_dir(storage_path, run_name)
+    if legacy:
+        return [e for e in present if storage.exists(storage.join(folder, epoch_dir_name(e), METRICS_FILE))]
+    return [e for e in present if is_complete(storage.join(folder, epoch_dir_name(e)))]
+
+
+def incomplete(storage_path: str, run_name: str) -> list[str]:
+    """Folders of the run's epochs that hold a checkpoint file but are not complete (skipped)."""
+    present, _ = _epoch_folders(storage_path, run_name)
+    complete = set(list_epochs(storage_path, run_name))
+    return [storage.join(run_dir(storage_path, run_name), epoch_dir_name(e)) for e in present if e not in complete]
+
+
+def _epoch_folders(storage_path: str, run_name: str) -> tuple[list[int], bool]:
+    """(epochs whose folder holds a checkpoint file, True when no folder of the run has a marker)."""
+    files: dict[int, set[str]] = {}
+    for rel in storage.list_files(run_dir(storage_path, run_name)):
         parts = rel.split("/")
-        match = _EPOCH_DIR.match(parts[0]) if len(parts) == 2 and parts[1] == CHECKPOINT_FILE else None
+        match = _EPOCH_DIR.match(parts[0]) if len(parts) == 2 else None
         if match:
-            epochs.append(int(match.group(1)))
-    return sorted(epochs)
+            files.setdefault(int(match.group(1)), set()).add(parts[1])
+    present = sorted(e for e, names in files.items() if CHECKPOINT_FILE in names)
+    return present, not any(COMPLETE_FILE in names for names in files.values())
 
 
 def best(storage_path: str, run_name: str, monitor: str, mode: str) -> str | None:
@@ -103,6 +161,6 @@ def _metrics(folder: str) -> dict[str, Any]:
 
 
 def latest(storage_path: str, run_name: str) -> str | None:
-    """Folder of the newest checkpoint of a run, or None when it has none."""
+    """Folder of the newest complete checkpoint of a run, or None when it has none."""
     epochs = list_epochs(storage_path, run_name)
     return storage.join(run_dir(storage_path, run_name), epoch_dir_name(epochs[-1])) if epochs else None

@@ -19,9 +19,9 @@ Name = Annotated[str, Field(min_length=1)]
 
 
 class Section(BaseModel):
-    """A config section: unknown keys are errors, values are validated and the result is frozen."""
+    """A config section: unknown keys are errors, values are validated (floats finite) and the result is frozen."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, allow_inf_nan=False)
 
 
 class ModelConfig(Section):

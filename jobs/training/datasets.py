@@ -69,15 +69,19 @@ def data_paths(data: str | Path | Sequence[str | Path] | None, configured: Seque
 
 def load_datasets(paths: Sequence[str], cfg: Config) -> tuple[TrainingData, ...]:
     """Read the manifests of `paths` and check that they can be pooled for `cfg.task` (see the module
-    docstring); FileNotFoundError for a missing manifest, ValueError for a dataset of another task, a
-    repeated dataset or the first field two datasets disagree on."""
+    docstring), then their training and validation shards against their manifests (`pipelines.verify`);
+    FileNotFoundError for a missing manifest, ValueError for a dataset of another task, a repeated
+    dataset, the first field two datasets disagree on, or shards unlike the manifest."""
     from jobs.tasks import get_task
     from pipelines.manifest import load_manifest
+    from pipelines.verify import check_dataset
 
     uris = [path if storage.is_remote(path) else os.path.abspath(path) for path in paths]
     manifests = [load_manifest(uri) for uri in uris]
     _check_distinct(uris, manifests)
     _check_poolable(cfg.task, uris, manifests)
+    for uri, manifest in zip(uris, manifests):  # shards against the manifest, from their footers
+        check_dataset(uri, manifest, [s for s in (cfg.data.train_split, cfg.data.val_split) if s in manifest["splits"]])
     if len(uris) == 1:
         names = [dataset_label(uris[0])]
     else:
@@ -101,13 +105,17 @@ def dataset_names(uris: Sequence[str], metric_names: Sequence[str] = ()) -> list
 
 
 def _check_distinct(uris: list[str], manifests: list[dict]) -> None:
+    """Refuse a folder listed twice, or two datasets of the same content (the fingerprint recomputed
+    from each manifest, so a copy whose recorded fingerprint was altered is still the same dataset)."""
+    from pipelines.manifest import fingerprint
+
     seen: dict[str, str] = {}
     for uri, manifest in zip(uris, manifests):
-        keys = (uri.rstrip("/"), manifest.get("fingerprint"))
+        keys = (uri.rstrip("/"), fingerprint(manifest))
         first = next((seen[key] for key in keys if key in seen), None)
         if first is not None:
             raise ValueError(f"--data lists the same dataset twice: {first} and {uri} "
-                             f"(fingerprint {str(manifest.get('fingerprint'))[:12]})")
+                             f"(fingerprint {keys[1][:12]})")
         seen.update(dict.fromkeys(keys, uri))
 
 

@@ -11,6 +11,8 @@ import json
 import math
 import os
 import re
+import signal
+import sys
 import tempfile
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -21,7 +23,7 @@ import numpy as np
 import torch
 
 from jobs import paths, plots
-from jobs.errors import CommandError, NonFiniteLossError
+from jobs.errors import CommandError, NonFiniteLossError, stop_on_signal
 from jobs.registry import tracking
 from jobs.tasks import Task, get_task
 from jobs.training import checkpoints
@@ -32,6 +34,7 @@ from jobs.training.sessions import val_dataset_key
 from pipelines import cluster, storage
 
 DEFAULT_RUN_NAME = r"-\d{8}-\d{6}$"  # after the task's name: `_new_run_name`
+RUN_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}$")
 
 
 @dataclass
@@ -103,6 +106,12 @@ def train(
     storage_path = storage_path or paths.output_location("train")
     if not storage.is_remote(storage_path):
         storage_path = os.path.abspath(storage_path)  # Ray Train wants absolute local paths
+        if os.path.exists(storage_path) and not os.path.isdir(storage_path):
+            raise NotADirectoryError(f"--storage {storage_path}: is a file, not a folder for checkpoints")
+        storage.check_writable(storage_path)
+    if run_name is not None and not RUN_NAME.match(run_name):
+        raise ValueError(f"--run-name {run_name!r}: use ASCII letters, digits, '.', '_' and '-' (it names "
+                         "the checkpoint folder and Ray Train's run)")
     # Multi-node cluster: checkpoints and shards must be on storage every node reads, refused before any work.
     data_options = {"--data" if i == 0 else f"--data #{i + 1}": path for i, path in enumerate(sources)}
     cluster.check_paths({"--storage": storage_path, **data_options}, address=address,
@@ -122,8 +131,13 @@ def train(
             raise FileNotFoundError(f"--resume: no {cfg.task} run with a checkpoint under {storage_path}")
     run_name = run_name or _new_run_name(cfg.task)
     resume_from = checkpoints.latest(storage_path, run_name)
+    skipped = [f for f in checkpoints.incomplete(storage_path, run_name) if resume_from is None or f > resume_from]
     if resume and resume_from is None:
-        raise FileNotFoundError(f"--resume: run {run_name!r} has no checkpoint under {storage_path}")
+        note = f" (only incomplete ones, skipped: {', '.join(skipped)})" if skipped else ""
+        raise FileNotFoundError(f"--resume: run {run_name!r} has no checkpoint under {storage_path}{note}")
+    if skipped:
+        print(f"convlstm train: skipped incomplete checkpoint{'s' if len(skipped) > 1 else ''} {', '.join(skipped)}; "
+              f"resuming from {resume_from}", file=sys.stderr, flush=True)
     previous = checkpoints.load(resume_from) if resume_from else None
     if previous is not None:
         _check_resumable(previous, cfg, datasets, run_name)
@@ -154,6 +168,7 @@ def train(
             last = checkpoints.latest(storage_path, run_name)
             raise NonFiniteLossError(f"{outcome['message']}; training stopped, last good checkpoint: "
                                      f"{last or 'none (no epoch completed)'}")
+        _check_windows(outcome, cfg, datasets, workers)
         summary = _finish(cfg, task, uri, run_id, experiment_id, run_name, storage_path, outcome, datasets, inputs)
     except BaseException as exc:
         tracking.client(uri).set_tag(run_id, f"{tracking.TAG_PREFIX}error", str(exc)[:5000])
@@ -225,6 +240,23 @@ def _steps_per_epoch(cfg: Config, datasets: Sequence[TrainingData], workers: int
     return math.ceil((rows // workers) / per_worker), per_worker
 
 
+def _check_windows(outcome: dict, cfg: Config, datasets: Sequence[TrainingData], workers: int) -> None:
+    """CommandError (nothing registered) when the last epoch trained on or scored fewer windows than
+    the manifests promise: shards lost or changed after the check at the start. Ray Train's equal
+    split drops the remainder of the training windows over `workers`."""
+    ranks = max(workers, 1)
+    promised = {"train_windows": sum(_rows(d.manifest, cfg.data.train_split, cfg.data.limit_train) for d in datasets),
+                "val_windows": sum(_rows(d.manifest, cfg.data.val_split, cfg.data.limit_val) for d in datasets)}
+    promised["train_windows"] -= promised["train_windows"] % ranks
+    for key, split in (("train_windows", cfg.data.train_split), ("val_windows", cfg.data.val_split)):
+        seen = outcome.get(key)
+        if seen is not None and seen < promised[key]:
+            promise = "their manifests promise" if len(datasets) > 1 else "its manifest promises"
+            raise CommandError(f"split {split}: the last epoch read {seen} of the {promised[key]} windows {promise} "
+                               f"({', '.join(d.uri for d in datasets)}); shards changed during the run? "
+                               "nothing registered")
+
+
 def _rows(manifest: dict, split: str, limit: int | None) -> int:
     """Windows read from one dataset's split: all of them, or `limit` (`data.limit_*`) at most."""
     return int(min(manifest["splits"][split]["count"], limit or math.inf))
@@ -267,12 +299,12 @@ def _log_config(uri: str, run_id: str, cfg: Config) -> None:
 
 def _fit_ray(spec: WorkerSpec, workers: int, address: str | None, cpus_per_worker: float | None) -> dict[str, Any]:
     import ray.train
-    from ray.train.torch import TorchTrainer
 
     from pipelines.ray_session import init_ray
 
     cfg = spec.config
     ray = init_ray(address)
+    trainer_class = _stoppable_trainer()
     datasets = {"train": _training_windows(spec)}
     # Validation: per dataset, disjoint parts, one per rank, none dropped (Ray Train's own split is
     # equal-sized and drops the remainder), so each window is scored once and the merged scores are exact.
@@ -284,7 +316,7 @@ def _fit_ray(spec: WorkerSpec, workers: int, address: str | None, cpus_per_worke
     resources = {"CPU": cpus_per_worker or default_cpus_per_worker(ray, workers, spec.use_gpu)}
     if spec.use_gpu:
         resources["GPU"] = 1
-    trainer = TorchTrainer(
+    trainer = trainer_class(
         ray_worker,
         train_loop_config={"spec": spec},
         scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=spec.use_gpu,
@@ -300,11 +332,38 @@ def _fit_ray(spec: WorkerSpec, workers: int, address: str | None, cpus_per_worke
         # Deterministic shards: the streaming split hands the same blocks to the same rank in every run.
         dataset_config=ray.train.DataConfig(datasets_to_split=["train"], execution_options=_ordered_ingest()),
     )
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
         result = trainer.fit()
     except ray.train.TrainingFailedError as exc:
         raise CommandError(f"training failed: {exc}") from exc
+    finally:
+        for signum, handler in handlers.items():  # Ray Train's handler must not outlive fit()
+            signal.signal(signum, handler)
     return result.return_value
+
+
+def _stoppable_trainer():
+    """TorchTrainer whose Ctrl-C (and SIGTERM) aborts the Ray Train controller and then raises
+    KeyboardInterrupt (Terminated) in the driver, so the run ends KILLED and nothing is registered.
+    Ray Train's own SIGINT handler aborts and returns normally, or calls sys.exit (exit 1, silent)."""
+    import ray
+    from ray.train.torch import TorchTrainer
+
+    class StoppableTrainer(TorchTrainer):
+        def _register_sigint_handler(self, controller) -> None:  # Ray Train v2's hook, main thread only
+            def stop(signum, frame):
+                signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the abort short
+                try:
+                    ray.get(controller.abort.remote(), timeout=60)
+                except Exception:  # the controller may be gone already
+                    pass
+                stop_on_signal(signum, frame)
+
+            signal.signal(signal.SIGINT, stop)
+            signal.signal(signal.SIGTERM, stop)
+
+    return StoppableTrainer
 
 
 def _training_windows(spec: WorkerSpec):

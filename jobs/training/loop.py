@@ -73,7 +73,9 @@ def ray_worker(config: dict[str, Any]) -> dict[str, Any]:
 
 def train_loop(spec: WorkerSpec) -> dict[str, Any]:
     """Train on this worker. Returns a status dict (rank 0's is the run's): `status`, `epoch`, `step`,
-    and `message` when the loss became non-finite."""
+    `train_windows` / `val_windows` (windows the last epoch trained on and scored, all ranks; the
+    driver registers nothing when they fall short of the manifests), and `message` when the loss
+    became non-finite."""
     from convlstm.factory import build_model, model_spec
 
     cfg = spec.config
@@ -124,6 +126,7 @@ def train_loop(spec: WorkerSpec) -> dict[str, Any]:
             elapsed = time.perf_counter() - started
             scalars, evaluation, preview, val_rows = _validate(task, model, session, spec.pooled_names)
             _write_progress(spec.progress_dir, session.world_rank, epoch=epoch, step=step, val_windows=val_rows)
+            windows = {"train_windows": samples, "val_windows": _synced_count(session, val_rows)}
             epoch += 1
             mean_loss = float(epoch_loss[0] / epoch_loss[1]) if epoch_loss[1] else math.nan
             metrics = {"epoch": epoch, "step": step, "train_loss_epoch": mean_loss,
@@ -144,11 +147,16 @@ def train_loop(spec: WorkerSpec) -> dict[str, Any]:
                 }
             session.report(metrics, state, epoch)
             if cfg.train.patience and epoch - best_epoch >= cfg.train.patience:
-                return {"status": STATUS_EARLY_STOPPED, "epoch": epoch, "step": step}
-        return {"status": STATUS_COMPLETED, "epoch": epoch, "step": step}
+                return {"status": STATUS_EARLY_STOPPED, "epoch": epoch, "step": step, **windows}
+        return {"status": STATUS_COMPLETED, "epoch": epoch, "step": step, **windows}
     finally:
         if monitor is not None:
             _stop_system_metrics(monitor)
+
+
+def _synced_count(session, rows: int) -> int:
+    """`rows` summed over ranks (every rank's validation windows: the epoch's total)."""
+    return int(session.all_reduce_sum(torch.tensor([float(rows)], dtype=torch.float64, device=session.device)).item())
 
 
 def _synced_mean(session, window: torch.Tensor, epoch_loss: torch.Tensor) -> float:

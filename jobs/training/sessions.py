@@ -85,7 +85,8 @@ class LocalSession:
     def _prune(self, latest: int) -> None:
         """Keep the `keep` best checkpoints by the monitor (NaN last, earlier first among equals)
         and always the latest, as Ray Train's CheckpointConfig does."""
-        folders = sorted(self._run_dir.glob("epoch_*"))
+        folders = [self._run_dir / checkpoints.epoch_dir_name(e)
+                   for e in checkpoints.list_epochs(str(self._run_dir.parent), self._run_dir.name)]
         metrics = [json.loads((f / checkpoints.METRICS_FILE).read_text()) for f in folders]
         ranked = sorted(range(len(folders)), key=lambda i: (checkpoints.rank(metrics[i], self._monitor, self._mode), i))
         for i in ranked[self._keep:]:

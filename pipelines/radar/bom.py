@@ -6,7 +6,7 @@ with a 2-D `precipitation` variable and a `valid_time`).
 (-1) or a negative amount (PV -2 occurs beside fill pixels) -> nodata. The accumulation period is
 `valid_time - start_time` (seconds since 1970-01-01 UTC), else the frame interval, so 5-, 6- and
 10-minute products all work: R [mm/h] = mm * 3600 / period, then Marshall-Palmer Z = 200 R^1.6;
-R = 0 is no echo. The frame time is `valid_time`.
+R = 0 is no echo; non-finite amounts are nodata (and implausible dBZ, see `preprocess.to_canonical`). The frame time is `valid_time`.
 """
 from __future__ import annotations
 
@@ -74,8 +74,9 @@ def decode(path: Path, time_step_s: float) -> np.ndarray:
     seconds = (end - start).total_seconds() if start and end else time_step_s
     if seconds <= 0:
         raise FrameError(f"accumulation period {seconds:g} s (valid_time - start_time) is not positive")
-    mm = scale * pv.astype(np.float64) + offset
-    nodata = (mm < 0) | (pv == fill) if fill is not None else mm < 0
+    with np.errstate(over="ignore", invalid="ignore"):  # an absurd scale overflows to inf: nodata below
+        mm = scale * pv.astype(np.float64) + offset
+    nodata = (mm < 0) | ~np.isfinite(mm) | (pv == fill if fill is not None else False)
     rate = np.where(nodata, np.nan, mm * (3600.0 / seconds))
     return rainrate_to_dbz(rate, ZR_A, ZR_B)
 

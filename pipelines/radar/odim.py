@@ -8,7 +8,7 @@ time: the field's start-end date/time, else the frame interval). value = gain * 
 `nodata` -> nodata, raw `undetect` -> no echo. `quantity`, `gain`, `offset`, `nodata`, `undetect`
 and the start/end date/time are inherited: `datasetN/dataM/what`, else `datasetN/what`, else the
 top-level `what`. Rain R [mm/h] becomes reflectivity by Marshall-Palmer Z = 200 R^1.6; R = 0 is no
-echo, R < 0 nodata. The frame time is the top-level `what/date` + `what/time` (UTC, nominal time).
+echo, R < 0 nodata; non-finite values nodata (and implausible dBZ, see `preprocess.to_canonical`). The frame time is the top-level `what/date` + `what/time` (UTC, nominal time).
 """
 from __future__ import annotations
 
@@ -126,6 +126,7 @@ def decode(path: Path, time_step_s: float) -> np.ndarray:
     else:
         rate = value if quantity == "RATE" else value * (3600.0 / seconds)
         dbz = rainrate_to_dbz(np.where(rate < 0, np.nan, rate), ZR_A, ZR_B)
+    dbz[~np.isfinite(value)] = np.nan  # a stored inf or NaN is no data (never no echo, never 60 dBZ)
     if undetect is not None:
         dbz[raw == undetect] = -np.inf
     if nodata is not None:

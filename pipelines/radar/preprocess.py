@@ -71,10 +71,16 @@ def check_crop(crop: tuple[int, int] | None, grid: tuple[int, int]) -> None:
         raise ValueError(f"--crop {crop[0]}x{crop[1]} is larger than the frames ({grid[0]}x{grid[1]})")
 
 
+# Above this no radar measures rain (hail cores reach about 75 dBZ): a decoding artefact, such as a rain
+# rate of 1e308 mm/h or +inf, is no data rather than the encoding's top value (60 dBZ).
+MAX_PLAUSIBLE_DBZ = 100.0
+
+
 def to_canonical(dbz: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """dBZ `[H, W]` (NaN = nodata) -> (HKO-7 pixel uint8, valid bool); nodata pixels hold 0."""
-    valid = ~np.isnan(dbz)
-    return dbz_to_pixel(np.maximum(dbz, DBZ_MIN)), valid
+    """dBZ `[H, W]` (NaN = nodata) -> (HKO-7 pixel uint8, valid bool); nodata pixels hold 0, and so do
+    values above MAX_PLAUSIBLE_DBZ (+inf included), which are nodata too."""
+    valid = ~np.isnan(dbz) & ~(dbz > MAX_PLAUSIBLE_DBZ)
+    return np.where(valid, dbz_to_pixel(np.maximum(dbz, DBZ_MIN)), 0).astype(np.uint8), valid
 
 
 def center_crop(image: np.ndarray, crop: tuple[int, int] | None) -> np.ndarray:
