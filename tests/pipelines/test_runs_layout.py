@@ -19,7 +19,9 @@ from pipelines.radar.prepare import RadarOptions, prepare_radar
 from pipelines.runs import Run, covered, cut, frame_schema
 from pipelines.shards import read_dataset, read_windows, stack_runs, to_table, window_counts, with_starts, write_shard
 
-PAPER = RadarOptions(in_len=5, out_len=15, stride=1, size=(100, 100), split="time", val_fraction=0.3,
+# Overlapping windows at stride 1 (the paper's are 5 + 15 frames; the trimmed samples hold 24 frames,
+# too few for 20-frame windows in three splits): 2 + 4 frames at 100 x 100.
+PAPER = RadarOptions(in_len=2, out_len=4, stride=1, size=(100, 100), split="time", val_fraction=0.3,
                      test_fraction=0.3)
 SAMPLES = {"knmi": "radar-knmi-sample", "bom": "radar-bom-sample"}
 SCHEMA = {"frames": {"shape": [3, 1, 2, 2], "dtype": "uint8"}, "source": {"shape": [], "dtype": "str"},
@@ -74,7 +76,7 @@ def test_a_run_with_other_columns_than_the_schema_is_a_schema_error():
 
 @pytest.fixture(scope="module")
 def both_layouts(ray_local, sample_data, tmp_path_factory) -> dict[str, tuple[Path, Path]]:
-    """{sample: (runs dataset, windows dataset)}: the paper's 5 + 15 frames at stride 1, 100 x 100."""
+    """{sample: (runs dataset, windows dataset)}: 2 + 4 frames at stride 1, 100 x 100 (PAPER)."""
     root = tmp_path_factory.mktemp("layouts")
     made = {}
     for name, folder in SAMPLES.items():
@@ -176,7 +178,8 @@ def test_a_dataset_written_before_layouts_existed_still_loads(both_layouts, tmp_
 def test_incremental_prepare_onto_the_other_layout_says_how_to_re_prepare(both_layouts, sample_data, capsys):
     _, windows = both_layouts["knmi"]
     rc = main(["prepare", "radar", "--src", str(sample_data / SAMPLES["knmi"]), "--out", str(windows),
-               "--split", "time", "--val-fraction", "0.3", "--test-fraction", "0.3", "--incremental"])
+               "--in-len", "2", "--out-len", "4", "--split", "time", "--val-fraction", "0.3", "--test-fraction", "0.3",
+               "--incremental"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1
     assert "layout" in err[0] and "--overwrite" in err[0]
