@@ -106,7 +106,7 @@ def fault_message(exc: BaseException, tracking_uri: str = "") -> tuple[str, int]
             return (f"MLflow tracking server unreachable after {retries} retries "
                     f"(MLFLOW_HTTP_REQUEST_MAX_RETRIES): {_shorten(text)}", EXIT_TEMPFAIL)
         return f"MLflow: {_shorten(text)}", EXIT_FAILED
-    if isinstance(cause, OSError):
+    if isinstance(cause, OSError) and not isinstance(cause, ConnectionError):  # a network fault is no storage fault
         if cause.filename is not None and cause.strerror:
             where = f"{cause.filename} -> {cause.filename2}" if cause.filename2 else str(cause.filename)
             return f"{where}: {cause.strerror}", EXIT_USAGE

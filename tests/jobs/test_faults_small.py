@@ -99,11 +99,11 @@ def test_a_retrain_lock_whose_expiry_has_no_time_zone_is_read_as_utc(tmp_path):
 
     path = tmp_path / "ds.retrain.lock"
     past = (datetime.now(timezone.utc) - timedelta(hours=1)).replace(tzinfo=None).isoformat(timespec="seconds")
-    path.write_text(json.dumps({"owner": "someone", "token": "t", "acquired": past, "expires": past}))
+    path.write_text(json.dumps({"owner": "someone", "token": "<another run>", "acquired": past, "expires": past}))
     with RetrainLock(str(path), ttl_s=60) as lock:  # stale (UTC): broken and taken over, no TypeError
         assert lock.holds()
     future = (datetime.now(timezone.utc) + timedelta(hours=1)).replace(tzinfo=None).isoformat(timespec="seconds")
-    path.write_text(json.dumps({"owner": "someone", "token": "t", "acquired": future, "expires": future}))
+    path.write_text(json.dumps({"owner": "someone", "token": "<another run>", "acquired": future, "expires": future}))
     from jobs.errors import LockHeld
 
     with pytest.raises(LockHeld):
