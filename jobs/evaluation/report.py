@@ -53,7 +53,10 @@ def evaluation_markdown(result: dict) -> str:
 
 
 def baseline_verdicts(result: dict) -> list[str]:
-    """One line per baseline: whether the model beats it on the primary metric (mean over lead times)."""
+    """One line per baseline: whether the model beats it on the primary metric (mean over lead times);
+    none when the baselines were scored alone (no model)."""
+    if "model" not in result["methods"]:
+        return []
     name, higher = result["primary_metric"]["name"], result["primary_metric"]["higher_is_better"]
     model = result["methods"]["model"]["summary"].get(name)
     lines = []
@@ -100,7 +103,8 @@ def _forecast_section(result: dict) -> str:
     if "fss_scales_px" in result["protocol"]:
         keys = [f"fss_ge_{t:g}_s{s}" for s in result["protocol"]["fss_scales_px"]
                 for t in result["protocol"]["fss_thresholds_mmh"]]
-        keys = [key for key in keys if key in methods["model"]["summary"]]
+        scored = next(iter(methods.values()))["summary"]  # the model's, or the first baseline's without one
+        keys = [key for key in keys if key in scored]
         lines += ["\n## Fractions skill score by threshold (mm/h, >=) and neighbourhood (pixels)\n",
                   markdown_table(("method", *(key.removeprefix("fss_ge_") for key in keys)),
                                  [(name, *(m["summary"].get(key) for key in keys)) for name, m in methods.items()])]
