@@ -200,7 +200,7 @@ def _restore(session, spec: WorkerSpec, model: torch.nn.Module, optimizer, sched
 
 
 def _lineage(spec: WorkerSpec) -> dict[str, Any]:
-    """What a checkpoint records about where it comes from (see `jobs.training.checkpoints`)."""
+    """What a checkpoint records about where it comes from (see `jobs.checkpoints`)."""
     first = spec.datasets[0]
     return {"run_id": spec.run_id, "task": spec.config.task, "config": spec.config.to_dict(),
             "data_fingerprint": first.fingerprint, "manifest_path": first.manifest_path,
