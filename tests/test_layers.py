@@ -31,8 +31,6 @@ BANNED_IN_CONVLSTM = ("ray", "mlflow")
 # left for lack of time): exactly these file:function pairs may still hold one. Shrink it; never grow it.
 ALLOWED_INLINE: set[str] = {
     "convlstm/baselines.py:_import_pysteps",
-    "convlstm/baselines.py:pysteps_available",
-    "jobs/cli/demo.py:_quiet",
     "jobs/cli/demo.py:_start_ray_quietly",
     "jobs/cli/demo.py:run",
     "jobs/cli/evaluate.py:run",
@@ -52,9 +50,6 @@ ALLOWED_INLINE: set[str] = {
     "jobs/cli/samples.py:run_list",
     "jobs/cli/train.py:run",
     "jobs/cli/verify.py:run",
-    "jobs/errors.py:fault_message",
-    "jobs/errors.py:stop_on_signal",
-    "jobs/errors.py:terminated",
     "jobs/evaluation/baselines.py:__init__",
     "jobs/evaluation/baselines.py:baselines_only",
     "jobs/evaluation/baselines.py:check_baselines",
@@ -77,7 +72,6 @@ ALLOWED_INLINE: set[str] = {
     "jobs/nowcast/pysteps_method.py:_load",
     "jobs/nowcast/pysteps_method.py:forecast",
     "jobs/ops/demo.py:_reuse",
-    "jobs/ops/demo.py:bundled_radar_sample",
     "jobs/ops/demo.py:evaluate_task",
     "jobs/ops/demo.py:make_videos",
     "jobs/ops/demo.py:nowcast_from_registry",
@@ -104,7 +98,6 @@ ALLOWED_INLINE: set[str] = {
     "jobs/registry/modelio.py:_manifest_or_none",
     "jobs/registry/modelio.py:build_from_spec",
     "jobs/registry/tracking.py:_convlstm_package",
-    "jobs/registry/tracking.py:_user",
     "jobs/registry/tracking.py:client",
     "jobs/registry/tracking.py:create_run",
     "jobs/registry/tracking.py:fluent",
@@ -150,7 +143,6 @@ ALLOWED_INLINE: set[str] = {
     "jobs/training/driver.py:_read_split",
     "jobs/training/driver.py:_stoppable_trainer",
     "jobs/training/loop.py:_system_metrics",
-    "jobs/training/loop.py:previews",
     "jobs/training/loop.py:train_loop",
     "jobs/training/sessions.py:__init__",
     "jobs/training/sessions.py:_concatenated",
@@ -258,6 +250,18 @@ def violations() -> list[str]:
 def test_imports_point_down() -> None:
     problems = violations()
     assert not problems, "\n".join(problems)
+
+
+def test_the_allow_list_only_shrinks() -> None:
+    """Every allow-listed file:function still holds an undeferred import (a lifted one leaves the list)."""
+    allowed = set(ALLOWED_INLINE)
+    ALLOWED_INLINE.clear()
+    try:
+        needed = {f"{line.split(':')[0]}:{line.split(' inside ')[1].split('(')[0]}"
+                  for line in violations() if ": (b) " in line}
+    finally:
+        ALLOWED_INLINE.update(allowed)
+    assert not allowed - needed, sorted(allowed - needed)
 
 
 def test_the_checker_sees_an_upward_import(tmp_path: Path) -> None:

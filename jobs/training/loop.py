@@ -9,6 +9,8 @@ with several datasets, per dataset and pooled (see `_validate`).
 """
 from __future__ import annotations
 
+import tempfile
+
 import json
 import math
 import os
@@ -298,8 +300,6 @@ class _MetricLogger:
         """The task's previews of this epoch's validation (one window; radar: forecast GIF beside the
         truth, KTH: confusion matrix) as artifacts under `previews/epoch_NNNN/`. A failure is reported
         and training goes on."""
-        import tempfile
-
         try:
             with tempfile.TemporaryDirectory() as tmp:
                 files = task.epoch_previews(evaluation, preview, Path(tmp)) if preview or evaluation else []
