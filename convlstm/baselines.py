@@ -8,6 +8,10 @@ pysteps package is installed (imported on first use only).
 """
 from __future__ import annotations
 
+import contextlib
+import importlib.util
+import io
+
 from typing import Any, Protocol
 
 import numpy as np
@@ -92,17 +96,12 @@ PYSTEPS_MISSING = ("the 'pysteps' baseline needs the pysteps package, which is n
 
 def pysteps_available() -> bool:
     """Whether pysteps can be imported (without importing it)."""
-    import importlib.util
-
     return importlib.util.find_spec("pysteps") is not None
 
 
 def _import_pysteps():
     """pysteps' dense Lucas-Kanade and semi-Lagrangian extrapolation; ImportError naming the extra if
     pysteps is missing. pysteps prints where it found its configuration on import: kept off stdout."""
-    import contextlib
-    import io
-
     try:
         with contextlib.redirect_stdout(io.StringIO()):
             from pysteps.extrapolation.semilagrangian import extrapolate

@@ -5,6 +5,9 @@ for bad arguments and inputs); only `jobs.cli` turns them into one line on stder
 """
 from __future__ import annotations
 
+import os
+import signal
+
 EXIT_FAILED, EXIT_USAGE, EXIT_TEMPFAIL, EXIT_INTERRUPTED, EXIT_TERMINATED = 1, 2, 75, 130, 143
 
 # Bad parameters, missing or unreadable inputs: the user can fix the call (exit 2).
@@ -34,16 +37,12 @@ def stop_on_signal(signum: int, frame=None) -> None:
     """Signal handler: SIGTERM raises Terminated, SIGINT KeyboardInterrupt, in the main thread. The
     signal is also recorded (`terminated()`): Ray's `ray.get` re-raises any exception from a handler
     as a plain KeyboardInterrupt."""
-    import signal
-
     RECEIVED.append(signum)
     raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
 
 
 def terminated(exc: KeyboardInterrupt) -> bool:
     """True when `exc` comes from SIGTERM (exit 143) rather than Ctrl-C (exit 130)."""
-    import signal
-
     return isinstance(exc, Terminated) or (bool(RECEIVED) and RECEIVED[-1] == signal.SIGTERM)
 
 
@@ -100,8 +99,6 @@ def fault_message(exc: BaseException, tracking_uri: str = "") -> tuple[str, int]
         text = _first_line(str(cause.message if hasattr(cause, "message") else cause))
         if any(word in str(cause) for word in ("Max retries exceeded", "Connection refused", "ConnectionError",
                                                 "Failed to establish", "timed out")):
-            import os
-
             retries = os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "?")
             return (f"MLflow tracking server unreachable after {retries} retries "
                     f"(MLFLOW_HTTP_REQUEST_MAX_RETRIES): {_shorten(text)}", EXIT_TEMPFAIL)

@@ -16,14 +16,15 @@ progress shows. A local Ray stays quiet.
 """
 from __future__ import annotations
 
+import logging
+import signal
+import threading
+
 import os
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None, quiet: bool = True):
     """Initialise Ray once; returns the `ray` module. `address` wins over RAY_ADDRESS."""
-    import signal
-    import threading
-
     import ray
 
     if ray.is_initialized():
@@ -41,8 +42,6 @@ def _init(ray, address: str | None, num_cpus: int | None, quiet: bool):
     address = address or os.environ.get("RAY_ADDRESS") or None
     kwargs: dict = {"log_to_driver": not quiet or bool(address), "configure_logging": True}
     if quiet:
-        import logging
-
         import ray.data  # noqa: F401  (configures the ray.data logger on import; lower it afterwards)
 
         kwargs["logging_level"] = logging.WARNING

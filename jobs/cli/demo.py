@@ -1,6 +1,8 @@
 """`convlstm demo`: the whole mission on one machine, on embedded defaults, in minutes."""
 from __future__ import annotations
 
+import logging
+
 import argparse
 import os
 from pathlib import Path
@@ -62,8 +64,6 @@ def run(args: argparse.Namespace) -> int:
 
 def _start_ray_quietly(address: str | None) -> None:
     """Start (or connect to) Ray now, then lower Ray Data's log level, which Ray sets at start-up."""
-    import logging
-
     from pipelines.ray_session import init_ray
 
     init_ray(address)
@@ -75,8 +75,6 @@ def _start_ray_quietly(address: str | None) -> None:
 
 def _quiet() -> None:
     """The demo prints one line per stage; Ray Data's progress logs and MLflow's bars would drown them."""
-    import logging
-
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
     for name in ("ray.data", "ray.train", "mlflow"):

@@ -1,6 +1,8 @@
 """Arguments that several commands share, declared once, and small argument helpers."""
 from __future__ import annotations
 
+import os
+
 import argparse
 
 from jobs.ops.submit import DEFAULT_ADDRESS
@@ -43,8 +45,6 @@ def storage_root(p: argparse.ArgumentParser) -> None:
 
 def apply_storage_root(args: argparse.Namespace) -> None:
     """Make --storage-root the CONVLSTM_STORAGE of this process (every default output follows it)."""
-    import os
-
     from jobs.paths import STORAGE_ENV
 
     if getattr(args, "storage_root", None):

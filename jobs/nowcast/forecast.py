@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from convlstm.units import pixel_to_dbz, scaled_pixel_to_rainrate
-from jobs.nowcast import images
+from jobs import images
 from pipelines.radar.timeline import iso
 
 GIF_FRAME_MS = 500

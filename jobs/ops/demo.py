@@ -10,6 +10,8 @@ a new version (alias `challenger` once a champion exists), reports are rewritten
 """
 from __future__ import annotations
 
+from importlib.resources import files
+
 import json
 import os
 import time
@@ -65,8 +67,6 @@ class DemoPlan:
 def bundled_radar_sample() -> Path:
     """The MeteoSwiss sample shipped inside the package (`jobs/samples/radar-mch`, package data), so a
     checkout, an editable install and an installed wheel all find it, whatever `CONVLSTM_HOME` is."""
-    from importlib.resources import files
-
     sample = files("jobs") / "samples" / "radar-mch"
     if not isinstance(sample, Path) or not sample.is_dir():  # a zipped or stripped install
         raise FileNotFoundError(f"bundled radar sample not found at {sample} (package data of jobs); "

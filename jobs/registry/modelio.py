@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from jobs.training import checkpoints
+from jobs import checkpoints
 from jobs.registry import tracking
 
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")

@@ -16,6 +16,12 @@ registered model and version descriptions that summarise data, scores and baseli
 """
 from __future__ import annotations
 
+import getpass
+import json
+import shutil
+import sys
+import warnings
+
 import importlib.metadata as md
 import os
 import subprocess
@@ -157,8 +163,6 @@ def source_tags() -> dict[str, str]:
     `mlflow.source.type` (LOCAL), `mlflow.source.name` (`convlstm <command>` when run by the CLI, else
     the program) and `mlflow.source.git.commit` of the checkout holding this package (`-dirty` with
     local changes; absent for an installed, non-git copy)."""
-    import sys
-
     from mlflow.tracking.context.registry import resolve_tags
 
     tags = {k: v for k, v in resolve_tags().items() if k.startswith("mlflow.")}
@@ -178,8 +182,6 @@ def source_tags() -> dict[str, str]:
 
 
 def _user() -> str:
-    import getpass
-
     try:
         return getpass.getuser()
     except (KeyError, OSError):
@@ -333,9 +335,6 @@ def shard_dataset(data: str, manifest: dict, split: str, label: str | None = Non
     `mlflow.data.get_source(...)` finds it); digest: the first `DIGEST_CHARS` hex digits of the
     manifest fingerprint; schema: the manifest's columns (`mlflow_colspec`, type = dtype and shape per
     window); profile: task, windows of this split and of every split, sources, fingerprint, manifest."""
-    import json
-    import warnings
-
     from mlflow.data.dataset_source_registry import resolve_dataset_source
     from mlflow.entities import Dataset as DatasetEntity
 
@@ -490,8 +489,6 @@ def log_and_register_model(
 
 def _convlstm_package(folder: Path) -> str:
     """A clean copy of the `convlstm` package (no bytecode caches) under `folder`, for `code_paths`."""
-    import shutil
-
     import convlstm
 
     source = Path(convlstm.__file__).resolve().parent

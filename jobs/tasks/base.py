@@ -16,7 +16,7 @@ from __future__ import annotations
 import inspect
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -24,8 +24,18 @@ import torch
 from jobs import plots
 from jobs.jsonable import to_jsonable
 
-if TYPE_CHECKING:
-    from jobs.training.config import Config
+
+
+class TaskConfig(Protocol):
+    """What a task reads of a training config (`jobs.training.config.Config` is one; named here so that
+    tasks, a lower floor, need not import training): the task name and the data, model and loss sections."""
+
+    task: str
+    data: Any
+    model: Any
+    loss: Any
+
+    def model_copy(self, *, update: dict[str, Any] | None = None, deep: bool = False) -> Any: ...
 
 FORECAST_LOSSES = ("bce", "mse", "mae", "balanced_mse", "balanced_mae")
 
@@ -59,7 +69,7 @@ class Task:
     published: tuple[dict, ...] = ()
     columns: list[str]
 
-    def __init__(self, cfg: "Config", manifest: dict):
+    def __init__(self, cfg: TaskConfig, manifest: dict):
         if cfg.loss.name not in self.losses:
             raise ValueError(f"loss.name: {self.name} trains with one of {', '.join(self.losses)}, "
                              f"got {cfg.loss.name!r}")
@@ -143,7 +153,7 @@ class Task:
         """Model arguments the data decides (channels, frame size, classes, forecast length)."""
         raise NotImplementedError
 
-    def with_data_params(self) -> Config:
+    def with_data_params(self) -> TaskConfig:
         """The config with every `data_params` key that `model.params` leaves out filled in from the
         manifest (tiny configs rely on this); explicit values are kept and checked by `check_model`."""
         from convlstm.factory import MODELS
@@ -264,7 +274,7 @@ class ForecastTask(Task):
     baselines = ("persistence", "optical-flow")
     cmap = "gray"
 
-    def __init__(self, cfg: Config, manifest: dict):
+    def __init__(self, cfg: TaskConfig, manifest: dict):
         super().__init__(cfg, manifest)
         window = self.frames_shape[0]
         self.in_len = cfg.data.in_len or manifest["params"].get("in_len") or window // 2
@@ -414,7 +424,7 @@ def side_by_side_gif(path: Path, left: list[np.ndarray], right: list[np.ndarray]
     `min_size` pixels, a caption row with `titles` and `labels[t]` above."""
     from PIL import Image, ImageDraw
 
-    from jobs.nowcast.images import write_gif
+    from jobs.images import write_gif
 
     height, width = left[0].shape[:2]
     scale = max(1, -(-min_size // max(1, min(height, width))))

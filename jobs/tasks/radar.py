@@ -111,7 +111,7 @@ class RadarTask(ForecastTask):
     def preview_rgb(self, frames, mask=None):
         """Rain rates (mm/h) on the nowcast palette; nodata (mask 0) grey."""
         from convlstm.units import scaled_pixel_to_rainrate
-        from jobs.nowcast.images import colorize_rainrate
+        from jobs.images import colorize_rainrate
 
         rates = scaled_pixel_to_rainrate(np.asarray(frames, dtype=np.float32)[:, 0] / 255.0)
         valid = None if mask is None else np.asarray(mask)[:, 0]

@@ -47,7 +47,7 @@ class TrainingData:
         return manifest_path(self.uri)
 
     def lineage(self) -> dict[str, str]:
-        """What checkpoints record about this dataset (`datasets` in `jobs.training.checkpoints`)."""
+        """What checkpoints record about this dataset (`datasets` in `jobs.checkpoints`)."""
         return {"name": self.name, "uri": self.uri, "manifest_path": self.manifest_path,
                 "fingerprint": self.fingerprint}
 

@@ -26,7 +26,7 @@ from jobs import paths, plots
 from jobs.errors import CommandError, NonFiniteLossError, stop_on_signal
 from jobs.registry import tracking
 from jobs.tasks import Task, get_task
-from jobs.training import checkpoints
+from jobs import checkpoints
 from jobs.training.config import Config, flatten
 from jobs.training.datasets import TrainingData, data_paths, load_datasets
 from jobs.training.loop import STATUS_NON_FINITE, WorkerSpec, ray_worker, train_loop

@@ -9,6 +9,8 @@ with several datasets, per dataset and pooled (see `_validate`).
 """
 from __future__ import annotations
 
+import tempfile
+
 import json
 import math
 import os
@@ -200,7 +202,7 @@ def _restore(session, spec: WorkerSpec, model: torch.nn.Module, optimizer, sched
 
 
 def _lineage(spec: WorkerSpec) -> dict[str, Any]:
-    """What a checkpoint records about where it comes from (see `jobs.training.checkpoints`)."""
+    """What a checkpoint records about where it comes from (see `jobs.checkpoints`)."""
     first = spec.datasets[0]
     return {"run_id": spec.run_id, "task": spec.config.task, "config": spec.config.to_dict(),
             "data_fingerprint": first.fingerprint, "manifest_path": first.manifest_path,
@@ -298,8 +300,6 @@ class _MetricLogger:
         """The task's previews of this epoch's validation (one window; radar: forecast GIF beside the
         truth, KTH: confusion matrix) as artifacts under `previews/epoch_NNNN/`. A failure is reported
         and training goes on."""
-        import tempfile
-
         try:
             with tempfile.TemporaryDirectory() as tmp:
                 files = task.epoch_previews(evaluation, preview, Path(tmp)) if preview or evaluation else []

@@ -19,7 +19,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from jobs.training import checkpoints
+from jobs import checkpoints
 
 
 def val_dataset_key(index: int, rank: int) -> str:

@@ -166,7 +166,7 @@ def test_a_copy_with_an_altered_fingerprint_does_not_pool_with_its_original(data
 @pytest.fixture(scope="module")
 def model(dataset, tmp_path_factory) -> Path:
     """A checkpoint of kth-tiny trained for one epoch in this process (not registered)."""
-    from jobs.training import checkpoints
+    from jobs import checkpoints
 
     storage = tmp_path_factory.mktemp("faults-model")
     assert main(["train", "--data", str(dataset), "--storage", str(storage), "--run-name", "faults-model",

@@ -18,7 +18,7 @@ import pytest
 from faults import one_line
 from jobs.cli import main
 from jobs.registry import tracking
-from jobs.training import checkpoints
+from jobs import checkpoints
 
 REPO = Path(__file__).resolve().parents[2]
 TRAIN = ["--task", "kth", "--config", "kth-tiny", "--workers", "0", "train.epochs=1", "data.batch_size=4",

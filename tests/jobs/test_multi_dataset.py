@@ -18,7 +18,7 @@ import pytest
 
 from jobs.cli import main
 from jobs.registry import tracking
-from jobs.training import checkpoints
+from jobs import checkpoints
 
 from tiny_models import IN_LEN, OUT_LEN
 

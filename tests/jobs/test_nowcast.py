@@ -123,7 +123,7 @@ def test_refuses_gap_and_other_time_step(trained, mch, tmp_path, capsys):
 
 def test_rain_colours_and_times():
     from jobs.nowcast.forecast import parse_time
-    from jobs.nowcast.images import NO_RAIN_COLOUR, NODATA_COLOUR, RAIN_COLOURS, colorize_rainrate
+    from jobs.images import NO_RAIN_COLOUR, NODATA_COLOUR, RAIN_COLOURS, colorize_rainrate
 
     rate = np.array([[0.0, 0.09, 0.1, 1.5], [30.0, 250.0, np.nan, 0.5]], dtype=np.float32)
     rgb = colorize_rainrate(rate, valid=np.array([[1, 1, 1, 0], [1, 1, 1, 1]]))

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from jobs.training import checkpoints
+from jobs import checkpoints
 from jobs.registry import tracking
 from jobs.training.config import load_config
 from jobs.registry.modelio import load_model

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from jobs.training import checkpoints
+from jobs import checkpoints
 from jobs.registry import tracking
 from jobs.cli import main
 from jobs.training.config import from_dict, load_config
