@@ -54,6 +54,7 @@ def dataset(ray_local, videos, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.integration  # the prepare in the private mount namespace starts Ray
 def test_prepare_into_a_read_only_folder_is_one_line(videos, tmp_path):
     mount = tmp_path / "ro"
     done = in_tmpfs(mount, "1m", ["prepare", "kth", "--src", videos, "--out", mount / "kth", "--frame-len", "5",
@@ -62,6 +63,7 @@ def test_prepare_into_a_read_only_folder_is_one_line(videos, tmp_path):
     one_line(done.stderr, str(mount), "Read-only file system")
 
 
+@pytest.mark.integration  # the prepare in the private mount namespace starts Ray
 def test_prepare_onto_a_full_disk_is_one_line_and_publishes_nothing(videos, tmp_path):
     mount = tmp_path / "full"
     done = in_tmpfs(mount, "48k", ["prepare", "kth", "--src", videos, "--out", mount / "kth", "--frame-len", "5",

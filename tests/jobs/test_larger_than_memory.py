@@ -64,6 +64,7 @@ def capped(argv: list[str], home: Path) -> subprocess.CompletedProcess:
                           timeout=900)
 
 
+@pytest.mark.integration  # trains an epoch over a 4 GB split in a capped subprocess
 def test_one_epoch_trains_from_a_split_larger_than_the_process_may_hold(big_split, tmp_path):
     manifest = json.loads((big_split / "manifest.json").read_text())
     windows = manifest["splits"]["train"]["count"]
