@@ -24,6 +24,7 @@ uses the same markers (`claim`, `sweep_stale`). Local paths only: object stores 
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import os
 import shutil
@@ -84,6 +85,12 @@ class Stage:
             except FileExistsError:
                 raise self._changed() from None
             return
+        with _publish_lock(target):
+            self._replace_local(stage, target)
+
+    def _replace_local(self, stage: str, target: str) -> None:
+        """Swap the stage in, check that what came out is the dataset seen at the start, else swap back;
+        under `_publish_lock`, so concurrent replacements cannot interleave their swaps."""
         try:
             storage.exchange(stage, target)  # atomic swap: `stage` now holds what was at `out`
         except OSError as exc:
@@ -186,6 +193,19 @@ def _is_dataset(out: str) -> bool:
     except (OSError, ValueError):
         return False
     return isinstance(manifest, dict) and {"pipeline_version", "fingerprint", "splits"} <= manifest.keys()
+
+
+@contextmanager
+def _publish_lock(target: str) -> Iterator[None]:
+    """An exclusive lock on `.<name>.publish-lock` beside `target` (created once, never removed: removing a
+    lock file races with its next user) for the swap-check-swap-back of a replacement."""
+    path = Path(target).parent / f".{Path(target).name}.publish-lock"
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @contextmanager
