@@ -1,5 +1,5 @@
-"""Shared test fixtures: one local Ray per test session, a private project home, the real samples, a
-real `mlflow server` per test module; and the test tiers.
+"""Shared test fixtures: one local Ray per test session (per xdist worker: pyproject runs four), a private
+project home, the real samples, a real `mlflow server` per test module; and the test tiers.
 
 Tiers: `pytest -m unit` is the fast tier (no Ray, no servers, no training beyond a few steps in this
 process). A test is marked `unit` automatically unless it is marked `slow` or `integration`, or uses a
@@ -65,9 +65,29 @@ def ray_local():
     """One local Ray instance for the whole session (2 CPUs, as on CI), shut down at the end."""
     from pipelines.ray_session import init_ray
 
-    ray = init_ray(num_cpus=2)
+    for attempt in range(3):  # Ray gives a raylet a fixed 30 s to register; busy cores can run out of it
+        try:
+            ray = init_ray(num_cpus=2)
+            break
+        except Exception as exc:
+            if "timed out during startup" not in str(exc) or attempt == 2:
+                raise
+            _kill_ray_processes_under(_RAY_TMP)
     yield ray
     ray.shutdown()
+
+
+def _kill_ray_processes_under(temp_dir: Path) -> None:
+    """Kill this process's children that a failed `ray.init` left running (their command lines name
+    this session's Ray temp dir)."""
+    import psutil
+
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if str(temp_dir) in " ".join(child.cmdline()):
+                child.kill()
+        except psutil.NoSuchProcess:
+            pass
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from jobs.errors import CommandError
 from jobs.cli import options
-from pipelines.radar.days import SPLIT_MODES
+from pipelines.radar.days import SPLIT_MODES, load_days_file
 from pipelines.radar.formats import FORMATS
 from pipelines.radar.preprocess import parse_hw
 
@@ -52,12 +52,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--incremental", action="store_true",
                    help="add the frames the existing dataset has not seen (days/blocks/spans they change are redone)")
     p.add_argument("--allow-empty-split", action="store_true",
-                   help="publish even when no window falls in the train split (default: fail, nothing published)")
+                   help="publish even when a split gets no window (default: fail, nothing published, when train "
+                        "or a split with a fraction > 0 or days in --days-file would be empty)")
     p.add_argument("--layout", default="runs", choices=["runs", "windows"],
                    help="runs: each frame stored once, windows cut when read (default); "
                         "windows: each window stored whole (the layout before runs)")
     options.max_unpacked_mb(p)
     p.set_defaults(func=run)
+
+
+def required_splits(opts: RadarOptions) -> tuple[str, ...]:
+    """The splits that must get windows: train always; val/test when asked for (a fraction > 0, or days
+    named in --days-file)."""
+    if opts.days_file:
+        named = set(load_days_file(opts.days_file).values())
+        return ("train",) + tuple(s for s in ("val", "test") if s in named)
+    fractions = {"val": opts.val_fraction, "test": opts.test_fraction}
+    return ("train",) + tuple(s for s, f in fractions.items() if f > 0)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -76,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
                                  strict=args.strict, overwrite=args.overwrite, incremental=args.incremental,
                                  address=args.address, progress=sys.stderr.isatty(),
                                  max_unpacked_mb=args.max_unpacked_mb, layout=args.layout,
-                                 require_splits=() if args.allow_empty_split else ("train",))
+                                 require_splits=() if args.allow_empty_split else required_splits(opts))
     except RejectedSourcesError as exc:
         raise CommandError(str(exc), 1) from exc
     print(options.dataset_summary(args.out, manifest, time.monotonic() - started))

@@ -159,9 +159,22 @@ def head_command(temp_dir: Path, num_cpus: float, ports: list[int], *extra: str)
 
 
 def start_head(num_cpus: float = 2, *extra: str, env: dict[str, str] | None = None,
-               timeout_s: float = 180, nice: int = 0) -> Cluster:
+               timeout_s: float = 180, nice: int = 0, attempts: int = 3) -> Cluster:
     """`ray start --head` (not blocking: its daemons stay in the group of the `ray start` process).
-    `nice`: the niceness of the head's processes and of the job drivers it starts (they inherit it)."""
+    `nice`: the niceness of the head's processes and of the job drivers it starts (they inherit it).
+    Ray gives the head's raylet a fixed 30 s to register with its GCS (`ray/_private/node.py`); with the
+    suite's xdist workers starting nodes at once on 2 cores that can run out, so the start is retried."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return _start_head_once(num_cpus, *extra, env=env, timeout_s=timeout_s, nice=nice)
+        except RuntimeError as exc:
+            if "timed out during startup" not in str(exc) or attempt == attempts:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _start_head_once(num_cpus: float, *extra: str, env: dict[str, str] | None, timeout_s: float,
+                     nice: int) -> Cluster:
     token = secrets.token_hex(16)
     ports = free_ports(9)
     temp_dir = Path(tempfile.mkdtemp(prefix="rs", dir="/tmp"))  # short: unix socket paths

@@ -99,7 +99,7 @@ def test_a_radar_prepare_without_train_windows_fails_unless_allowed(ray_local, s
             "--out-len", "2", "--size", "16x16", "--days-file", str(days), "--out", str(tmp_path / "ds")]
     assert main(argv) == 2
     err = capsys.readouterr().err
-    assert "train split" in err and "--allow-empty-split" in err and not (tmp_path / "ds").exists()
+    assert "no window falls in the train, test split" in err and "--allow-empty-split" in err and not (tmp_path / "ds").exists()
     assert main([*argv, "--allow-empty-split"]) == 0
     out = capsys.readouterr().out
     assert "  train: 0 windows  <- empty split" in out and "  val: 36 windows" in out and "  test: 0 windows  <- empty split" in out
@@ -121,3 +121,14 @@ def test_experiment_links_open_the_training_view_of_the_installed_mlflow_ui(tmp_
     bundle = Path(mlflow.__file__).parent / "server" / "js" / "build" / "static" / "js"
     sources = [p.read_text(errors="ignore") for p in bundle.glob("main.*.js")]
     assert any('get("workflowType")' in s and 'MACHINE_LEARNING="machine_learning"' in s for s in sources)
+
+
+def test_the_splits_a_radar_prepare_must_fill_are_the_ones_asked_for(tmp_path):
+    from jobs.cli.prepare_radar import required_splits
+    from pipelines.radar.prepare import RadarOptions
+
+    assert required_splits(RadarOptions()) == ("train", "val", "test")
+    assert required_splits(RadarOptions(val_fraction=0, test_fraction=0.3)) == ("train", "test")
+    days = tmp_path / "days.json"
+    days.write_text(json.dumps({"train": ["2016-07-11"], "val": ["2016-07-12"], "test": []}))
+    assert required_splits(RadarOptions(days_file=days)) == ("train", "val")
