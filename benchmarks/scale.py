@@ -108,8 +108,8 @@ def measure(dataset: str, size: int, workdir: Path, args: argparse.Namespace, co
 
     manifest = load_manifest(out)
     row = {"dataset": dataset, "size": size, "inputs": inputs, "frames": frames,
-           "windows": {split: info["count"] for split, info in manifest["splits"].items()},
-           "layout": manifest.get("layout", "windows"),
+           "windows": {split: info.count for split, info in manifest.splits.items()},
+           "layout": manifest.layout,
            "prepare_s_per_frame": prepared["seconds"] / frames, "bytes_per_frame": _bytes(out) / frames,
            "prepare_peak_pss_mb": prepared["peak_pss_mb"], "train_peak_pss_mb": trained["peak_pss_mb"],
            "feed_batches_per_s": trained["feed_batches_per_s"],

@@ -122,7 +122,8 @@ def summaries(scorer, keyed: list, protocol: dict, archives: list[str]) -> dict:
 
     methods = {name: scorer.task.summarize(acc) for name, acc in _merge(scorer, keyed).items()}
     primary = scorer.task.primary_metric
-    return {"task": "radar", "protocol": protocol, "data": {"windows": len(keyed), "archives": archives},
+    data = {"path": ",".join(archives), "manifest": "", "fingerprint": "", "split": "test", "windows": len(keyed)}
+    return {"task": "radar", "protocol": protocol, "data": {**data, "archives": archives},
             "primary_metric": {"name": primary, "higher_is_better": scorer.task.higher_is_better,
                                "value": methods["model"]["summary"][primary]},
             "methods": methods}
@@ -133,6 +134,7 @@ def main(argv: list[str] | None = None) -> dict:
     import torch
 
     from jobs.evaluation import report
+    from jobs.evaluation.result import EvaluationResult
     from jobs.jsonable import to_jsonable
     from jobs.registry.modelio import load_model
     from jobs.training.config import from_dict, load_config
@@ -171,7 +173,7 @@ def main(argv: list[str] | None = None) -> dict:
     started = time.perf_counter()
     results = to_jsonable(score(model, cfg, paths, baselines))
     for name, result in results.items():
-        report.plot_lead_times(result, args.out / name)
+        report.plot_lead_times(EvaluationResult.parse(result, name), args.out / name)
     print(f"scored {results['pooled']['data']['windows']} test windows in {time.perf_counter() - started:.0f} s",
           flush=True)
 

@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     prepare_s = time.perf_counter() - started
     from pipelines.manifest import load_manifest
 
-    counts = {k: v["count"] for k, v in load_manifest(data)["splits"].items()}
+    counts = {k: v.count for k, v in load_manifest(data).splits.items()}
     overrides = [f"train.epochs={args.epochs}", "registry.register=false", "data.limit_train=null",
                  "data.limit_val=16", "train.keep_checkpoints=1"]
     runs = [(w, path) for w in args.workers for path in (["numpy"] if w == 0 else args.paths)]

@@ -92,7 +92,7 @@ def run_prepare(*, task: str, sources: list[Source], windows_fn: WindowsFn, out:
                 members: dict[str, list] | None = None, overwrite: bool = False,
                 incremental: bool = False, strict: bool = False, address: str | None = None,
                 progress: bool = True, protect: Sequence[str] = (), redo: Collection[str] = (),
-                layout: str = "windows") -> dict:
+                layout: str = "windows") -> mf.Manifest:
     """Decode `sources` into window shards at `out` and publish them; returns the manifest.
 
     `schema`: {column: {shape, dtype, ...}} (shape without the row axis; dtype numpy name or "str";
@@ -117,7 +117,8 @@ def run_prepare(*, task: str, sources: list[Source], windows_fn: WindowsFn, out:
     if strict and rejected:
         raise _strict_error(rejected)
     with staging(out, overwrite=overwrite, incremental=incremental, protect=protect) as stage:
-        previous = stage.previous
+        # The existing dataset's manifest as JSON parts, merged below with this run's into the new one.
+        previous = stage.previous.to_json() if stage.previous is not None else None
         if previous is not None:
             _check_compatible(previous, task=task, params=params, schema=schema, members=members, layout=layout)
         redo = _unshare(stage.path, previous, set(redo)) if previous is not None and redo else set()

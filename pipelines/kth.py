@@ -27,6 +27,7 @@ from pipelines import cluster, storage
 from pipelines import kth_splits as person_split
 from pipelines.driver import Rejected, Source, build_options, run_prepare
 from pipelines.kth_sequences import load_sequences
+from pipelines.manifest import Manifest
 
 TASK = "kth"
 CATEGORIES = ("boxing", "handclapping", "handwaving", "jogging", "running", "walking")
@@ -61,15 +62,15 @@ class KthOptions:
                 "sequences_sha256": sequences}
 
     @classmethod
-    def from_manifest(cls, manifest: dict, workdir: Path, **overrides) -> "KthOptions":
+    def from_manifest(cls, manifest: Manifest, workdir: Path, **overrides) -> "KthOptions":
         """The options a manifest was built with (`to_params` read back), `overrides` on top. A custom
         split is rebuilt from the recorded members into `workdir/split.json`; a sequences file, kept
         only by hash, must come back as the `sequences` override."""
-        params = manifest["params"]
+        params = manifest.params
         split = params["split"]
         if split == "custom":
             split = str(Path(workdir) / "split.json")
-            Path(split).write_text(json.dumps({s: v["members"] for s, v in manifest["splits"].items()}))
+            Path(split).write_text(json.dumps({s: v.members for s, v in manifest.splits.items()}))
         if params.get("sequences_sha256") and not overrides.get("sequences"):
             raise ValueError("prepare.sequences: the dataset was cut with a sequences file "
                              f"(sha256 {params['sequences_sha256'][:12]}); give its path")

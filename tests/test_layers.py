@@ -162,7 +162,6 @@ ALLOWED_INLINE: set[str] = {
     "pipelines/radar/formats.py:get_format",
     "pipelines/radar/formats.py:members_of",
     "pipelines/radar/frame_format.py:sniff_hdf5",
-    "pipelines/radar/prepare.py:_previous",
     "pipelines/radar/pysteps_io.py:_import_pygrib",
     "pipelines/radar/pysteps_io.py:_read",
     "pipelines/radar/pysteps_io.py:import_pysteps",
@@ -270,3 +269,34 @@ def test_the_checker_sees_an_upward_import(tmp_path: Path) -> None:
     assert _unit("jobs.training.config")[0] > _unit("jobs.tasks.base")[0]
     tree = ast.parse("def f():\n    import torch\n")
     assert [name for _, name in _inline_imports(tree)] == ["f"]
+
+
+# The typed contracts between layers (issue 23 item 2): library code reads a dataset manifest or an
+# evaluation result through the models' attributes, never by JSON key (the models' `__getitem__` is
+# for scripts and tests), so a renamed field fails where it is read, not at run time far away.
+CONTRACT_NAMES = {"manifest", "manifests", "trained_manifests", "updated", "previous_manifest"}
+CONTRACT_CALLS = {"load_manifest", "build_manifest", "run_prepare", "load_evaluation", "evaluate", "score_model"}
+
+
+def _contract_lookups(tree: ast.Module) -> list[int]:
+    """Lines where a manifest or evaluation result is subscripted with a string key."""
+    lines = []
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant)
+                and isinstance(node.slice.value, str)):
+            continue
+        value = node.value
+        if isinstance(value, ast.Call):
+            value = value.func
+        name = value.id if isinstance(value, ast.Name) else value.attr if isinstance(value, ast.Attribute) else None
+        if name in CONTRACT_NAMES | CONTRACT_CALLS:
+            lines.append(node.lineno)
+    return lines
+
+
+def test_library_code_reads_manifests_and_results_by_attribute() -> None:
+    found = [f"{path.relative_to(REPO)}:{line}" for package in ("pipelines", "jobs")
+             for path in sorted((REPO / package).rglob("*.py"))
+             for line in _contract_lookups(ast.parse(path.read_text()))]
+    assert not found, found
+    assert _contract_lookups(ast.parse("load_manifest(p)['task']\nmanifest['splits']\nmanifest.splits['x']\n")) == [1, 2]

@@ -58,15 +58,15 @@ def run(args: argparse.Namespace) -> int:
                       address=args.address, tracking_uri=args.tracking_uri, log_to_run=args.log_to_run,
                       log=args.log, allow_mismatch=args.allow_data_mismatch, device=args.device)
     if args.json:
-        print(json.dumps(result))
+        print(json.dumps(result.to_json()))
         return 0
-    primary = result["primary_metric"]
-    print(f"evaluated  {args.model or 'baselines'} on {result['data']['split']} ({result['data']['windows']} windows"
-          f"{', Ray Data' if result['distributed'] else ''})")
-    for method, scores in result["methods"].items():
-        value = scores["summary"].get(primary["name"])
-        print(f"{method:18s} {primary['name']} = {'n/a' if value is None else f'{value:.6g}'}")
-    for item in result["skipped"]:
-        print(f"skipped    {item['method']}: {item['reason']}")
-    print(f"outputs    {result['out']}")
+    primary = result.primary_metric.name
+    print(f"evaluated  {args.model or 'baselines'} on {result.data.split} ({result.data.windows} windows"
+          f"{', Ray Data' if result.distributed else ''})")
+    for method, scores in result.methods.items():
+        value = scores.summary.get(primary)
+        print(f"{method:18s} {primary} = {'n/a' if value is None else f'{value:.6g}'}")
+    for item in result.skipped:
+        print(f"skipped    {item.method}: {item.reason}")
+    print(f"outputs    {result.out}")
     return 0

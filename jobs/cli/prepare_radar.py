@@ -10,12 +10,16 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from jobs.errors import CommandError
 from jobs.cli import options
 from pipelines.radar.days import SPLIT_MODES
 from pipelines.radar.formats import FORMATS
 from pipelines.radar.preprocess import parse_hw
+
+if TYPE_CHECKING:
+    from pipelines.manifest import Manifest
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -96,8 +100,8 @@ def with_fn_pattern(fmt: str, fn_pattern: str | None) -> str:
     return f"{fmt}:{fn_pattern}"
 
 
-def radar_summary(manifest: dict) -> str:
+def radar_summary(manifest: Manifest) -> str:
     """The radar specifics: source format, time step, output grid, gaps between frames."""
-    grid = manifest["grid"]
-    return (f"radar: {manifest['encoding']['source_format']} frames every {manifest['time_step_s']:g} s -> "
-            f"{grid['height']}x{grid['width']}; gaps: {len(manifest['gaps'])} (manifest.json 'gaps')")
+    grid = manifest.grid
+    return (f"radar: {manifest.encoding['source_format']} frames every {manifest.time_step_s:g} s -> "
+            f"{grid.height}x{grid.width}; gaps: {len(manifest.gaps or [])} (manifest.json 'gaps')")

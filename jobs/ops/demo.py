@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from jobs.tasks.plugins import task_class
+from pipelines.manifest import Manifest
 
 # Persons of the official KTH split (train 11-18, val 1, 4, 19-21, 23-25, test 2, 3, 5-10, 22).
 KTH_PERSONS = {"train": [11, 12, 13, 14, 15, 16, 17, 18], "val": [1, 4], "test": [2, 3]}
@@ -122,7 +123,7 @@ def prepare_kth_shards(plan: DemoPlan) -> str:
     if manifest is None:
         manifest = prepare_kth(plan.videos, str(plan.data("kth")), options, overwrite=True,
                                address=plan.address, progress=False)
-    plan.results["kth_data"] = {"path": str(plan.data("kth")), "fingerprint": manifest["fingerprint"]}
+    plan.results["kth_data"] = {"path": str(plan.data("kth")), "fingerprint": manifest.fingerprint}
     return _counts(manifest)
 
 
@@ -137,7 +138,7 @@ def prepare_radar_shards(plan: DemoPlan) -> str:
     if manifest is None:
         manifest = prepare_radar(plan.radar_src, str(plan.data("radar")), "mch", options, overwrite=True,
                                  address=plan.address, progress=False)
-    plan.results["radar_data"] = {"path": str(plan.data("radar")), "fingerprint": manifest["fingerprint"]}
+    plan.results["radar_data"] = {"path": str(plan.data("radar")), "fingerprint": manifest.fingerprint}
     return _counts(manifest)
 
 
@@ -163,12 +164,12 @@ def evaluate_task(plan: DemoPlan, task: str) -> str:
                       tracking_uri=plan.tracking_uri, address=plan.address, log=True)
     plan.results[f"{task}_evaluation"] = {
         "report": str(plan.reports(f"evaluate-{task}")),
-        "primary_metric": result["primary_metric"],
-        "methods": {m: s["summary"] for m, s in result["methods"].items()},
-        "last_lead": {m: {k: v[-1] for k, v in s["per_lead"].items() if v} for m, s in result["methods"].items()},
+        "primary_metric": result.primary_metric.to_json(),
+        "methods": {m: s.summary for m, s in result.methods.items()},
+        "last_lead": {m: {k: v[-1] for k, v in s.per_lead.items() if v} for m, s in result.methods.items()},
     }
-    primary = result["primary_metric"]
-    return f"{primary['name']}={_fmt(primary['value'])} on {result['data']['windows']} test windows"
+    primary = result.primary_metric
+    return f"{primary.name}={_fmt(primary.value)} on {result.data.windows} test windows"
 
 
 def nowcast_from_registry(plan: DemoPlan) -> str:
@@ -240,7 +241,7 @@ def _environ(defaults: dict[str, str]) -> Iterator[None]:
             os.environ.pop(key, None)
 
 
-def _reuse(out: Path, expected_params: dict) -> dict | None:
+def _reuse(out: Path, expected_params: dict) -> Manifest | None:
     """The existing manifest at `out` when its params include `expected_params`, else None."""
     from pipelines.manifest import load_manifest
 
@@ -248,13 +249,13 @@ def _reuse(out: Path, expected_params: dict) -> dict | None:
         return None
     manifest = load_manifest(str(out))
     expected = json.loads(json.dumps(expected_params))  # tuples -> lists, as stored
-    made_with = manifest.get("params", {})
+    made_with = manifest.params
     return manifest if all(made_with.get(k) == v for k, v in expected.items()) else None
 
 
-def _counts(manifest: dict) -> str:
-    counts = {split: info.get("count", 0) for split, info in manifest["splits"].items()}
-    return f"windows {counts}, {len(manifest.get('rejected', []))} rejected, fingerprint {manifest['fingerprint'][:12]}"
+def _counts(manifest: Manifest) -> str:
+    counts = {split: info.count for split, info in manifest.splits.items()}
+    return f"windows {counts}, {len(manifest.rejected)} rejected, fingerprint {manifest.fingerprint[:12]}"
 
 
 def _fmt(value: Any) -> str:

@@ -33,6 +33,7 @@ from jobs.registry import history, tracking
 from jobs.tasks import task_class
 from jobs.training.config import Section, load_config, read_yaml, validate
 from pipelines import versions
+from pipelines.manifest import Manifest
 
 REPORT_NAME = "retrain-report.json"
 # A second run while the lock is held exits with EX_TEMPFAIL (sysexits.h): "try again later",
@@ -116,12 +117,12 @@ def retrain(task: str, src: str, data: str, config: RetrainConfig, *, fmt: str |
     name = train_cfg.registered_model_name
     client = tracking.client(tracking_uri)
     manifest = load_manifest(data)
-    if manifest["task"] != task:
-        raise ValueError(f"--data {data} holds a {manifest['task']} dataset, not {task}")
-    if config.split not in manifest["splits"]:
-        raise ValueError(f"split: {config.split!r} is not a split of {data} ({', '.join(sorted(manifest['splits']))})")
+    if manifest.task != task:
+        raise ValueError(f"--data {data} holds a {manifest.task} dataset, not {task}")
+    if config.split not in manifest.splits:
+        raise ValueError(f"split: {config.split!r} is not a split of {data} ({', '.join(sorted(manifest.splits))})")
     new = new_sources(task, src, manifest, config.prepare, fmt)
-    stale = not _trained_on(client, name, manifest["fingerprint"])
+    stale = not _trained_on(client, name, manifest.fingerprint)
     report = _report(task, data, manifest, name, config, new)
     if not (new or stale):
         log(f"nothing to do: nothing new under {src} since {data} was built, and {name} has a version trained on it")
@@ -134,7 +135,7 @@ def retrain(task: str, src: str, data: str, config: RetrainConfig, *, fmt: str |
         # Re-read under the lock: a run that held it may just have done this work.
         manifest = load_manifest(data)
         new = new_sources(task, src, manifest, config.prepare, fmt)
-        stale = not _trained_on(client, name, manifest["fingerprint"])
+        stale = not _trained_on(client, name, manifest.fingerprint)
         report = {**_report(task, data, manifest, name, config, new), "lock": {"uri": lock.uri, "owner": lock.owner}}
         if not (new or stale):
             log("nothing to do: another run has just done it")
@@ -144,8 +145,8 @@ def retrain(task: str, src: str, data: str, config: RetrainConfig, *, fmt: str |
                 f"preparing {data} incrementally")
             report["data"]["previous_version"] = versions.snapshot(data)
             updated = update_dataset(task, src, data, manifest, config.prepare, fmt, address)
-            report["data"]["fingerprint"] = updated["fingerprint"]
-            if updated["fingerprint"] == manifest["fingerprint"] and not stale:
+            report["data"]["fingerprint"] = updated.fingerprint
+            if updated.fingerprint == manifest.fingerprint and not stale:
                 log(f"nothing to do: the new inputs add no windows ({_why_no_windows(new, updated)})")
                 return {**report, "status": "nothing-to-do"}
         else:
@@ -158,9 +159,9 @@ def retrain(task: str, src: str, data: str, config: RetrainConfig, *, fmt: str |
         return result
 
 
-def _why_no_windows(new: list[str], manifest: dict) -> str:
+def _why_no_windows(new: list[str], manifest: Manifest) -> str:
     """Per new input: rejected (with the reason) or too short for a window."""
-    reasons = {r.get("source") or r["file"]: r["reason"] for r in manifest.get("rejected", [])}
+    reasons = {r.source or r.file: r.reason for r in manifest.rejected}
     return "; ".join(f"{n}: rejected, {reasons[n]}" if n in reasons else f"{n}: no complete window" for n in new[:5])
 
 
@@ -196,16 +197,16 @@ def _trained_on(client, name: str, fingerprint: str) -> bool:
 # ----------------------------------------------------------------------------- data
 
 
-def new_sources(task: str, src: str, manifest: dict, prepare: dict[str, Any], fmt: str | None) -> list[str]:
+def new_sources(task: str, src: str, manifest: Manifest, prepare: dict[str, Any], fmt: str | None) -> list[str]:
     """Names of the sources under `src` that the dataset holds neither as decoded nor as
     rejected (a source that failed once is retried only with the next genuinely new one);
     what a source is (a video, a day, a chunk) is the task's to say (`Task.source_names`)."""
-    known = set(manifest["sources"]) | {r["source"] for r in manifest.get("rejected", []) if r.get("source")}
+    known = set(manifest.sources) | {r.source for r in manifest.rejected if r.source}
     return task_class(task).new_sources(src, manifest, prepare, fmt, known)
 
 
-def update_dataset(task: str, src: str, data: str, manifest: dict, prepare: dict[str, Any],
-                   fmt: str | None, address: str | None) -> dict:
+def update_dataset(task: str, src: str, data: str, manifest: Manifest, prepare: dict[str, Any],
+                   fmt: str | None, address: str | None) -> Manifest:
     """Extend the dataset at `data` with the new sources under `src`, with the parameters it was
     built with (the manifest's `params`, plus `prepare`); returns the new manifest."""
     return task_class(task).extend_dataset(src, data, manifest, prepare, fmt, address)
@@ -289,10 +290,9 @@ def _score(name: str, version: str, data: str, config: RetrainConfig, metric: st
     result = evaluate(f"models:/{name}/{version}", data, config.split, baselines,
                       out=storage.join(target, f"evaluation-v{version}"), address=address,
                       tracking_uri=tracking_uri, log=True, per_window=metric)
-    methods = result["methods"]
-    return {"value": methods["model"]["summary"][metric],
-            "baselines": {m: s["summary"][metric] for m, s in methods.items() if m != "model"},
-            "per_window": result["per_window"]["methods"]}
+    return {"value": result.summary()[metric],
+            "baselines": {m: s.summary[metric] for m, s in result.baselines().items()},
+            "per_window": result.per_window.methods}
 
 
 def decide(scored: dict[str, dict], config: RetrainConfig, higher: bool) -> Decision:
@@ -326,10 +326,10 @@ def _version_by_alias(client, name: str, alias: str):
 # ----------------------------------------------------------------------------- report
 
 
-def _report(task: str, data: str, manifest: dict, name: str, config: RetrainConfig, new: list[str]) -> dict:
+def _report(task: str, data: str, manifest: Manifest, name: str, config: RetrainConfig, new: list[str]) -> dict:
     return {
         "task": task, "registered_model": name, "started": _now(), "new_sources": new,
-        "data": {"path": data, "previous_fingerprint": manifest["fingerprint"], "fingerprint": manifest["fingerprint"]},
+        "data": {"path": data, "previous_fingerprint": manifest.fingerprint, "fingerprint": manifest.fingerprint},
         "split": config.split, "margin": config.margin, "config": config.model_dump(mode="json"),
     }
 

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from jobs import paths
+from pipelines.manifest import Manifest
 
 TAG_PREFIX = "convlstm."
 CHAMPION, CHALLENGER = "champion", "challenger"
@@ -142,15 +143,15 @@ def git_commit() -> str | None:
     return f"{sha}-dirty" if dirty else sha
 
 
-def run_tags(task: str, manifest: dict, manifest_path: str) -> dict[str, str]:
+def run_tags(task: str, manifest: Manifest, manifest_path: str) -> dict[str, str]:
     """Lineage tags: task, code version, stack versions, and the exact shards (fingerprint, path)."""
     tags = {
         f"{TAG_PREFIX}task": task,
         f"{TAG_PREFIX}ray_version": md.version("ray"),
         f"{TAG_PREFIX}torch_version": md.version("torch"),
-        f"{TAG_PREFIX}data_fingerprint": str(manifest.get("fingerprint", "")),
+        f"{TAG_PREFIX}data_fingerprint": manifest.fingerprint,
         f"{TAG_PREFIX}manifest_path": manifest_path,
-        f"{TAG_PREFIX}pipeline_version": str(manifest.get("pipeline_version", "")),
+        f"{TAG_PREFIX}pipeline_version": manifest.pipeline_version,
     }
     commit = git_commit()
     if commit:
@@ -327,7 +328,7 @@ def dataset_name(data: str, split: str, label: str | None = None) -> str:
     return f"{label or dataset_label(data)}/{split}"
 
 
-def shard_dataset(data: str, manifest: dict, split: str, label: str | None = None):
+def shard_dataset(data: str, manifest: Manifest, split: str, label: str | None = None):
     """One split of a published shard set as an MLflow dataset (`mlflow.entities.Dataset`) named
     `dataset_name(data, split, label)`.
 
@@ -346,21 +347,19 @@ def shard_dataset(data: str, manifest: dict, split: str, label: str | None = Non
     with warnings.catch_warnings():  # local paths match two equivalent source classes
         warnings.simplefilter("ignore")
         source = resolve_dataset_source(uri)
-    splits = manifest.get("splits", {})
-    columns = [{"name": name, "type": f"{spec.get('dtype', '?')} {list(spec.get('shape', []))}"
-                                      + (f" ({spec['unit']})" if spec.get("unit") else "")}
-               for name, spec in manifest.get("schema", {}).items()]
-    profile = {"task": manifest.get("task"), "split": split, "windows": splits.get(split, {}).get("count", 0),
-               **{f"windows_{name}": info.get("count", 0) for name, info in sorted(splits.items())},
-               "sources": len(manifest.get("sources", {})), "fingerprint": manifest.get("fingerprint", ""),
-               "pipeline_version": manifest.get("pipeline_version", ""), "manifest": manifest_path(root)}
+    columns = [{"name": name, "type": f"{spec.dtype} {list(spec.shape)}" + (f" ({spec.unit})" if spec.unit else "")}
+               for name, spec in manifest.columns.items()]
+    profile = {"task": manifest.task, "split": split, "windows": manifest.count(split),
+               **{f"windows_{name}": info.count for name, info in sorted(manifest.splits.items())},
+               "sources": len(manifest.sources), "fingerprint": manifest.fingerprint,
+               "pipeline_version": manifest.pipeline_version, "manifest": manifest_path(root)}
     return DatasetEntity(name=dataset_name(root, split, label),
-                         digest=str(manifest.get("fingerprint", ""))[:DIGEST_CHARS],
+                         digest=manifest.fingerprint[:DIGEST_CHARS],
                          source_type=source._get_source_type(), source=source.to_json(),
                          schema=json.dumps({"mlflow_colspec": columns}), profile=json.dumps(profile))
 
 
-def log_datasets(tracking_uri: str | None, run_id: str, data: str, manifest: dict,
+def log_datasets(tracking_uri: str | None, run_id: str, data: str, manifest: Manifest,
                  splits: dict[str, str], label: str | None = None) -> dict[str, Any]:
     """Attach the `splits` ({split: context}) of the shard set at `data` as dataset inputs of the run,
     each with its `mlflow.data.context` (named `<label or folder name>/<split>`); returns {split:

@@ -32,6 +32,7 @@ from jobs.training.datasets import TrainingData, data_paths, load_datasets
 from jobs.training.loop import STATUS_NON_FINITE, WorkerSpec, ray_worker, train_loop
 from jobs.training.sessions import val_dataset_key
 from pipelines import cluster, storage
+from pipelines.manifest import Manifest
 
 DEFAULT_RUN_NAME = r"-\d{8}-\d{6}$"  # after the task's name: `_new_run_name`
 RUN_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}$")
@@ -226,10 +227,10 @@ def _steps_per_epoch(cfg: Config, datasets: Sequence[TrainingData], workers: int
         raise ValueError(f"data.batch_size ({cfg.data.batch_size}) must be divisible by the number of "
                          f"workers ({workers}): it is the global batch")
     for data in datasets:
-        splits = data.manifest["splits"]
+        splits = data.manifest.splits
         for key in ("train_split", "val_split"):
             split = getattr(cfg.data, key)
-            if split not in splits or not splits[split]["count"]:
+            if not data.manifest.count(split):
                 which = f"dataset {data.uri}" if len(datasets) > 1 else "dataset"
                 raise ValueError(f"data.{key}: the {which} has no windows in split {split!r} "
                                  f"(splits: {', '.join(sorted(splits))})")
@@ -257,9 +258,9 @@ def _check_windows(outcome: dict, cfg: Config, datasets: Sequence[TrainingData],
                                "nothing registered")
 
 
-def _rows(manifest: dict, split: str, limit: int | None) -> int:
+def _rows(manifest: Manifest, split: str, limit: int | None) -> int:
     """Windows read from one dataset's split: all of them, or `limit` (`data.limit_*`) at most."""
-    return int(min(manifest["splits"][split]["count"], limit or math.inf))
+    return int(min(manifest.splits[split].count, limit or math.inf))
 
 
 def _new_run_name(task: str) -> str:
@@ -418,10 +419,10 @@ def _ordered_ingest():
     return options
 
 
-def _window_bytes(manifest: dict, columns: list[str]) -> int:
+def _window_bytes(manifest: Manifest, columns: list[str]) -> int:
     """Bytes of one window's `columns` as stored (tensor columns by shape and dtype)."""
-    schema = manifest["schema"]
-    return sum(math.prod(schema[c]["shape"]) * np.dtype(schema[c]["dtype"]).itemsize for c in columns)
+    schema = manifest.columns
+    return sum(math.prod(schema[c].shape) * np.dtype(schema[c].dtype).itemsize for c in columns)
 
 
 def default_cpus_per_worker(ray, workers: int, use_gpu: bool) -> float:
@@ -535,8 +536,7 @@ def _run_description(cfg: Config, datasets: Sequence[TrainingData], run_name: st
 
 def _windows(cfg: Config, data: TrainingData) -> str:
     """`7 train / 3 val windows, fingerprint `1a2b3c4d5e6f``: a dataset's training and validation windows."""
-    splits = data.manifest["splits"]
-    train, val = (splits.get(s, {}).get("count", 0) for s in (cfg.data.train_split, cfg.data.val_split))
+    train, val = (data.manifest.count(s) for s in (cfg.data.train_split, cfg.data.val_split))
     return (f"{train} {cfg.data.train_split} / {val} {cfg.data.val_split} windows, fingerprint "
             f"`{data.fingerprint[:tracking.DIGEST_CHARS]}`")
 
@@ -549,8 +549,8 @@ def _version_description(cfg: Config, datasets: Sequence[TrainingData], run_id: 
     names = [d.name for d in datasets]
     order = {"train": 0, "val": 1, "test": 2}
     data = "; ".join(
-        f"`{d.uri}`: " + " / ".join(f"{info['count']} {split}" for split, info in sorted(
-            d.manifest["splits"].items(), key=lambda item: (order.get(item[0], 3), item[0])))
+        f"`{d.uri}`: " + " / ".join(f"{info.count} {split}" for split, info in sorted(
+            d.manifest.splits.items(), key=lambda item: (order.get(item[0], 3), item[0])))
         + f" windows, fingerprint `{d.fingerprint[:tracking.DIGEST_CHARS]}`" for d in datasets)
     if len(datasets) == 1:
         scored, inputs = f"{names[0]}/{val}", f"{names[0]}/{train} (train) and {names[0]}/{val} (validation)"

@@ -33,6 +33,7 @@ import numpy as np
 from convlstm.units import HKO_ZR_A, HKO_ZR_B
 from pipelines import cluster, storage
 from pipelines.driver import Dropped, Source, build_options, run_prepare
+from pipelines.manifest import Manifest, load_manifest, manifest_path
 from pipelines.radar.archive import check_limit, source_folder
 from pipelines.radar import seen
 from pipelines.radar.days import Unit, day_of, load_days_file, plan_units
@@ -181,11 +182,11 @@ def prepare_radar(src: Path, out: str, fmt: str = "auto", options: RadarOptions 
                                protect=[str(src)], redo=redo)
 
 
-def new_days(src: str, manifest: dict, fmt: str | None = None) -> list[str]:
+def new_days(src: str, manifest: Manifest, fmt: str | None = None) -> list[str]:
     """UTC days (`YYYY-MM-DD`) of the frames under `src` (a folder or an archive) that the dataset at
     `manifest` has not seen (pipelines.radar.seen): what a scheduled retrain would add."""
     with source_folder(src) as root:
-        frames, _ = list_frames(root, resolve_format(fmt or manifest["params"]["format"], root))
+        frames, _ = list_frames(root, resolve_format(fmt or manifest.params["format"], root))
     return sorted({day_of(t) for t in seen.new_frames(manifest, [f.time for f in frames])})
 
 
@@ -199,10 +200,8 @@ def _check_splits(units: list[Unit], required: Sequence[str], src: str) -> None:
                          "(--allow-empty-split publishes it anyway)")
 
 
-def _previous(out: str) -> dict | None:
+def _previous(out: str) -> Manifest | None:
     """The manifest of the dataset an incremental run extends, if one is published at `out`."""
-    from pipelines.manifest import load_manifest, manifest_path
-
     return load_manifest(out) if storage.exists(manifest_path(out)) else None
 
 

@@ -273,6 +273,7 @@ def test_kth_classification(ray_local, tmp_path):
 
 def test_published_figures_only_where_the_protocol_matches():
     from jobs.evaluation.report import evaluation_markdown
+    from jobs.evaluation.result import EvaluationResult
     from jobs.tasks import task_class
 
     def published_figures(task: str, protocol: dict) -> list[dict]:
@@ -290,10 +291,10 @@ def test_published_figures_only_where_the_protocol_matches():
     assert published_figures("kth", {**kth, "split": "test"}) == []
 
     result = {"task": "radar", "model": {"ref": "models:/x@champion"}, "protocol": {**paper, "thresholds_mmh": [0.5]},
-              "data": {"path": "d", "split": "test", "windows": 1, "fingerprint": "f"},
+              "data": {"path": "d", "manifest": "d/manifest.json", "split": "test", "windows": 1, "fingerprint": "f"},
               "primary_metric": {"name": "rainfall_mse", "higher_is_better": False},
               "methods": {"model": {"summary": {"rainfall_mse": 1.25, "csi_ge_0.5": None}, "per_lead": {}}}, "skill": {}}
-    markdown = evaluation_markdown(result)
+    markdown = evaluation_markdown(EvaluationResult.parse(result, "test"))
     assert "## Published figures (the papers' numbers, not ours)" in markdown
     assert "| ConvLSTM(3x3)-3x3-64-3x3-64 | 1.42 | 0.577 | 0.195 | 0.66 | 0.908 |" in markdown
     assert "| model | 1.25 | — |" in markdown

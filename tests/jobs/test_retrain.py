@@ -23,6 +23,7 @@ from jobs.ops.retrain import REPORT_NAME, RetrainConfig, decide, load_retrain_co
 from jobs.registry.history import history
 from jobs.training.driver import train
 from pipelines.kth import KthOptions, prepare_kth
+from manifests import manifest_of
 from pipelines.manifest import load_manifest
 from pipelines.synthetic import write_kth_videos
 
@@ -157,16 +158,16 @@ def test_retrain_config_validation_names_the_key(tmp_path):
 
 def test_new_radar_days_and_mnist_chunks_are_detected_against_the_manifest(sample_data):
     mch = sample_data / "radar-mch-sample"
-    manifest = {"sources": {"2016-07-11": {}}, "rejected": [], "params": {"format": "mch"}}
+    manifest = manifest_of(params={"format": "mch"}, sources=["2016-07-11"])
     assert new_sources("radar", str(mch), manifest, {}, None) == ["2016-07-12"]
-    manifest["rejected"] = [{"file": "x", "source": "2016-07-12/b03", "reason": "truncated"}]
+    manifest = manifest_of(params={"format": "mch"}, sources=["2016-07-11"],
+                           rejected=[{"file": "x", "source": "2016-07-12/b03", "reason": "truncated"}])
     assert new_sources("radar", str(mch), manifest, {}, None) == []
 
     mnist = sample_data / "mnist" / "t10k-images-idx3-ubyte.gz"
     params = {"counts": {"train": 4, "val": 2, "test": 2}, "digits": 2, "size": 64, "frames": 20,
               "subset": 500, "seed": 0}
-    manifest = {"sources": dict.fromkeys(["train-0000000", "val-0000000", "test-0000000"], {}),
-                "rejected": [], "params": params}
+    manifest = manifest_of(params=params, sources=["train-0000000", "val-0000000", "test-0000000"])
     assert new_sources("mnist", str(mnist), manifest, {}, None) == []
     assert new_sources("mnist", str(mnist), manifest, {"counts": [300, 2, 2]}, None) == ["train-0000250"]
     with pytest.raises(ValueError, match="prepare.countz"):

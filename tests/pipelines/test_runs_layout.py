@@ -168,7 +168,7 @@ def test_a_dataset_written_before_layouts_existed_still_loads(both_layouts, tmp_
     for split_dir in windows.iterdir():
         if split_dir.is_dir():
             (old / split_dir.name).symlink_to(split_dir)
-    manifest = load_manifest(windows)
+    manifest = load_manifest(windows).to_json()
     del manifest["layout"]
     Path(manifest_path(str(old))).write_text(json.dumps(manifest))
     split = next(s for s, info in manifest["splits"].items() if info["count"])

@@ -186,7 +186,7 @@ def test_same_inputs_same_fingerprint(ray_local, tmp_path):
     a = prepare(make_sources(tmp_path, BASE), tmp_path / "a")
     b = prepare(make_sources(tmp_path, BASE), tmp_path / "b")
     assert a["fingerprint"] == b["fingerprint"] == fingerprint(load_manifest(tmp_path / "b"))
-    assert fingerprint({**a, "params": {"frame_len": 4}}) != a["fingerprint"]
+    assert fingerprint({**a.to_json(), "params": {"frame_len": 4}}) != a.fingerprint
 
 
 def test_strict_rejection_publishes_nothing(ray_local, tmp_path):
