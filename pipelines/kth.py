@@ -25,7 +25,7 @@ import numpy as np
 
 from pipelines import cluster, storage
 from pipelines import kth_splits as person_split
-from pipelines.driver import Rejected, Source, build_options, run_prepare
+from pipelines.driver import DatasetSpec, Publish, Rejected, Source, build_options, run_prepare
 from pipelines.kth_sequences import load_sequences
 from pipelines.manifest import Manifest
 
@@ -182,17 +182,15 @@ def params(options: KthOptions) -> dict:
     return options.to_params()
 
 
-def prepare_kth(src: str | Path, out: str, options: KthOptions = KthOptions(), *, strict: bool = False,
-                overwrite: bool = False, incremental: bool = False, address: str | None = None,
-                progress: bool = True) -> dict:
+def prepare_kth(src: str | Path, out: str, options: KthOptions = KthOptions(), *,
+                publish: Publish = Publish()) -> Manifest:
     """Decode the KTH videos under `src` (folder or object-store URI) into window shards at `out`;
     returns the manifest. On a multi-node cluster a node-local `out` or `src` is refused first."""
-    cluster.check_paths({"--out": str(out), "--src": str(src)}, address=address)
+    cluster.check_paths({"--out": str(out), "--src": str(src)}, address=publish.address)
     sources, rejected, split = plan(src, options)
-    return run_prepare(task=TASK, sources=sources, windows_fn=partial(video_windows, options=options),
-                       out=out, params=params(options), schema=schema(options), rejected=rejected,
-                       members=split, overwrite=overwrite, incremental=incremental, strict=strict,
-                       address=address, progress=progress, protect=[str(src)])
+    spec = DatasetSpec(task=TASK, params=params(options), schema=schema(options), members=split)
+    return run_prepare(spec, sources, partial(video_windows, options=options), out, rejected=rejected,
+                       protect=[str(src)], publish=publish)
 
 
 def video_windows(source: Source, *, options: KthOptions) -> Iterator[dict]:

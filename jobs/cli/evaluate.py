@@ -50,13 +50,13 @@ def parse_baselines(text: str) -> tuple[str, ...]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from jobs.evaluation.evaluate import evaluate
+    from jobs.evaluation.evaluate import LogTo, Scoring, evaluate
 
     options.apply_storage_root(args)
-    result = evaluate(args.model, args.data, args.split, parse_baselines(args.baselines), args.out,
-                      batch_size=args.batch_size, distributed_min_windows=args.distributed_min_windows,
-                      address=args.address, tracking_uri=args.tracking_uri, log_to_run=args.log_to_run,
-                      log=args.log, allow_mismatch=args.allow_data_mismatch, device=args.device)
+    scoring = Scoring(batch_size=args.batch_size, distributed_min_windows=args.distributed_min_windows,
+                      address=args.address, device=args.device, allow_mismatch=args.allow_data_mismatch)
+    result = evaluate(args.model, args.data, args.split, parse_baselines(args.baselines), args.out, scoring=scoring,
+                      log=LogTo(tracking_uri=args.tracking_uri, run=args.log_to_run, own_run=args.log))
     if args.json:
         print(json.dumps(result.to_json()))
         return 0

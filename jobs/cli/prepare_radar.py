@@ -7,7 +7,6 @@ rejected input fails the run (exit 1) and nothing is published.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -77,10 +76,8 @@ def run(args: argparse.Namespace) -> int:
         val_fraction=args.val_fraction, test_fraction=args.test_fraction)
     try:
         manifest = prepare_radar(args.src, args.out, with_fn_pattern(args.format, args.fn_pattern), opts,
-                                 strict=args.strict, overwrite=args.overwrite, incremental=args.incremental,
-                                 address=args.address, progress=sys.stderr.isatty(),
-                                 max_unpacked_mb=args.max_unpacked_mb, layout=args.layout,
-                                 require_splits=() if args.allow_empty_split else ("train",))
+                                 publish=options.publish(args), max_unpacked_mb=args.max_unpacked_mb,
+                                 layout=args.layout, require_splits=() if args.allow_empty_split else ("train",))
     except RejectedSourcesError as exc:
         raise CommandError(str(exc), 1) from exc
     print(options.dataset_summary(args.out, manifest, time.monotonic() - started))

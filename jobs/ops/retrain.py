@@ -18,6 +18,7 @@ step, then record the decision in the model's history (jobs.registry.history). A
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Literal
@@ -28,7 +29,7 @@ from pydantic import Field, field_validator
 from jobs import paths
 from jobs.ops import models
 from jobs.ops.locks import RetrainLock, lock_uri_for
-from jobs.ops.promotion import Decision, TestName, paired_test
+from jobs.ops.promotion import Decision, PromotionRule, TestName, paired_test
 from jobs.registry import history, tracking
 from jobs.tasks import task_class
 from jobs.training.config import Section, load_config, read_yaml, validate
@@ -95,9 +96,22 @@ def load_retrain_config(path: str | Path | None = None, **overrides: Any) -> Ret
     return validate(RetrainConfig, raw)
 
 
-def retrain(task: str, src: str, data: str, config: RetrainConfig, *, fmt: str | None = None,
-            tracking_uri: str | None = None, address: str | None = None, out: str | None = None,
-            dry_run: bool = False, log: Callable[[str], None] = print) -> dict[str, Any]:
+@dataclass(frozen=True)
+class RetrainOptions:
+    """How one retraining step runs: the new inputs' `fmt` (`--format`; default: the dataset's), the
+    MLflow `tracking_uri`, the Ray `address`, the report folder `out` (default: see `_report_target`),
+    `dry_run` (say what would be done, do nothing) and `log` (one progress line per call)."""
+
+    fmt: str | None = None
+    tracking_uri: str | None = None
+    address: str | None = None
+    out: str | None = None
+    dry_run: bool = False
+    log: Callable[[str], None] = print
+
+
+def retrain(task: str, src: str, data: str, config: RetrainConfig,
+            options: RetrainOptions = RetrainOptions()) -> dict[str, Any]:
     """Run one retraining step; returns the report (`status`: nothing-to-do, dry-run, first-champion,
     promoted or kept-champion; only the last three write `retrain-report.json`). Raises
     jobs.ops.locks.LockHeld while another run holds the lock, ValueError/FileNotFoundError for bad
@@ -109,6 +123,7 @@ def retrain(task: str, src: str, data: str, config: RetrainConfig, *, fmt: str |
     """
     from pipelines.manifest import load_manifest
 
+    fmt, tracking_uri, address, out, log = options.fmt, options.tracking_uri, options.address, options.out, options.log
     task_class(task)  # ValueError naming the known tasks
     _check_cluster_paths(src, data, config, out, address)
     train_cfg = load_config(config.train_config, task, config.train_overrides)
@@ -127,7 +142,7 @@ def retrain(task: str, src: str, data: str, config: RetrainConfig, *, fmt: str |
     if not (new or stale):
         log(f"nothing to do: nothing new under {src} since {data} was built, and {name} has a version trained on it")
         return {**report, "status": "nothing-to-do"}
-    if dry_run:
+    if options.dry_run:
         log(f"dry run: {len(new)} new source(s){', e.g. ' + ', '.join(new[:5]) if new else ''}"
             f"{'; no model trained on the current data yet' if stale else ''}; would prepare, train and compare")
         return {**report, "status": "dry-run"}
@@ -219,7 +234,7 @@ def _train_and_compare(task: str, data: str, train_cfg, config: RetrainConfig, r
                        tracking_uri: str | None, address: str | None, out: str | None,
                        log: Callable[[str], None]) -> dict[str, Any]:
     """Steps (4)-(7) of the module docstring on the dataset version `data`."""
-    from jobs.training.driver import train
+    from jobs.training.driver import Compute, RunOptions, train
 
     name = train_cfg.registered_model_name
     client = tracking.client(tracking_uri)
@@ -234,9 +249,10 @@ def _train_and_compare(task: str, data: str, train_cfg, config: RetrainConfig, r
     warm = config.init == "warm-start" and champion is not None
     log(f"training a challenger on {data} ({'warm-started from' if warm else 'from scratch; champion'} "
         f"{name} v{champion.version if champion else '-'})")
-    summary = train(train_cfg, data, workers=config.workers, use_gpu=config.use_gpu, address=address,
-                    tracking_uri=tracking_uri, storage_path=config.storage, run_name=f"{task}-retrain-{_stamp()}",
-                    init_from=f"models:/{name}/{champion.version}" if warm else None)
+    summary = train(train_cfg, data, compute=Compute(workers=config.workers, use_gpu=config.use_gpu, address=address),
+                    run=RunOptions(tracking_uri=tracking_uri, storage_path=config.storage,
+                                   run_name=f"{task}-retrain-{_stamp()}",
+                                   init_from=f"models:/{name}/{champion.version}" if warm else None))
     challenger = str(summary.model_version)
     report["challenger"] = {"version": challenger, "run_id": summary.run_id,
                             "data_fingerprint": report["data"]["fingerprint"],
@@ -245,9 +261,9 @@ def _train_and_compare(task: str, data: str, train_cfg, config: RetrainConfig, r
     if champion is None:
         log(f"{name} had no champion: version {challenger} was registered as champion")
         _finish({**report, "status": "first-champion"}, target, summary.run_id, tracking_uri, log)
-        history.record(tracking_uri, name, "first-champion", champion_before=None, champion_after=challenger,
-                       challenger=challenger, reason="the model had no champion", split=config.split,
-                       data_fingerprint=report["data"]["fingerprint"])
+        history.record(tracking_uri, history.AliasDecision(
+            name, "first-champion", champion_before=None, champion_after=challenger, challenger=challenger,
+            reason="the model had no champion", split=config.split, data_fingerprint=report["data"]["fingerprint"]))
         return {**report, "status": "first-champion"}
 
     scored["challenger"] = _score(name, challenger, data, config, metric, target, tracking_uri, address)
@@ -270,12 +286,13 @@ def _train_and_compare(task: str, data: str, train_cfg, config: RetrainConfig, r
         log(f"promoted {name} v{challenger} to @{tracking.CHAMPION}")
     else:
         log(f"kept {name} v{champion.version} as @{tracking.CHAMPION}")
-    history.record(tracking_uri, name, report["status"], champion_before=str(champion.version),
-                   champion_after=challenger if decision.promote else str(champion.version), challenger=challenger,
-                   reason=decision.reason, metric=metric, split=config.split,
-                   data_fingerprint=report["data"]["fingerprint"], p_value=decision.p_value, n=decision.n,
-                   scores={"champion": scored["champion"]["value"], "challenger": scored["challenger"]["value"],
-                           **scored["challenger"]["baselines"]})
+    history.record(tracking_uri, history.AliasDecision(
+        name, report["status"], champion_before=str(champion.version),
+        champion_after=challenger if decision.promote else str(champion.version), challenger=challenger,
+        reason=decision.reason, metric=metric, split=config.split,
+        data_fingerprint=report["data"]["fingerprint"], p_value=decision.p_value, n=decision.n,
+        scores={"champion": scored["champion"]["value"], "challenger": scored["challenger"]["value"],
+                **scored["challenger"]["baselines"]}))
     return report
 
 
@@ -283,13 +300,14 @@ def _score(name: str, version: str, data: str, config: RetrainConfig, metric: st
            tracking_uri: str | None, address: str | None) -> dict[str, Any]:
     """Evaluate `name` v`version` with the baselines on the split (report files under `target`, logged
     to the version's run and page); {value, baselines: {name: value}, per_window: {method: [...]}}."""
-    from jobs.evaluation.evaluate import DEFAULT_BASELINES, evaluate
+    from jobs.evaluation.evaluate import DEFAULT_BASELINES, LogTo, Scoring, evaluate
     from pipelines import storage
 
     baselines = tuple(dict.fromkeys([*DEFAULT_BASELINES, *config.must_beat]))
     result = evaluate(f"models:/{name}/{version}", data, config.split, baselines,
-                      out=storage.join(target, f"evaluation-v{version}"), address=address,
-                      tracking_uri=tracking_uri, log=True, per_window=metric)
+                      out=storage.join(target, f"evaluation-v{version}"),
+                      scoring=Scoring(address=address, per_window=metric),
+                      log=LogTo(tracking_uri=tracking_uri, own_run=True))
     return {"value": result.summary()[metric],
             "baselines": {m: s.summary[metric] for m, s in result.baselines().items()},
             "per_window": result.per_window.methods}
@@ -297,13 +315,12 @@ def _score(name: str, version: str, data: str, config: RetrainConfig, metric: st
 
 def decide(scored: dict[str, dict], config: RetrainConfig, higher: bool) -> Decision:
     """The paired test against the champion, then against each `must_beat` baseline."""
-    rule = {"test": config.test, "confidence": config.confidence, "min_windows": config.min_windows,
-            "margin": config.margin}
+    rule = PromotionRule(test=config.test, confidence=config.confidence, min_windows=config.min_windows,
+                    margin=config.margin)
     challenger = scored["challenger"]["per_window"]["model"]
-    decision = paired_test(scored["champion"]["per_window"]["model"], challenger, higher, **rule)
+    decision = paired_test(scored["champion"]["per_window"]["model"], challenger, higher, rule)
     for baseline in config.must_beat if decision.promote else ():
-        against = paired_test(scored["challenger"]["per_window"][baseline], challenger, higher, against=baseline,
-                              **rule)
+        against = paired_test(scored["challenger"]["per_window"][baseline], challenger, higher, rule, against=baseline)
         if not against.promote:
             return Decision(False, against.reason, against.p_value, against.n, decision.gain)
     return decision

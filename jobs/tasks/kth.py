@@ -62,10 +62,11 @@ class KthTask(Task):
     @classmethod
     def extend_dataset(cls, src, data, manifest, prepare, fmt, address):
         from pipelines.kth import prepare_kth
+        from pipelines.driver import Publish
 
         with tempfile.TemporaryDirectory(prefix="retrain-") as tmp:
             options = cls.options(manifest, prepare, Path(tmp))
-            return prepare_kth(src, data, options, incremental=True, address=address, progress=False)
+            return prepare_kth(src, data, options, publish=Publish(incremental=True, address=address, progress=False))
 
     @staticmethod
     def options(manifest: Manifest, prepare: dict[str, Any], workdir: Path):

@@ -61,11 +61,12 @@ class MnistTask(ForecastTask):
     @classmethod
     def extend_dataset(cls, src, data, manifest, prepare, fmt, address):
         from pipelines.mnist import prepare_mnist
+        from pipelines.driver import Publish
 
         # Moving MNIST has no incremental mode: regenerating with the larger counts reproduces the
         # old windows and adds the new ones.
-        return prepare_mnist(src, data, cls.options(manifest, prepare), overwrite=True, address=address,
-                             progress=False)
+        return prepare_mnist(src, data, cls.options(manifest, prepare),
+                             publish=Publish(overwrite=True, address=address, progress=False))
 
     @staticmethod
     def options(manifest: Manifest, prepare: dict):

@@ -76,10 +76,11 @@ class RadarTask(ForecastTask):
     @classmethod
     def extend_dataset(cls, src, data, manifest, prepare, fmt, address):
         from pipelines.radar.prepare import RadarOptions, prepare_radar
+        from pipelines.driver import Publish
 
         params = manifest.params
         return prepare_radar(Path(src), data, fmt or params["format"], RadarOptions.from_params(params, **prepare),
-                             incremental=True, address=address, progress=False)
+                             publish=Publish(incremental=True, address=address, progress=False))
 
     @classmethod
     def data_mismatches(cls, trained, data):

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from jobs.registry.tracking import dataset_label
+from jobs.registry.mlflow_datasets import dataset_label
 from jobs.training.config import Config, flatten
 from pipelines import storage
 from pipelines.manifest import Manifest

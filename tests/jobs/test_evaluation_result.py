@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pytest
 
-from jobs.evaluation.result import EvaluationResult, evaluation_result, load_evaluation, write_evaluation
+from jobs.evaluation.result import evaluation_result, load_evaluation, write_evaluation
 
 PARTS = {
     "model": {"ref": "models:/convlstm-radar@champion", "run_id": "abc", "data_fingerprint": "f" * 64,

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from ray import cloudpickle
 
-from pipelines.driver import Rejected, RejectedSourcesError, Source, run_prepare
-from pipelines.manifest import fingerprint, load_manifest, source_checksum
+from pipelines.driver import DatasetSpec, Publish, Rejected, RejectedSourcesError, Source, run_prepare
+from pipelines.manifest import Manifest, fingerprint, load_manifest, source_checksum
 from pipelines.shards import read_dataset, read_windows
 
 # Ray workers cannot import this test module by name: ship its functions by value.
@@ -64,10 +64,10 @@ BASE = {
 }
 
 
-def prepare(sources, out, **kwargs) -> dict:
-    kwargs.setdefault("params", PARAMS)
-    return run_prepare(task="toy", sources=sources, windows_fn=toy_windows, out=str(out),
-                       schema=SCHEMA, progress=False, **kwargs)
+def prepare(sources, out, params=PARAMS, extra=None, rejected=None, **publish) -> Manifest:
+    spec = DatasetSpec(task="toy", params=params, schema=SCHEMA, extra=extra)
+    return run_prepare(spec, sources, toy_windows, str(out), rejected=rejected,
+                       publish=Publish(progress=False, **publish))
 
 
 def leftovers(out: Path) -> list[str]:
