@@ -69,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--datasets", default="kth", help=f"comma-separated, of {', '.join(DATASETS)} (default: kth)")
     parser.add_argument("--videos", type=int, default=48, help="kth: videos in the base set (default: 48)")
     parser.add_argument("--frames", default="300,600", help="kth: frames per video, MIN,MAX (default: 300,600)")
-    parser.add_argument("--frame-len", type=int, default=15, help="kth: frames per window, stride the same (default: 15)")
+    parser.add_argument("--frame-len", type=int, default=15,
+                        help="kth: frames per window, stride the same (default: 15)")
     parser.add_argument("--size", default="120x160", help="kth: output HxW (default: 120x160, as the tutorial)")
     parser.add_argument("--radar-days", type=int, default=12,
                         help="radar: days the sample is repeated to (default: 12; KNMI 93 and BoM 145 frames a day)")
@@ -80,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
                                           "(sources and output then on storage every node reads)")
     parser.add_argument("--double", action=argparse.BooleanOptionalAction, default=True,
                         help="also run on twice the input (default: on)")
-    parser.add_argument("--modes", default=",".join(MODES), help=f"which runs, comma-separated (default: {','.join(MODES)})")
+    parser.add_argument("--modes", default=",".join(MODES),
+                        help=f"which runs, comma-separated (default: {','.join(MODES)})")
     parser.add_argument("--repeats", type=int, default=1,
                         help="run loop and pipeline this many times, alternating; the best rate of each counts")
     parser.add_argument("--stages", action="store_true", help="also print per-stage timings and Ray Data's stats")
@@ -296,18 +298,22 @@ def _prepare(dataset: str, src: str, out: str, args: argparse.Namespace) -> None
     """The dataset's real prepare function, as `convlstm prepare` calls it."""
     if dataset == "kth":
         from pipelines.kth import KthOptions, prepare_kth
+        from pipelines.driver import Publish
 
         prepare_kth(src, str(out), KthOptions(frame_len=args.frame_len, stride=args.frame_len, size=_hw(args.size)),
-                    progress=False)
+                    publish=Publish(progress=False))
     elif dataset.startswith("radar-"):
         from pipelines.radar.prepare import RadarOptions, prepare_radar
+        from pipelines.driver import Publish
 
         prepare_radar(src, str(out), dataset.split("-", 1)[1], RadarOptions(in_len=5, out_len=15, size=(100, 100)),
-                      progress=False)
+                      publish=Publish(progress=False))
     else:
         from pipelines.mnist import MnistOptions, prepare_mnist
+        from pipelines.driver import Publish
 
-        prepare_mnist(src, str(out), MnistOptions(counts=_mnist_counts(args.mnist_sequences)), progress=False)
+        prepare_mnist(src, str(out), MnistOptions(counts=_mnist_counts(args.mnist_sequences)),
+                      publish=Publish(progress=False))
 
 
 def _pipeline(dataset: str, src: str, out: str, args: argparse.Namespace, stages: dict) -> None:

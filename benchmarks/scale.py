@@ -108,8 +108,8 @@ def measure(dataset: str, size: int, workdir: Path, args: argparse.Namespace, co
 
     manifest = load_manifest(out)
     row = {"dataset": dataset, "size": size, "inputs": inputs, "frames": frames,
-           "windows": {split: info["count"] for split, info in manifest["splits"].items()},
-           "layout": manifest.get("layout", "windows"),
+           "windows": {split: info.count for split, info in manifest.splits.items()},
+           "layout": manifest.layout,
            "prepare_s_per_frame": prepared["seconds"] / frames, "bytes_per_frame": _bytes(out) / frames,
            "prepare_peak_pss_mb": prepared["peak_pss_mb"], "train_peak_pss_mb": trained["peak_pss_mb"],
            "feed_batches_per_s": trained["feed_batches_per_s"],
@@ -197,10 +197,12 @@ def _child(args: argparse.Namespace) -> int:
 def _prepare(dataset: str, src: Path, out: str, layout: str) -> None:
     if dataset == "kth":
         from pipelines.kth import KthOptions, prepare_kth
+        from pipelines.driver import Publish
 
-        prepare_kth(src, out, KthOptions(), progress=False, overwrite=True)
+        prepare_kth(src, out, KthOptions(), publish=Publish(progress=False, overwrite=True))
         return
     from pipelines.radar.prepare import RadarOptions, prepare_radar
+    from pipelines.driver import Publish
 
     days = sorted({p.parent.name for p in src.rglob("*.h5")})
     split = {"train": [], "val": []}
@@ -209,7 +211,7 @@ def _prepare(dataset: str, src: Path, out: str, layout: str) -> None:
     days_file = Path(out + ".days.json")
     days_file.write_text(json.dumps(split))
     prepare_radar(src, out, "knmi", RadarOptions(in_len=5, out_len=15, size=(100, 100), days_file=days_file),
-                  progress=False, layout=layout, overwrite=True)
+                  layout=layout, publish=Publish(progress=False, overwrite=True))
 
 
 def _train_rates(dataset: str, data: str, args: argparse.Namespace) -> dict:
@@ -231,7 +233,8 @@ def _train_rates(dataset: str, data: str, args: argparse.Namespace) -> dict:
     cfg = load_config(name, name, [])
     manifest = load_manifest(data)
     begin, batches, first, first_s = time.perf_counter(), 0, None, 0.0
-    for batch in read_dataset(data, "train", columns).iter_batches(batch_size=cfg.data.batch_size, batch_format="numpy"):
+    for batch in read_dataset(data, "train", columns).iter_batches(batch_size=cfg.data.batch_size,
+                                                                   batch_format="numpy"):
         batches += 1
         if first is None:
             first, first_s = batch, time.perf_counter() - begin

@@ -45,7 +45,8 @@ REPORTED = ("rainfall_mse", "correlation", "csi_ge_0.5", "csi_ge_2", "csi_ge_5",
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", type=Path, help="folder of the samples (default: $CONVLSTM_SHARED_DATA, else ../shared/data)",
+    parser.add_argument("--data", type=Path,
+                        help="folder of the samples (default: $CONVLSTM_SHARED_DATA, else ../shared/data)",
                         default=Path(os.environ.get("CONVLSTM_SHARED_DATA", REPO.parent / "shared" / "data")))
     parser.add_argument("--archives", default=",".join(ARCHIVES), help="comma-separated, of " + ", ".join(ARCHIVES))
     parser.add_argument("--work", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "convlstm-skill",
@@ -70,6 +71,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def prepare(archives: list[str], data: Path, work: Path) -> dict[str, Path]:
     """`prepare radar` of each archive by the protocol (skipped where the dataset is already there)."""
     from pipelines.radar.prepare import RadarOptions, prepare_radar
+    from pipelines.driver import Publish
 
     out = {}
     for name in archives:
@@ -77,7 +79,7 @@ def prepare(archives: list[str], data: Path, work: Path) -> dict[str, Path]:
         if not (path / "manifest.json").exists():
             options = RadarOptions(in_len=IN_LEN, out_len=OUT_LEN, stride=1, size=(SIZE, SIZE), split="time",
                                    val_fraction=0.0, test_fraction=TEST_FRACTION[name])
-            prepare_radar(data / ARCHIVES[name], str(path), "auto", options, progress=False)
+            prepare_radar(data / ARCHIVES[name], str(path), "auto", options, publish=Publish(progress=False))
         out[name] = path
     return out
 
@@ -122,7 +124,8 @@ def summaries(scorer, keyed: list, protocol: dict, archives: list[str]) -> dict:
 
     methods = {name: scorer.task.summarize(acc) for name, acc in _merge(scorer, keyed).items()}
     primary = scorer.task.primary_metric
-    return {"task": "radar", "protocol": protocol, "data": {"windows": len(keyed), "archives": archives},
+    data = {"path": ",".join(archives), "manifest": "", "fingerprint": "", "split": "test", "windows": len(keyed)}
+    return {"task": "radar", "protocol": protocol, "data": {**data, "archives": archives},
             "primary_metric": {"name": primary, "higher_is_better": scorer.task.higher_is_better,
                                "value": methods["model"]["summary"][primary]},
             "methods": methods}
@@ -133,10 +136,11 @@ def main(argv: list[str] | None = None) -> dict:
     import torch
 
     from jobs.evaluation import report
+    from jobs.evaluation.result import EvaluationResult
     from jobs.jsonable import to_jsonable
     from jobs.registry.modelio import load_model
     from jobs.training.config import from_dict, load_config
-    from jobs.training.driver import train
+    from jobs.training.driver import Compute, RunOptions, train
     from convlstm.baselines import pysteps_available
 
     if args.threads:
@@ -157,8 +161,9 @@ def main(argv: list[str] | None = None) -> dict:
         training = {"checkpoint": args.checkpoint, "epoch": info.get("epoch"), "note": args.training_note}
     else:
         cpu, wall = time.process_time(), time.perf_counter()
-        summary = train(cfg, [str(paths[n]) for n in trained_on], workers=0,
-                        tracking_uri=f"sqlite:///{args.work / 'mlflow.db'}", storage_path=str(args.work / "train"))
+        summary = train(cfg, [str(paths[n]) for n in trained_on], compute=Compute(workers=0),
+                        run=RunOptions(tracking_uri=f"sqlite:///{args.work / 'mlflow.db'}",
+                                       storage_path=str(args.work / "train")))
         training = {"cpu_s": time.process_time() - cpu, "wall_s": time.perf_counter() - wall, **summary.to_dict(),
                     "load_average_after": list(os.getloadavg())}
         print(f"trained {summary.epochs} epochs ({summary.steps} steps) in {training['cpu_s']:.0f} CPU s "
@@ -171,7 +176,7 @@ def main(argv: list[str] | None = None) -> dict:
     started = time.perf_counter()
     results = to_jsonable(score(model, cfg, paths, baselines))
     for name, result in results.items():
-        report.plot_lead_times(result, args.out / name)
+        report.plot_lead_times(EvaluationResult.parse(result, name), args.out / name)
     print(f"scored {results['pooled']['data']['windows']} test windows in {time.perf_counter() - started:.0f} s",
           flush=True)
 
@@ -181,8 +186,10 @@ def main(argv: list[str] | None = None) -> dict:
            "parameters": sum(p.numel() for p in model.parameters()), "threads": torch.get_num_threads(),
            "prepare_s": prepare_s, "training": training, "load_average_end": list(os.getloadavg()),
            "results": {name: {"windows": r["data"]["windows"],
-                              "summary": {m: {k: s["summary"].get(k) for k in REPORTED} for m, s in r["methods"].items()},
-                              "per_lead": {m: {k: s["per_lead"].get(k) for k in REPORTED} for m, s in r["methods"].items()}}
+                              "summary": {m: {k: s["summary"].get(k) for k in REPORTED} for m,
+                                          s in r["methods"].items()},
+                              "per_lead": {m: {k: s["per_lead"].get(k) for k in REPORTED} for m,
+                                           s in r["methods"].items()}}
                        for name, r in results.items()}}
     (args.out / "skill.json").write_text(json.dumps(to_jsonable(out), indent=1))
     print(f"{'':<8} {'method':<14} {'windows':>7} {'MSE':>8} {'CSI@0.5':>8} {'CSI@2':>7} {'FSS@1/s5':>8} {'corr':>6}")

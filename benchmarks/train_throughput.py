@@ -52,10 +52,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def make_shards(root: Path, persons: int, frames: int) -> str:
     from pipelines.kth import KthOptions, prepare_kth
+    from pipelines.driver import Publish
     from pipelines.synthetic import write_kth_videos
 
     write_kth_videos(root / "videos", persons=[*TRAIN_PERSONS[:persons], VAL_PERSON], frames=frames)
-    prepare_kth(root / "videos", str(root / "shards"), KthOptions(), progress=False)
+    prepare_kth(root / "videos", str(root / "shards"), KthOptions(), publish=Publish(progress=False))
     return str(root / "shards")
 
 
@@ -98,7 +99,7 @@ def feed_rate(data: str, cfg, workers: int, epochs: int, materialize: bool) -> l
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    from jobs.training.driver import default_cpus_per_worker
+    from jobs.training.ray_fit import default_cpus_per_worker
     from pipelines.shards import read_dataset
 
     dataset = read_dataset(data, "train", columns=["frames", "label"])
@@ -118,10 +119,11 @@ def feed_rate(data: str, cfg, workers: int, epochs: int, materialize: bool) -> l
 def train_rate(data: str, cfg, workers: int, storage: str) -> tuple[list[float], float]:
     """Per-epoch `samples_per_s` of `jobs.training.driver.train` and the run's wall time in seconds."""
     from jobs.registry import tracking
-    from jobs.training.driver import train
+    from jobs.training.driver import Compute, RunOptions, train
 
     started = time.perf_counter()
-    summary = train(cfg, data, workers=workers, storage_path=storage, run_name=f"bench-{workers}w-{time.time_ns()}")
+    summary = train(cfg, data, compute=Compute(workers=workers),
+                    run=RunOptions(storage_path=storage, run_name=f"bench-{workers}w-{time.time_ns()}"))
     wall = time.perf_counter() - started
     return [v for _, v in tracking.metric_history(None, summary.run_id, "samples_per_s")], wall
 
@@ -142,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     prepare_s = time.perf_counter() - started
     from pipelines.manifest import load_manifest
 
-    counts = {k: v["count"] for k, v in load_manifest(data)["splits"].items()}
+    counts = {k: v.count for k, v in load_manifest(data).splits.items()}
     overrides = [f"train.epochs={args.epochs}", "registry.register=false", "data.limit_train=null",
                  "data.limit_val=16", "train.keep_checkpoints=1"]
     runs = [(w, path) for w in args.workers for path in (["numpy"] if w == 0 else args.paths)]

@@ -86,29 +86,54 @@ class RejectedSourcesError(RuntimeError):
     """strict=True and at least one source was rejected; nothing was published."""
 
 
-def run_prepare(*, task: str, sources: list[Source], windows_fn: WindowsFn, out: str, params: dict,
-                schema: dict, extra: dict | Callable[[list[dict]], dict] | None = None,
-                rejected: list[dict] | None = None,
-                members: dict[str, list] | None = None, overwrite: bool = False,
-                incremental: bool = False, strict: bool = False, address: str | None = None,
-                progress: bool = True, protect: Sequence[str] = (), redo: Collection[str] = (),
-                layout: str = "windows") -> dict:
+@dataclass(frozen=True)
+class DatasetSpec:
+    """What a prepare run builds: a `task` dataset cut with `params`, its window `schema` ({column:
+    {shape, dtype, ...}}: shape without the row axis, dtype a numpy name or "str"; a `label` column may
+    list `classes` names, used as `per_class` keys), in `layout` "windows" (the windows function yields
+    window dicts) or "runs" (it yields `Run`s; see above). `members`: the split definition recorded in
+    the manifest's `splits[split].members` (e.g. person ids; default: the names of each split's
+    sources). `extra`: task-specific top-level manifest keys (radar: time_step_s, grid, encoding,
+    gaps), or a function of the final rejections returning them (radar: files dropped while decoding
+    are gaps)."""
+
+    task: str
+    params: dict
+    schema: dict
+    layout: str = "windows"
+    members: dict[str, list] | None = None
+    extra: dict | Callable[[list[dict]], dict] | None = None
+
+
+@dataclass(frozen=True)
+class Publish:
+    """How a prepare run publishes `--out`: replace an existing dataset (`overwrite`) or extend it
+    (`incremental`: decode only sources not yet in its manifest and append their windows); `strict`:
+    any rejected input raises RejectedSourcesError and nothing is published; on the Ray at `address`
+    (default: a local one), with a progress bar (`progress`)."""
+
+    overwrite: bool = False
+    incremental: bool = False
+    strict: bool = False
+    address: str | None = None
+    progress: bool = True
+
+
+def run_prepare(spec: DatasetSpec, sources: list[Source], windows_fn: WindowsFn, out: str, *,
+                rejected: list[dict] | None = None, protect: Sequence[str] = (), redo: Collection[str] = (),
+                publish: Publish = Publish()) -> mf.Manifest:
     """Decode `sources` into window shards at `out` and publish them; returns the manifest.
 
-    `schema`: {column: {shape, dtype, ...}} (shape without the row axis; dtype numpy name or "str";
-    a `label` column may list `classes` names, used as `per_class` keys). `rejected`: inputs already
-    rejected by the caller ([{file, reason}]). `members`: the split definition recorded in
-    `splits[split]["members"]` (e.g. person ids); default: the names of each split's sources.
-    `incremental`: decode only sources not yet in the existing manifest and append their windows.
-    `strict`: any rejection raises RejectedSourcesError and nothing is published.
-    `extra`: task-specific top-level manifest keys (radar: time_step_s, grid, encoding, gaps), or a
-    function of the final `rejected` list returning them (radar: files dropped while decoding are gaps).
-    `protect`: the user's input paths; `out` may not overlap them (pipelines.publish.check_target).
-    `redo` (incremental): sources of the existing dataset whose inputs changed (a radar day seen in
-    part, now complete): their shard files are unlinked from the staged copy (never rewritten in place:
-    older dataset versions may share them) and decoded again, with the other sources of those files.
-    `layout`: "windows" (`windows_fn` yields window dicts) or "runs" (it yields `Run`s; see above).
+    `rejected`: inputs already rejected by the caller ([{file, reason}]). `protect`: the user's input
+    paths; `out` may not overlap them (pipelines.publish.check_target). `redo` (incremental): sources
+    of the existing dataset whose inputs changed (a radar day seen in part, now complete): their shard
+    files are unlinked from the staged copy (never rewritten in place: older dataset versions may share
+    them) and decoded again, with the other sources of those files.
     """
+    task, params, schema, layout, members, extra = (spec.task, spec.params, spec.schema, spec.layout,
+                                                    spec.members, spec.extra)
+    overwrite, incremental, strict, address, progress = (publish.overwrite, publish.incremental, publish.strict,
+                                                         publish.address, publish.progress)
     _check_args(task, sources, schema, layout)
     cluster.check_paths({"--out": str(out)}, address=address)  # multi-node: shards must reach shared storage
     if not sources and not incremental:
@@ -117,7 +142,8 @@ def run_prepare(*, task: str, sources: list[Source], windows_fn: WindowsFn, out:
     if strict and rejected:
         raise _strict_error(rejected)
     with staging(out, overwrite=overwrite, incremental=incremental, protect=protect) as stage:
-        previous = stage.previous
+        # The existing dataset's manifest as JSON parts, merged below with this run's into the new one.
+        previous = stage.previous.to_json() if stage.previous is not None else None
         if previous is not None:
             _check_compatible(previous, task=task, params=params, schema=schema, members=members, layout=layout)
         redo = _unshare(stage.path, previous, set(redo)) if previous is not None and redo else set()

@@ -25,8 +25,9 @@ import numpy as np
 
 from pipelines import cluster, storage
 from pipelines import kth_splits as person_split
-from pipelines.driver import Rejected, Source, build_options, run_prepare
+from pipelines.driver import DatasetSpec, Publish, Rejected, Source, build_options, run_prepare
 from pipelines.kth_sequences import load_sequences
+from pipelines.manifest import Manifest
 
 TASK = "kth"
 CATEGORIES = ("boxing", "handclapping", "handwaving", "jogging", "running", "walking")
@@ -61,15 +62,15 @@ class KthOptions:
                 "sequences_sha256": sequences}
 
     @classmethod
-    def from_manifest(cls, manifest: dict, workdir: Path, **overrides) -> "KthOptions":
+    def from_manifest(cls, manifest: Manifest, workdir: Path, **overrides) -> "KthOptions":
         """The options a manifest was built with (`to_params` read back), `overrides` on top. A custom
         split is rebuilt from the recorded members into `workdir/split.json`; a sequences file, kept
         only by hash, must come back as the `sequences` override."""
-        params = manifest["params"]
+        params = manifest.params
         split = params["split"]
         if split == "custom":
             split = str(Path(workdir) / "split.json")
-            Path(split).write_text(json.dumps({s: v["members"] for s, v in manifest["splits"].items()}))
+            Path(split).write_text(json.dumps({s: v.members for s, v in manifest.splits.items()}))
         if params.get("sequences_sha256") and not overrides.get("sequences"):
             raise ValueError("prepare.sequences: the dataset was cut with a sequences file "
                              f"(sha256 {params['sequences_sha256'][:12]}); give its path")
@@ -181,17 +182,15 @@ def params(options: KthOptions) -> dict:
     return options.to_params()
 
 
-def prepare_kth(src: str | Path, out: str, options: KthOptions = KthOptions(), *, strict: bool = False,
-                overwrite: bool = False, incremental: bool = False, address: str | None = None,
-                progress: bool = True) -> dict:
+def prepare_kth(src: str | Path, out: str, options: KthOptions = KthOptions(), *,
+                publish: Publish = Publish()) -> Manifest:
     """Decode the KTH videos under `src` (folder or object-store URI) into window shards at `out`;
     returns the manifest. On a multi-node cluster a node-local `out` or `src` is refused first."""
-    cluster.check_paths({"--out": str(out), "--src": str(src)}, address=address)
+    cluster.check_paths({"--out": str(out), "--src": str(src)}, address=publish.address)
     sources, rejected, split = plan(src, options)
-    return run_prepare(task=TASK, sources=sources, windows_fn=partial(video_windows, options=options),
-                       out=out, params=params(options), schema=schema(options), rejected=rejected,
-                       members=split, overwrite=overwrite, incremental=incremental, strict=strict,
-                       address=address, progress=progress, protect=[str(src)])
+    spec = DatasetSpec(task=TASK, params=params(options), schema=schema(options), members=split)
+    return run_prepare(spec, sources, partial(video_windows, options=options), out, rejected=rejected,
+                       protect=[str(src)], publish=publish)
 
 
 def video_windows(source: Source, *, options: KthOptions) -> Iterator[dict]:

@@ -18,8 +18,8 @@ from typing import Iterator
 
 import numpy as np
 
-from pipelines.driver import Source, build_options, run_prepare
-from pipelines.manifest import SPLITS
+from pipelines.driver import DatasetSpec, Publish, Source, build_options, run_prepare
+from pipelines.manifest import SPLITS, Manifest
 
 TASK = "mnist"
 DIGIT = 28
@@ -143,7 +143,7 @@ def schema(options: MnistOptions) -> dict:
 
 
 def prepare_mnist(mnist: str | Path, out: str, options: MnistOptions = MnistOptions(), *,
-                  overwrite: bool = False, address: str | None = None, progress: bool = True) -> dict:
+                  publish: Publish = Publish()) -> Manifest:
     """Generate Moving MNIST from the IDX file `mnist` into shards at `out`; returns the manifest."""
     if not Path(mnist).is_file():
         raise FileNotFoundError(f"--mnist {mnist}: no such file")
@@ -151,10 +151,7 @@ def prepare_mnist(mnist: str | Path, out: str, options: MnistOptions = MnistOpti
     subset = subset_indices(len(images), options.subset, options.seed)
     params = options.to_params()
     sources = plan(mnist, options)
-    return run_prepare(task=TASK, sources=sources,
-                       windows_fn=partial(chunk_windows, digits=images[subset], options=options),
-                       out=out, params=params, schema=schema(options),
-                       extra={"subset_indices": subset.tolist()},
-                       members={split: [s.name for s in sources if s.split == split] for split in SPLITS},
-                       overwrite=overwrite, protect=[str(mnist)],
-                       address=address, progress=progress)
+    spec = DatasetSpec(task=TASK, params=params, schema=schema(options), extra={"subset_indices": subset.tolist()},
+                       members={split: [s.name for s in sources if s.split == split] for split in SPLITS})
+    return run_prepare(spec, sources, partial(chunk_windows, digits=images[subset], options=options), out,
+                       protect=[str(mnist)], publish=publish)

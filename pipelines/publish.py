@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from pipelines import storage
-from pipelines.manifest import MANIFEST_NAME, load_manifest, manifest_path, write_manifest
+from pipelines.manifest import MANIFEST_NAME, Manifest, load_manifest, manifest_path, write_manifest
 
 OWNER_FILE = ".convlstm-owner.json"
 STALE_AFTER_S = 7 * 24 * 3600  # a marker from another host this old belongs to a dead run
@@ -54,14 +54,14 @@ class Stage:
 
     out: str
     path: str
-    previous: dict | None
+    previous: Manifest | None
     target: str = ""
     replace: bool = False
     seen: object = None
     published: bool = False
     keep: bool = False  # the staging path holds something not ours (a failed swap back): never removed
 
-    def commit(self, manifest: dict) -> None:
+    def commit(self, manifest: Manifest) -> None:
         """Write `manifest` and make the staged folder the dataset at `out`, on one condition: `out`
         still holds what it held when staging began (nothing, or the dataset being replaced).
         Otherwise FileExistsError, and whatever is at `out` stays as it is."""
@@ -75,7 +75,7 @@ class Stage:
         return FileExistsError(f"--out {self.out}: changed while this run was preparing (another prepare, "
                                "or something created there); left as it is, nothing published")
 
-    def _commit_local(self, manifest: dict) -> None:
+    def _commit_local(self, manifest: Manifest) -> None:
         storage.remove(storage.join(self.path, OWNER_FILE))
         write_manifest(self.path, manifest)
         stage, target = storage.resolve(self.path)[1], self.target
@@ -123,7 +123,7 @@ class Stage:
                                   f"publishing; the replaced dataset is kept at {retired}") from None
         shutil.rmtree(retired, ignore_errors=True)
 
-    def _commit_remote(self, manifest: dict) -> None:
+    def _commit_remote(self, manifest: Manifest) -> None:
         # Object stores have no rename: re-check `out` just before writing (a narrow window remains
         # between this check and the manifest write), then replace it object by object.
         if _remote_identity(self.out) != self.seen:
@@ -189,10 +189,10 @@ def _within(path: str, folder: str) -> bool:
 
 def _is_dataset(out: str) -> bool:
     try:
-        manifest = load_manifest(out)
+        load_manifest(out)  # validated: a published dataset's manifest
     except (OSError, ValueError):
         return False
-    return isinstance(manifest, dict) and {"pipeline_version", "fingerprint", "splits"} <= manifest.keys()
+    return True
 
 
 @contextmanager

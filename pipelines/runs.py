@@ -13,11 +13,13 @@ This module is the arithmetic (numpy only); `pipelines.shards` reads and writes 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Sequence, get_args
 
 import numpy as np
 
-LAYOUTS = ("windows", "runs")  # "windows": one row per window (the original layout, the default)
+from pipelines.manifest import Layout
+
+LAYOUTS = get_args(Layout)  # "windows": one row per window (the original layout, the default)
 
 
 @dataclass
@@ -30,11 +32,6 @@ class Run:
 
     columns: dict[str, np.ndarray]
     starts: Sequence[int]
-
-
-def layout_of(manifest: dict) -> str:
-    """The manifest's storage layout: "runs", or "windows" (manifests written before layouts existed)."""
-    return manifest.get("layout", "windows")
 
 
 def window_length(schema: dict) -> int:

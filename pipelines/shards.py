@@ -24,8 +24,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipelines import storage
-from pipelines.manifest import load_manifest
-from pipelines.runs import Run, covered, cut, frame_schema, layout_of, window_length
+from pipelines.manifest import Manifest, load_manifest
+from pipelines.runs import Run, covered, cut, frame_schema, window_length
 
 if TYPE_CHECKING:
     import ray.data
@@ -200,15 +200,15 @@ def read_windows(path: str, split: str, columns: list[str] | None = None,
     when indexed, so memory is the split's frames, not its windows (about T / stride times less).
     """
     manifest = _split_manifest(path, split)
-    schema = manifest["schema"]
+    schema = manifest.column_specs()
     wanted = _check_columns(columns, schema)
     order = [c for c in ORDER if c in schema]
     fs, root = storage.resolve(split_dir(path, split))
     read = wanted + [c for c in order if c not in wanted]
     files = [f"{root}/{name}" for name in storage.list_files(split_dir(path, split), ".parquet")]
-    if layout_of(manifest) == "runs" and lazy:
+    if manifest.layout == "runs" and lazy:
         return _lazy_windows(fs, files, schema, read, wanted, order)
-    if layout_of(manifest) == "runs":
+    if manifest.layout == "runs":
         return _ordered_windows([batch for file in files for batch in _file_windows(fs, file, schema, read)],
                                 schema, wanted, order)
     tables = [pq.read_table(file, columns=read, filesystem=fs) for file in files]
@@ -225,12 +225,12 @@ def read_dataset(path: str, split: str, columns: list[str] | None = None) -> "ra
     import ray.data
 
     manifest = _split_manifest(path, split)
-    schema = manifest["schema"]
+    schema = manifest.column_specs()
     wanted = _check_columns(columns, schema)
     files = storage.list_files(split_dir(path, split), ".parquet")
     if not files:
         return ray.data.from_arrow(_empty_table(schema, wanted))
-    if layout_of(manifest) == "runs":  # one read task per file: a window never straddles two tasks
+    if manifest.layout == "runs":  # one read task per file: a window never straddles two tasks
         items = [{"file": storage.join(split_dir(path, split), name)} for name in files]
         return ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
             _cut_files, batch_size=1, batch_format="numpy", fn_kwargs={"schema": schema, "columns": wanted})
@@ -318,11 +318,11 @@ def _bytes(spec: dict) -> int:
     return int(np.prod(spec["shape"], dtype=np.int64)) * (8 if spec["dtype"] == "str" else np.dtype(spec["dtype"]).itemsize)
 
 
-def _split_manifest(path: str, split: str) -> dict:
+def _split_manifest(path: str, split: str) -> Manifest:
     manifest = load_manifest(path)
-    if split not in manifest["splits"]:
+    if split not in manifest.splits:
         raise ValueError(f"split {split!r} is not in the dataset at {path} "
-                         f"(splits: {', '.join(sorted(manifest['splits']))})")
+                         f"(splits: {', '.join(sorted(manifest.splits))})")
     return manifest
 
 

@@ -24,8 +24,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines import storage
-from pipelines.manifest import fingerprint, manifest_path
-from pipelines.runs import frame_schema, layout_of
+from pipelines.manifest import Manifest, fingerprint, manifest_path
+from pipelines.runs import frame_schema
 from pipelines.shards import _DTYPE_KEY, _SHAPE_KEY, footer_windows, read_windows
 
 
@@ -45,28 +45,28 @@ def footer_rows(dataset: str, split: str) -> dict[str, tuple[int, pa.Schema]]:
     return found
 
 
-def check_fingerprint(dataset: str, manifest: dict) -> None:
+def check_fingerprint(dataset: str, manifest: Manifest) -> None:
     """ValueError when the manifest's content no longer gives its recorded fingerprint (edited by hand)."""
     actual = fingerprint(manifest)
-    if actual != manifest["fingerprint"]:
+    if actual != manifest.fingerprint:
         raise ValueError(f"{manifest_path(dataset)}: its content does not match its fingerprint "
-                         f"({manifest['fingerprint'][:12]} recorded, {actual[:12]} recomputed): edited after "
+                         f"({manifest.fingerprint[:12]} recorded, {actual[:12]} recomputed): edited after "
                          "publishing; prepare the dataset again")
 
 
-def check_dataset(dataset: str, manifest: dict, splits: Sequence[str] | None = None) -> dict[str, int]:
+def check_dataset(dataset: str, manifest: Manifest, splits: Sequence[str] | None = None) -> dict[str, int]:
     """The cheap check (module docstring) of `splits` (default: all); returns {split: windows}."""
     check_fingerprint(dataset, manifest)
-    return {split: _check_split(dataset, manifest, split) for split in (splits or sorted(manifest["splits"]))}
+    return {split: _check_split(dataset, manifest, split) for split in (splits or sorted(manifest.splits))}
 
 
-def _check_split(dataset: str, manifest: dict, split: str) -> int:
-    if split not in manifest["splits"]:
+def _check_split(dataset: str, manifest: Manifest, split: str) -> int:
+    if split not in manifest.splits:
         raise ValueError(f"split {split!r} is not in the dataset at {dataset} "
-                         f"(splits: {', '.join(sorted(manifest['splits']))})")
+                         f"(splits: {', '.join(sorted(manifest.splits))})")
     folder = storage.join(dataset, split)
     found = footer_rows(dataset, split)
-    listed = manifest.get("files", {}).get(split)
+    listed = (manifest.files or {}).get(split)
     if listed is not None:
         missing = sorted(set(listed) - set(found))
         if missing:
@@ -80,10 +80,10 @@ def _check_split(dataset: str, manifest: dict, split: str) -> int:
             if found[name][0] != rows:
                 raise ValueError(f"split {split}: {storage.join(folder, name)} holds {found[name][0]} windows, "
                                  f"the manifest says {rows}")
-    columns = frame_schema(manifest["schema"]) if layout_of(manifest) == "runs" else manifest["schema"]
+    columns = frame_schema(manifest.column_specs()) if manifest.layout == "runs" else manifest.column_specs()
     for name, (_, schema) in sorted(found.items()):
         _check_columns(storage.join(folder, name), split, schema, columns)
-    total, expected = sum(rows for rows, _ in found.values()), manifest["splits"][split]["count"]
+    total, expected = sum(rows for rows, _ in found.values()), manifest.splits[split].count
     if total != expected:
         raise ValueError(f"split {split}: {folder} holds {total} windows in {len(found)} files, "
                          f"the manifest says {expected}")
@@ -116,27 +116,28 @@ def _stored_spec(field: pa.Field) -> tuple[list, str] | None:
     return json.loads(meta[_SHAPE_KEY]), meta[_DTYPE_KEY].decode()
 
 
-def verify_dataset(dataset: str, manifest: dict) -> dict[str, int]:
+def verify_dataset(dataset: str, manifest: Manifest) -> dict[str, int]:
     """Everything: the cheap check of every split, then every window read and recounted (windows per
     split and per class). Returns {split: windows}."""
     counts = check_dataset(dataset, manifest)
-    classes = manifest["schema"].get("label", {}).get("classes")
-    for split, info in sorted(manifest["splits"].items()):
+    label = manifest.columns.get("label")
+    classes = label.classes if label is not None else None
+    for split, info in sorted(manifest.splits.items()):
         try:
             columns = read_windows(dataset, split)
         except (OSError, pa.ArrowException, ValueError) as exc:
             raise ValueError(f"split {split}: {storage.join(dataset, split)}: windows do not decode "
                              f"({_first_line(exc)})") from None
         rows = {name: len(values) for name, values in columns.items()}
-        if set(rows.values()) != {info["count"]}:
+        if set(rows.values()) != {info.count}:
             raise ValueError(f"split {split}: {storage.join(dataset, split)} decodes to {rows} windows, "
-                             f"the manifest says {info['count']}")
-        if "label" in columns and info.get("per_class"):
+                             f"the manifest says {info.count}")
+        if "label" in columns and info.per_class:
             labels = Counter(int(k) for k in columns["label"])
             per_class = {(classes[k] if classes else str(k)): n for k, n in labels.items()}
-            if per_class != info["per_class"]:
+            if per_class != info.per_class:
                 raise ValueError(f"split {split}: {storage.join(dataset, split)} holds {dict(sorted(per_class.items()))} "
-                                 f"windows per class, the manifest says {info['per_class']}")
+                                 f"windows per class, the manifest says {info.per_class}")
     return counts
 
 

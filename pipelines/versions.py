@@ -33,7 +33,7 @@ def version_uri(data: str, fingerprint: str) -> str:
 
 def snapshot(data: str) -> str:
     """Freeze the dataset as published now and return the version's URI (an existing one is reused)."""
-    fingerprint = load_manifest(data)["fingerprint"]
+    fingerprint = load_manifest(data).fingerprint
     target = version_uri(data, fingerprint)
     if storage.exists(manifest_path(target)):
         return target
@@ -41,7 +41,7 @@ def snapshot(data: str) -> str:
     try:
         storage.link_tree(data, staged)
         storage.remove(manifest_path(staged))
-        if load_manifest(data)["fingerprint"] != fingerprint:  # republished meanwhile: retry from the top
+        if load_manifest(data).fingerprint != fingerprint:  # republished meanwhile: retry from the top
             return snapshot(data)
         storage.remove(target)  # a half-written copy without its manifest
         storage.move(staged, target)
@@ -63,8 +63,8 @@ def list_versions(data: str) -> list[dict]:
         folder = storage.join(root, folder)
         manifest = load_manifest(folder)
         fs, path = storage.resolve(manifest_path(folder))
-        found.append({"uri": folder, "fingerprint": manifest["fingerprint"], "created": manifest["created"],
-                      "windows": {s: info["count"] for s, info in manifest["splits"].items()},
+        found.append({"uri": folder, "fingerprint": manifest.fingerprint, "created": manifest.created or "",
+                      "windows": {s: info.count for s, info in manifest.splits.items()},
                       "frozen": fs.get_file_info(path).mtime})  # the snapshot's time: `created` has seconds
     return [{k: v for k, v in version.items() if k != "frozen"}
             for version in sorted(found, key=lambda v: (v["created"], v["frozen"]))]

@@ -94,20 +94,19 @@ ALLOWED_INLINE: set[str] = {
     "jobs/paths.py:output_location",
     "jobs/plots.py:pyplot",
     "jobs/registry/history.py:record",
+    "jobs/registry/lineage.py:source_tags",
+    "jobs/registry/mlflow_datasets.py:log_datasets",
+    "jobs/registry/mlflow_datasets.py:shard_dataset",
     "jobs/registry/modelio.py:_from_mlflow",
     "jobs/registry/modelio.py:_manifest_or_none",
     "jobs/registry/modelio.py:build_from_spec",
-    "jobs/registry/tracking.py:_convlstm_package",
+    "jobs/registry/registration.py:log_and_register_model",
     "jobs/registry/tracking.py:client",
     "jobs/registry/tracking.py:create_run",
     "jobs/registry/tracking.py:fluent",
     "jobs/registry/tracking.py:link_metrics",
-    "jobs/registry/tracking.py:log_and_register_model",
-    "jobs/registry/tracking.py:log_datasets",
     "jobs/registry/tracking.py:log_metrics",
     "jobs/registry/tracking.py:reopen_run",
-    "jobs/registry/tracking.py:shard_dataset",
-    "jobs/registry/tracking.py:source_tags",
     "jobs/registry/tracking.py:version_model_id",
     "jobs/registry/tracking.py:versions_of",
     "jobs/tasks/__init__.py:__getattr__",
@@ -129,21 +128,21 @@ ALLOWED_INLINE: set[str] = {
     "jobs/tasks/radar.py:preview_rgb",
     "jobs/tasks/radar.py:protocol",
     "jobs/tasks/radar.py:score",
+    "jobs/training/checks.py:check_model",
+    "jobs/training/checks.py:init_weights",
     "jobs/training/config.py:_known_task",
     "jobs/training/config.py:load_config",
     "jobs/training/datasets.py:_check_distinct",
     "jobs/training/datasets.py:_check_poolable",
     "jobs/training/datasets.py:load_datasets",
     "jobs/training/datasets.py:manifest_path",
-    "jobs/training/driver.py:_check_model",
-    "jobs/training/driver.py:_finish",
-    "jobs/training/driver.py:_fit_ray",
-    "jobs/training/driver.py:_init_weights",
-    "jobs/training/driver.py:_ordered_ingest",
-    "jobs/training/driver.py:_read_split",
-    "jobs/training/driver.py:_stoppable_trainer",
     "jobs/training/loop.py:_system_metrics",
     "jobs/training/loop.py:train_loop",
+    "jobs/training/mlflow_run.py:finish_run",
+    "jobs/training/ray_fit.py:fit_ray",
+    "jobs/training/ray_fit.py:ordered_ingest",
+    "jobs/training/ray_fit.py:read_split",
+    "jobs/training/ray_fit.py:stoppable_trainer",
     "jobs/training/sessions.py:__init__",
     "jobs/training/sessions.py:_concatenated",
     "jobs/training/sessions.py:report",
@@ -162,7 +161,6 @@ ALLOWED_INLINE: set[str] = {
     "pipelines/radar/formats.py:get_format",
     "pipelines/radar/formats.py:members_of",
     "pipelines/radar/frame_format.py:sniff_hdf5",
-    "pipelines/radar/prepare.py:_previous",
     "pipelines/radar/pysteps_io.py:_import_pygrib",
     "pipelines/radar/pysteps_io.py:_read",
     "pipelines/radar/pysteps_io.py:import_pysteps",
@@ -270,3 +268,71 @@ def test_the_checker_sees_an_upward_import(tmp_path: Path) -> None:
     assert _unit("jobs.training.config")[0] > _unit("jobs.tasks.base")[0]
     tree = ast.parse("def f():\n    import torch\n")
     assert [name for _, name in _inline_imports(tree)] == ["f"]
+
+
+# The typed contracts between layers (issue 23 item 2): library code reads a dataset manifest or an
+# evaluation result through the models' attributes, never by JSON key (the models' `__getitem__` is
+# for scripts and tests), so a renamed field fails where it is read, not at run time far away.
+CONTRACT_NAMES = {"manifest", "manifests", "trained_manifests", "updated", "previous_manifest"}
+CONTRACT_CALLS = {"load_manifest", "build_manifest", "run_prepare", "load_evaluation", "evaluate", "score_model"}
+
+
+def _contract_lookups(tree: ast.Module) -> list[int]:
+    """Lines where a manifest or evaluation result is subscripted with a string key."""
+    lines = []
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant)
+                and isinstance(node.slice.value, str)):
+            continue
+        value = node.value
+        if isinstance(value, ast.Call):
+            value = value.func
+        name = value.id if isinstance(value, ast.Name) else value.attr if isinstance(value, ast.Attribute) else None
+        if name in CONTRACT_NAMES | CONTRACT_CALLS:
+            lines.append(node.lineno)
+    return lines
+
+
+def test_library_code_reads_manifests_and_results_by_attribute() -> None:
+    found = [f"{path.relative_to(REPO)}:{line}" for package in ("pipelines", "jobs")
+             for path in sorted((REPO / package).rglob("*.py"))
+             for line in _contract_lookups(ast.parse(path.read_text()))]
+    assert not found, found
+    sample = "load_manifest(p)['task']\nmanifest['splits']\nmanifest.splits['x']\n"
+    assert _contract_lookups(ast.parse(sample)) == [1, 2]
+
+
+# Modules by concern (issue 23 item 4): no public function of jobs/ or pipelines/ takes more than
+# MAX_PARAMETERS parameters (self/cls, *args and **kwargs not counted); more are grouped in small
+# dataclasses or the typed models (e.g. `Compute`, `RunOptions`, `Scoring`, `Publish`, `DatasetSpec`).
+MAX_PARAMETERS = 8
+
+
+def _wide_functions(tree: ast.Module) -> list[tuple[int, str, int]]:
+    """(line, name, parameters) of public functions and public classes' methods with too many parameters."""
+    found = []
+
+    def visit(node: ast.AST, owner: str = "") -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.ClassDef) and not child.name.startswith("_"):
+                visit(child, f"{child.name}.")
+            elif isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)) and \
+                    (not child.name.startswith("_") or child.name == "__init__"):
+                args = child.args
+                names = [a.arg for a in (*args.posonlyargs, *args.args, *args.kwonlyargs)
+                         if a.arg not in ("self", "cls")]
+                if len(names) > MAX_PARAMETERS:
+                    found.append((child.lineno, f"{owner}{child.name}", len(names)))
+
+    visit(tree)
+    return found
+
+
+def test_public_functions_take_at_most_eight_parameters() -> None:
+    found = [f"{path.relative_to(REPO)}:{line}: {name}() takes {count} parameters (at most {MAX_PARAMETERS})"
+             for package in ("pipelines", "jobs") for path in sorted((REPO / package).rglob("*.py"))
+             for line, name, count in _wide_functions(ast.parse(path.read_text()))]
+    assert not found, "\n".join(found)
+    wide = ("def f(a, b, c, d, e, f, g, h, i): pass\nclass C:\n    def m(self, a, *, b=1): pass\n"
+            "def _g(a, b, c, d, e, f, g, h, i): pass\n")
+    assert _wide_functions(ast.parse(wide)) == [(1, "f", 9)]

@@ -50,23 +50,23 @@ def parse_baselines(text: str) -> tuple[str, ...]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from jobs.evaluation.evaluate import evaluate
+    from jobs.evaluation.evaluate import LogTo, Scoring, evaluate
 
     options.apply_storage_root(args)
-    result = evaluate(args.model, args.data, args.split, parse_baselines(args.baselines), args.out,
-                      batch_size=args.batch_size, distributed_min_windows=args.distributed_min_windows,
-                      address=args.address, tracking_uri=args.tracking_uri, log_to_run=args.log_to_run,
-                      log=args.log, allow_mismatch=args.allow_data_mismatch, device=args.device)
+    scoring = Scoring(batch_size=args.batch_size, distributed_min_windows=args.distributed_min_windows,
+                      address=args.address, device=args.device, allow_mismatch=args.allow_data_mismatch)
+    result = evaluate(args.model, args.data, args.split, parse_baselines(args.baselines), args.out, scoring=scoring,
+                      log=LogTo(tracking_uri=args.tracking_uri, run=args.log_to_run, own_run=args.log))
     if args.json:
-        print(json.dumps(result))
+        print(json.dumps(result.to_json()))
         return 0
-    primary = result["primary_metric"]
-    print(f"evaluated  {args.model or 'baselines'} on {result['data']['split']} ({result['data']['windows']} windows"
-          f"{', Ray Data' if result['distributed'] else ''})")
-    for method, scores in result["methods"].items():
-        value = scores["summary"].get(primary["name"])
-        print(f"{method:18s} {primary['name']} = {'n/a' if value is None else f'{value:.6g}'}")
-    for item in result["skipped"]:
-        print(f"skipped    {item['method']}: {item['reason']}")
-    print(f"outputs    {result['out']}")
+    primary = result.primary_metric.name
+    print(f"evaluated  {args.model or 'baselines'} on {result.data.split} ({result.data.windows} windows"
+          f"{', Ray Data' if result.distributed else ''})")
+    for method, scores in result.methods.items():
+        value = scores.summary.get(primary)
+        print(f"{method:18s} {primary} = {'n/a' if value is None else f'{value:.6g}'}")
+    for item in result.skipped:
+        print(f"skipped    {item.method}: {item.reason}")
+    print(f"outputs    {result.out}")
     return 0

@@ -2,10 +2,16 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import argparse
+from typing import TYPE_CHECKING
 
 from jobs.ops.submit import DEFAULT_ADDRESS
+
+if TYPE_CHECKING:
+    from pipelines.driver import Publish
+    from pipelines.manifest import Manifest
 
 
 def task(p: argparse.ArgumentParser) -> None:
@@ -65,6 +71,15 @@ def dataset_output(p: argparse.ArgumentParser) -> None:
     ray_address(p)
 
 
+def publish(args: argparse.Namespace) -> Publish:
+    """How a `prepare` command publishes: its --overwrite, --incremental, --strict and --address, with
+    a progress bar on a terminal."""
+    from pipelines.driver import Publish  # deferred: pipelines.driver loads pyarrow and numpy (~0.9 s); --help stays light
+
+    return Publish(overwrite=args.overwrite, incremental=getattr(args, "incremental", False),
+                   strict=getattr(args, "strict", False), address=args.address, progress=sys.stderr.isatty())
+
+
 def device(p: argparse.ArgumentParser) -> None:
     """--device: where the model runs for inference."""
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
@@ -86,23 +101,23 @@ def require(args: argparse.Namespace, *names: str) -> None:
             raise ValueError(f"--{name.replace('_', '-')} is required")
 
 
-def dataset_summary(out: str, manifest: dict, seconds: float | None = None) -> str:
+def dataset_summary(out: str, manifest: Manifest, seconds: float | None = None) -> str:
     """Windows per split (and per class), rejected inputs (first five with reasons), fingerprint, path
     and, given `seconds`, how long the command took for how many sources. A standard split without
     windows is marked as empty."""
     from pipelines.manifest import SPLITS
 
-    lines = [f"{manifest['task']} dataset published at {out}"]
+    lines = [f"{manifest.task} dataset published at {out}"]
     if seconds is not None:
-        lines[0] += f" in {seconds:.1f} s ({len(manifest['sources'])} sources, Ray start-up included)"
-    for split, info in manifest["splits"].items():
-        classes = ", ".join(f"{name} {n}" for name, n in info["per_class"].items())
-        lines.append(f"  {split}: {info['count']} windows" + (f" ({classes})" if classes else "")
-                     + ("  <- empty split" if not info["count"] else ""))
-    lines += [f"  {split}: 0 windows  <- empty split" for split in SPLITS if split not in manifest["splits"]]
-    lines.append(f"rejected inputs: {len(manifest['rejected'])}")
-    lines += [f"  {r['file']}: {r['reason']}" for r in manifest["rejected"][:5]]
-    if len(manifest["rejected"]) > 5:
-        lines.append(f"  ... and {len(manifest['rejected']) - 5} more (manifest.json 'rejected')")
-    lines.append(f"fingerprint: {manifest['fingerprint']}")
+        lines[0] += f" in {seconds:.1f} s ({len(manifest.sources)} sources, Ray start-up included)"
+    for split, info in manifest.splits.items():
+        classes = ", ".join(f"{name} {n}" for name, n in (info.per_class or {}).items())
+        lines.append(f"  {split}: {info.count} windows" + (f" ({classes})" if classes else "")
+                     + ("  <- empty split" if not info.count else ""))
+    lines += [f"  {split}: 0 windows  <- empty split" for split in SPLITS if split not in manifest.splits]
+    lines.append(f"rejected inputs: {len(manifest.rejected)}")
+    lines += [f"  {r.file}: {r.reason}" for r in manifest.rejected[:5]]
+    if len(manifest.rejected) > 5:
+        lines.append(f"  ... and {len(manifest.rejected) - 5} more (manifest.json 'rejected')")
+    lines.append(f"fingerprint: {manifest.fingerprint}")
     return "\n".join(lines)

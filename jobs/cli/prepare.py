@@ -7,7 +7,6 @@ summary: windows per split and class, rejected inputs, fingerprint and output pa
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from functools import partial
 
@@ -79,8 +78,7 @@ def run_kth(args: argparse.Namespace) -> int:
     opts = KthOptions(frame_len=args.frame_len, stride=args.stride, size=parse_hw(args.size, "--size"),
                          color=args.color, split=args.split, sequences=args.sequences)
     try:
-        manifest = prepare_kth(args.src, args.out, opts, strict=args.strict, overwrite=args.overwrite,
-                               incremental=args.incremental, address=args.address, progress=sys.stderr.isatty())
+        manifest = prepare_kth(args.src, args.out, opts, publish=options.publish(args))
     except RejectedSourcesError as exc:
         raise CommandError(str(exc), 1) from exc
     print(options.dataset_summary(args.out, manifest, time.monotonic() - started))
@@ -98,7 +96,6 @@ def run_mnist(args: argparse.Namespace) -> int:
         raise ValueError(f"--counts must be three integers train,val,test, got {args.counts!r}") from None
     opts = MnistOptions(counts=counts, digits=args.digits, size=args.size, frames=args.frames,
                            subset=args.subset, seed=args.seed)
-    manifest = prepare_mnist(args.mnist, args.out, opts, overwrite=args.overwrite, address=args.address,
-                             progress=sys.stderr.isatty())
+    manifest = prepare_mnist(args.mnist, args.out, opts, publish=options.publish(args))
     print(options.dataset_summary(args.out, manifest, time.monotonic() - started))
     return 0

@@ -7,15 +7,18 @@ rejected input fails the run (exit 1) and nothing is published.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from jobs.errors import CommandError
 from jobs.cli import options
 from pipelines.radar.days import SPLIT_MODES, load_days_file
 from pipelines.radar.formats import FORMATS
 from pipelines.radar.preprocess import parse_hw
+
+if TYPE_CHECKING:
+    from pipelines.manifest import Manifest
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -84,9 +87,8 @@ def run(args: argparse.Namespace) -> int:
         val_fraction=args.val_fraction, test_fraction=args.test_fraction)
     try:
         manifest = prepare_radar(args.src, args.out, with_fn_pattern(args.format, args.fn_pattern), opts,
-                                 strict=args.strict, overwrite=args.overwrite, incremental=args.incremental,
-                                 address=args.address, progress=sys.stderr.isatty(),
-                                 max_unpacked_mb=args.max_unpacked_mb, layout=args.layout,
+                                 publish=options.publish(args), max_unpacked_mb=args.max_unpacked_mb,
+                                 layout=args.layout,
                                  require_splits=() if args.allow_empty_split else required_splits(opts))
     except RejectedSourcesError as exc:
         raise CommandError(str(exc), 1) from exc
@@ -107,8 +109,8 @@ def with_fn_pattern(fmt: str, fn_pattern: str | None) -> str:
     return f"{fmt}:{fn_pattern}"
 
 
-def radar_summary(manifest: dict) -> str:
+def radar_summary(manifest: Manifest) -> str:
     """The radar specifics: source format, time step, output grid, gaps between frames."""
-    grid = manifest["grid"]
-    return (f"radar: {manifest['encoding']['source_format']} frames every {manifest['time_step_s']:g} s -> "
-            f"{grid['height']}x{grid['width']}; gaps: {len(manifest['gaps'])} (manifest.json 'gaps')")
+    grid = manifest.grid
+    return (f"radar: {manifest.encoding['source_format']} frames every {manifest.time_step_s:g} s -> "
+            f"{grid.height}x{grid.width}; gaps: {len(manifest.gaps or [])} (manifest.json 'gaps')")

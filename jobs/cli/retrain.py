@@ -56,7 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from jobs.errors import EXIT_TEMPFAIL, CommandError, LockHeld, LockLost
-    from jobs.ops.retrain import load_retrain_config, retrain
+    from jobs.ops.retrain import RetrainOptions, load_retrain_config, retrain
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     options.apply_storage_root(args)
@@ -66,9 +66,9 @@ def run(args: argparse.Namespace) -> int:
                                  confidence=args.confidence, min_windows=args.min_windows, must_beat=must_beat,
                                  keep_versions=args.keep_versions)
     try:
-        report = retrain(args.task, args.src, args.data, config, fmt=args.fmt, tracking_uri=args.tracking_uri,
-                         address=args.address, out=args.out, dry_run=args.dry_run,
-                         log=(lambda _: None) if args.json else print)
+        step = RetrainOptions(fmt=args.fmt, tracking_uri=args.tracking_uri, address=args.address, out=args.out,
+                              dry_run=args.dry_run, log=(lambda _: None) if args.json else print)
+        report = retrain(args.task, args.src, args.data, config, step)
     except LockHeld as exc:
         raise CommandError(f"another retrain is running: {exc}; not starting (retry later)", EXIT_TEMPFAIL) from None
     except LockLost as exc:

@@ -49,12 +49,15 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.task, args.overrides)
     options.apply_storage_root(args)
-    from jobs.training.driver import train  # after the config check: bad configs fail without loading torch
+    # after the config check: bad configs fail without loading torch
+    from jobs.training.driver import Compute, RunOptions, train
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    summary = train(cfg, args.data, workers=args.workers, use_gpu=args.gpu, address=args.address,
-                    tracking_uri=args.tracking_uri, experiment=args.experiment, run_name=args.run_name,
-                    resume=args.resume, storage_path=args.storage, cpus_per_worker=args.cpus_per_worker)
+    summary = train(cfg, args.data,
+                    compute=Compute(workers=args.workers, use_gpu=args.gpu, address=args.address,
+                                    cpus_per_worker=args.cpus_per_worker),
+                    run=RunOptions(tracking_uri=args.tracking_uri, experiment=args.experiment, run_name=args.run_name,
+                                   resume=args.resume, storage_path=args.storage))
     if args.json:
         print(json.dumps(summary.to_dict()))
         return 0

@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
         if not data:
             raise ValueError(f"--data: empty entry in {args.data!r}")
         manifest = load_manifest(data)
-        report[data] = {"fingerprint": manifest["fingerprint"], "splits": verify_dataset(data, manifest)}
+        report[data] = {"fingerprint": manifest.fingerprint, "splits": verify_dataset(data, manifest)}
     if args.json:
         print(json.dumps(report))
         return 0

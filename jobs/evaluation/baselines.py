@@ -113,7 +113,7 @@ def baselines_only(data: str, baselines: tuple[str, ...]) -> tuple[None, dict]:
     from pipelines.manifest import load_manifest
 
     check_baselines(baselines)
-    task = load_manifest(data)["task"]
+    task = load_manifest(data).task
     if not baselines or not task_class(task).baselines:
         raise ValueError(f"--baselines: without --model evaluate scores baselines only; give some for a "
                          f"forecast dataset (--data {data} is {task!r}, baselines: {', '.join(baselines) or 'none'})")

@@ -16,7 +16,6 @@ model and `<split>_<method>_<name>` for a baseline (`metric_key`).
 """
 from __future__ import annotations
 
-import json
 import math
 import pickle
 import re
@@ -28,9 +27,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from jobs.evaluation.baselines import baselines_only, check_baselines, get_baseline
-from jobs.jsonable import to_jsonable
+from jobs.evaluation.result import EvaluationResult, evaluation_result, write_evaluation
 from jobs.tasks import task_class
 from jobs.tasks.base import mean_over_leads
+from pipelines.manifest import Manifest
 
 DEFAULT_BASELINES = ("persistence", "optical-flow")
 DEFAULT_BATCH_SIZE = 8
@@ -225,30 +225,50 @@ def _check_lengths(task, trained) -> None:
                          f"{trained.in_len} -> {trained.out_len}")
 
 
+@dataclass(frozen=True)
+class Scoring:
+    """How windows are scored: `batch_size` windows per forward pass; with Ray Data (on the Ray at
+    `address`) from `distributed_min_windows` windows on (0: always); on `device` (auto | cpu | cuda);
+    `allow_mismatch` scores data unlike the model's training data; `per_window` (a summary metric
+    name) adds that metric of every window on its own, per method (`_per_window`)."""
+
+    batch_size: int = DEFAULT_BATCH_SIZE
+    distributed_min_windows: int = DISTRIBUTED_MIN_WINDOWS
+    address: str | None = None
+    device: str = "auto"
+    allow_mismatch: bool = False
+    per_window: str | None = None
+
+
+@dataclass(frozen=True)
+class LogTo:
+    """Where `evaluate` logs: the run `run` (`--log-to-run`), or with `own_run` the model's own run
+    (`--log`), in the tracking store `tracking_uri`; neither: nothing is logged."""
+
+    tracking_uri: str | None = None
+    run: str | None = None
+    own_run: bool = False
+
+
 def score_model(model, config: dict, data: str, split: str = "test", baselines: tuple[str, ...] = DEFAULT_BASELINES,
-                *, trained_manifests: Sequence[dict] = (), batch_size: int = DEFAULT_BATCH_SIZE,
-                distributed_min_windows: int = DISTRIBUTED_MIN_WINDOWS, address: str | None = None,
-                allow_mismatch: bool = False, device: str = "cpu", per_window: str | None = None) -> dict:
+                *, trained_manifests: Sequence[Manifest] = (), scoring: Scoring = Scoring()) -> EvaluationResult:
     """Score a loaded `model` (trained with the config dict `config`) and `baselines` on `split` of `data`.
 
-    Returns {task, data, protocol, primary_metric (name, higher_is_better, value), methods: {name:
-    {summary, per_lead}}, skill, skipped, distributed}. Baselines are skipped for tasks without forecast
-    targets (KTH classification).
-    Ray Data is used when the split has at least `distributed_min_windows` windows (0: always).
-    `trained_manifests` (the training datasets', one or several pooled) let window lengths be checked
-    before any work, and refuse data unlike every one of them (`Task.data_mismatches`: grid, format,
-    time step) unless `allow_mismatch`. `per_window` (a summary metric name) adds `per_window`: that
-    metric of every window on its own, for each method (see `_per_window`).
+    Returns the result (`jobs.evaluation.result`) without `model`, `out` and `created`. Baselines are
+    skipped for tasks without forecast targets (KTH classification). `trained_manifests` (the training
+    datasets', one or several pooled) let window lengths be checked before any work, and refuse data
+    unlike every one of them (`Task.data_mismatches`: grid, format, time step) unless
+    `scoring.allow_mismatch`.
     """
     from jobs.training.config import from_dict
     from jobs.tasks import get_task
     from pipelines.manifest import load_manifest, manifest_path
     from pipelines.verify import check_dataset
 
-    if batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
-    if distributed_min_windows < 0:
-        raise ValueError(f"--distributed-min-windows must be >= 0, got {distributed_min_windows}")
+    if scoring.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {scoring.batch_size}")
+    if scoring.distributed_min_windows < 0:
+        raise ValueError(f"--distributed-min-windows must be >= 0, got {scoring.distributed_min_windows}")
     check_baselines(baselines)
     cfg, manifest = from_dict(config), load_manifest(data)
     task = get_task(cfg, manifest)
@@ -256,10 +276,10 @@ def score_model(model, config: dict, data: str, split: str = "test", baselines: 
         _check_lengths(task, get_task(cfg, trained_manifests[0]))  # pooled datasets share their lengths
         # Like one of the training datasets is enough; otherwise the closest one's differences are shown.
         mismatches = min((task.data_mismatches(trained, manifest) for trained in trained_manifests), key=len)
-        if mismatches and not allow_mismatch:
+        if mismatches and not scoring.allow_mismatch:
             raise ValueError(f"--data {data} is not like the model's training data: {'; '.join(mismatches)} "
                              "(--allow-data-mismatch scores it anyway)")
-    counts = {name: info["count"] for name, info in sorted(manifest["splits"].items())}
+    counts = {name: info.count for name, info in sorted(manifest.splits.items())}
     if split in counts:
         check_dataset(str(data), manifest, [split])  # the shards against the manifest, from their footers
     if not counts.get(split):
@@ -269,17 +289,18 @@ def score_model(model, config: dict, data: str, split: str = "test", baselines: 
     if not task.baselines and baselines:
         skipped = [{"method": b, "reason": f"forecast baselines do not apply to {task.name}"} for b in baselines]
         baselines = ()
-    scorer = WindowScorer(task, model, tuple(baselines), batch_size, resolve_device(device))
-    distributed = counts[split] >= distributed_min_windows
-    keyed = _window_states(scorer, str(data), split, distributed, address)
+    scorer = WindowScorer(task, model, tuple(baselines), scoring.batch_size, resolve_device(scoring.device))
+    distributed = counts[split] >= scoring.distributed_min_windows
+    keyed = _window_states(scorer, str(data), split, distributed, scoring.address)
     methods = {name: task.summarize(acc) for name, acc in _merge(scorer, keyed).items()}
     name, higher = task.primary_metric, task.higher_is_better
+    per_window = scoring.per_window
     if per_window is not None and per_window not in methods["model"]["summary"]:
         scalars = [k for k, v in methods["model"]["summary"].items() if isinstance(v, (int, float))]
         raise ValueError(f"metric must be one of {', '.join(scalars)}, got {per_window!r}")
-    return {
+    return evaluation_result({
         "task": cfg.task,
-        "data": {"path": str(data), "manifest": manifest_path(str(data)), "fingerprint": manifest["fingerprint"],
+        "data": {"path": str(data), "manifest": manifest_path(str(data)), "fingerprint": manifest.fingerprint,
                  "split": split, "windows": len(keyed)},
         "protocol": task.protocol(manifest, split, getattr(task, "in_len", None), getattr(task, "out_len", None)),
         "primary_metric": {"name": name, "higher_is_better": higher,
@@ -289,14 +310,11 @@ def score_model(model, config: dict, data: str, split: str = "test", baselines: 
         "skipped": skipped,
         "distributed": distributed,
         **({"per_window": _per_window(scorer, keyed, per_window)} if per_window else {}),
-    }
+    })
 
 
 def evaluate(model_ref: str | None, data: str, split: str = "test", baselines: tuple[str, ...] = DEFAULT_BASELINES,
-             out: str | Path | None = None, *, batch_size: int = DEFAULT_BATCH_SIZE,
-             distributed_min_windows: int = DISTRIBUTED_MIN_WINDOWS, address: str | None = None,
-             tracking_uri: str | None = None, log_to_run: str | None = None, log: bool = False,
-             allow_mismatch: bool = False, device: str = "auto", per_window: str | None = None) -> dict:
+             out: str | Path | None = None, *, scoring: Scoring = Scoring(), log: LogTo = LogTo()) -> EvaluationResult:
     """Load `model_ref` (models:/NAME@ALIAS, a run id or a path; None: the baselines alone), score it
     (see `score_model`) and write `evaluation.json`, `evaluation.md` and lead-time plots to `out` (a folder or an object-store
     URI; default `<CONVLSTM_STORAGE>/evaluations/<timestamp>`, else `<home>/outputs/evaluations/<timestamp>`); log them to MLflow per the module docstring.
@@ -307,44 +325,43 @@ def evaluate(model_ref: str | None, data: str, split: str = "test", baselines: t
 
     from pipelines import cluster, storage
 
-    if log and log_to_run:
+    if log.own_run and log.run:
         raise ValueError("give either --log (the model's own run) or --log-to-run RUN_ID, not both")
-    if not model_ref and (log or log_to_run):
+    if not model_ref and (log.own_run or log.run):
         raise ValueError("--log and --log-to-run record a model's scores; give --model")
     if "," in str(data):
         raise ValueError(f"--data {data}: evaluate scores one dataset at a time; give one of them (a model "
                          "trained on pooled datasets is scored on each separately)")
-    resolve_device(device)  # a bad --device fails before any work
+    resolve_device(scoring.device)  # a bad --device fails before any work
     defaulted = not out
     out = storage.as_uri(out) if out else paths.output_location("evaluations", datetime.now().strftime("%Y%m%d-%H%M%S"))
     # Multi-node cluster: the report and the shards must be on storage every node reads (before any work).
-    cluster.check_paths({"--out": out, "--data": str(data)}, address=address, defaulted={"--out"} if defaulted else ())
+    cluster.check_paths({"--out": out, "--data": str(data)}, address=scoring.address,
+                        defaulted={"--out"} if defaulted else ())
     storage.check_writable(out)  # a read-only --out fails before the scoring, not after it
-    if log_to_run:
-        _check_run(log_to_run, tracking_uri)
+    if log.run:
+        _check_run(log.run, log.tracking_uri)
     if model_ref:
-        model, info = load_model(model_ref, tracking_uri=tracking_uri)
+        model, info = load_model(model_ref, tracking_uri=log.tracking_uri)
     else:
         model, info = baselines_only(str(data), baselines)
-    run_id = log_to_run or (info.get("run_id") if log else None)
-    if log and not run_id:
+    run_id = log.run or (info.get("run_id") if log.own_run else None)
+    if log.own_run and not run_id:
         raise ValueError(f"--log: the model {model_ref} does not come from an MLflow run; use --log-to-run")
     result = score_model(model, info["config"], data, split, baselines, trained_manifests=info["manifests"],
-                         batch_size=batch_size, distributed_min_windows=distributed_min_windows, address=address,
-                         allow_mismatch=allow_mismatch, device=device, per_window=per_window)
+                         scoring=scoring)
     if not storage.is_remote(out):
         out = str(Path(out))
-    result = to_jsonable({
+    result = evaluation_result({
         "model": {"ref": model_ref, "run_id": info.get("run_id"), "data_fingerprint": info.get("data_fingerprint"),
                   "manifest_path": info.get("manifest_path")},
-        **result, "out": out, "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")})
+        **result.to_json(), "out": out, "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")})
     with storage.staged_output(out, prefix="convlstm-evaluation-") as folder:  # a URI: written here, uploaded
-        files = [folder / "evaluation.json", folder / "evaluation.md"]
-        files[0].write_text(json.dumps(result, indent=1, allow_nan=False) + "\n")
+        files = [Path(write_evaluation(result, folder)), folder / "evaluation.md"]
         files[1].write_text(report.evaluation_markdown(result))
         files += report.plot_lead_times(result, folder)
         if run_id:
-            log_evaluation(result, files, run_id, tracking_uri)
+            log_evaluation(result, files, run_id, log.tracking_uri)
     return result
 
 
@@ -370,11 +387,11 @@ def metric_key(split: str, method: str, name: str) -> str:
     return re.sub(r"[^\w.\-/ :]", "_", key)
 
 
-def log_evaluation(result: dict, files: list[Path], run_id: str, tracking_uri: str | None = None) -> None:
+def log_evaluation(result: EvaluationResult, files: list[Path], run_id: str, tracking_uri: str | None = None) -> None:
     """Log an evaluation into the run `run_id`.
 
     The scored split becomes a dataset input of the run (context `test` for the test split, see
-    `tracking.SPLIT_CONTEXTS`); the scalar summaries are metrics of the run and of the evaluated model's
+    `mlflow_datasets.SPLIT_CONTEXTS`); the scalar summaries are metrics of the run and of the evaluated model's
     LoggedModel on that dataset (MLflow 3 `model_id` + dataset), baselines included, so the model
     version page lists the model's scores next to the baselines'; the files are artifacts under
     `evaluation/<split>/`. A score line (primary and table metrics vs the baselines) goes into the run's
@@ -383,14 +400,14 @@ def log_evaluation(result: dict, files: list[Path], run_id: str, tracking_uri: s
     evaluation run names both the model and the data."""
     from mlflow.entities import LoggedModelInput
 
-    from jobs.registry import tracking
+    from jobs.registry import descriptions, mlflow_datasets, tracking
     from pipelines.manifest import load_manifest
 
-    split, data = result["data"]["split"], result["data"]["path"]
-    dataset = tracking.log_datasets(tracking_uri, run_id, data, load_manifest(data),
-                                    {split: tracking.split_context(split)})[split]
-    model_run = result["model"].get("run_id")
-    versions = tracking.versions_of(tracking_uri, result["model"]["ref"], model_run)
+    split, data = result.data.split, result.data.path
+    dataset = mlflow_datasets.log_datasets(tracking_uri, run_id, data, load_manifest(data),
+                                           {split: mlflow_datasets.split_context(split)})[split]
+    model_run = result.model.run_id
+    versions = tracking.versions_of(tracking_uri, result.model.ref, model_run)
     model_id = next((tracking.version_model_id(v) for v in versions if tracking.version_model_id(v)), None)
     if model_id is None and model_run:
         model_id = tracking.logged_model_id(tracking_uri, model_run)
@@ -398,26 +415,26 @@ def log_evaluation(result: dict, files: list[Path], run_id: str, tracking_uri: s
     if model_id and run_id != model_run:
         c.log_inputs(run_id, models=[LoggedModelInput(model_id)])
         tracking.ensure_experiment_kind(tracking_uri, c.get_run(run_id).info.experiment_id)
-    scored = {**result["methods"], **{f"{m}_vs_persistence": s for m, s in result["skill"].items()}}
+    scored = {**result.methods, **{f"{m}_vs_persistence": s for m, s in result.skill.items()}}
     rows = [(metric_key(split, method, name), value, 0)
             for method, scores in scored.items()
-            for name, value in scores["summary"].items()
+            for name, value in scores.summary.items()
             if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)]
     tracking.log_metrics(tracking_uri, run_id, rows, model_id=model_id, dataset=dataset)
     tracking.log_artifacts(tracking_uri, run_id, files, f"evaluation/{split}")
-    line = tracking.score_line(split, result["data"]["windows"], dataset.name, dataset.digest, _headline(result))
+    line = descriptions.score_line(split, result.data.windows, dataset.name, dataset.digest, _headline(result))
     tracking.add_description_line(tracking_uri, run_id, f"**{split}**", line)
     for version in versions:
         tracking.record_scores(tracking_uri, version, split, line)
 
 
-def _headline(result: dict) -> list[tuple[str, Any, dict]]:
+def _headline(result: EvaluationResult) -> list[tuple[str, Any, dict]]:
     """(metric, model value, {baseline: value}) for the primary metric and up to two table metrics."""
-    cls = task_class(result["task"])
-    model = result["methods"]["model"]["summary"]
+    cls = task_class(result.task)
+    model = result.summary()
     names = [n for n in dict.fromkeys([cls.primary_metric, *cls.table_metrics])
              if n in model and (model[n] is None or isinstance(model[n], (int, float)))][:3]
-    baselines = {m: s["summary"] for m, s in result["methods"].items() if m != "model"}
+    baselines = {m: s.summary for m, s in result.baselines().items()}
     return [(n, model[n], {m: s.get(n) for m, s in baselines.items()}) for n in names]
 
 
@@ -429,9 +446,9 @@ def model_score(model_ref: str, data: str, split: str = "test", metric: str | No
 
     model, info = load_model(model_ref, tracking_uri=tracking_uri)
     result = score_model(model, info["config"], data, split, (), trained_manifests=info["manifests"],
-                         address=address)
-    summary = result["methods"]["model"]["summary"]
-    metric = metric or result["primary_metric"]["name"]
+                         scoring=Scoring(address=address, device="cpu"))
+    summary = result.summary()
+    metric = metric or result.primary_metric.name
     if metric not in summary or not isinstance(summary[metric], (int, float, type(None))):
         scalars = [k for k, v in summary.items() if isinstance(v, (int, float))]
         raise ValueError(f"metric must be one of {', '.join(scalars)}, got {metric!r}")

@@ -17,6 +17,7 @@ import numpy as np
 from convlstm.units import pixel_to_dbz, scaled_pixel_to_rainrate
 from jobs import images
 from pipelines.radar.timeline import iso
+from pipelines.manifest import Manifest
 
 GIF_FRAME_MS = 500
 
@@ -32,25 +33,24 @@ def parse_time(text: str | None) -> datetime | None:
     return time.replace(tzinfo=timezone.utc) if time.tzinfo is None else time.astimezone(timezone.utc)
 
 
-def training_mismatches(fmt, grid: tuple[int, int] | None, step: timedelta | None, manifest: dict) -> list[str]:
+def training_mismatches(fmt, grid: tuple[int, int] | None, step: timedelta | None, manifest: Manifest) -> list[str]:
     """How a source (format, source grid (H, W), frame interval) differs from the training manifest's."""
-    encoding, trained_grid = manifest["encoding"], manifest["grid"]
+    encoding, trained_grid = manifest.encoding, manifest.grid
     problems = []
     if fmt.conversion != encoding["source_conversion"] or fmt.source_zr != encoding.get("source_zr"):
         problems.append(f"format {fmt.name} converts '{fmt.conversion}', the model was trained on "
                         f"{encoding['source_format']} data converted '{encoding['source_conversion']}'")
-    expected = (trained_grid["source_height"], trained_grid["source_width"])
+    expected = (trained_grid.source_height, trained_grid.source_width)
     if grid is not None and tuple(grid) != expected:
         problems.append(f"grid {grid[0]}x{grid[1]} differs from the training data's {expected[0]}x{expected[1]} "
-                        f"(before crop {trained_grid['crop']} and resize to "
-                        f"{trained_grid['height']}x{trained_grid['width']})")
-    if step is not None and step.total_seconds() != manifest["time_step_s"]:
+                        f"(before crop {trained_grid.crop} and resize to {trained_grid.height}x{trained_grid.width})")
+    if step is not None and step.total_seconds() != manifest.time_step_s:
         problems.append(f"time step {step.total_seconds():g} s differs from the training data's "
-                        f"{manifest['time_step_s']:g} s")
+                        f"{manifest.time_step_s:g} s")
     return problems
 
 
-def read_input(src: str | Path, fmt: str, at: datetime | None, manifest: dict,
+def read_input(src: str | Path, fmt: str, at: datetime | None, manifest: Manifest,
                in_len: int) -> tuple[np.ndarray, np.ndarray, list[datetime]]:
     """The `in_len` frames ending at the latest frame at or before `at`, preprocessed like `manifest`.
 
@@ -74,8 +74,8 @@ def read_input(src: str | Path, fmt: str, at: datetime | None, manifest: dict,
         problems = training_mismatches(radar, grid, step, manifest)
         if problems:
             raise ValueError(f"--src {src} does not match the model's training data: {'; '.join(problems)}")
-        pixels, mask, times, gaps = load_sequence(root, radar.name, at, in_len, manifest["params"],
-                                                  manifest["time_step_s"])
+        pixels, mask, times, gaps = load_sequence(root, radar.name, at, in_len, manifest.params,
+                                                  manifest.time_step_s)
     if gaps:
         missing = ", ".join(f"{gap['time']} ({gap['reason']})" for gap in gaps)
         raise ValueError(f"--src {src}: {len(gaps)} of the {in_len} input frames up to {iso(times[-1])} "
@@ -164,11 +164,11 @@ def nowcast(model_ref: str, src: str | Path, out: str | Path | None = None, fmt:
     from jobs.evaluation.evaluate import resolve_device
 
     dbz, rain = forecast(model, task, pixels, mask, resolve_device(device))
-    step = timedelta(seconds=manifest["time_step_s"])
+    step = timedelta(seconds=manifest.time_step_s)
     valid_times = [times[-1] + step * k for k in range(1, len(dbz) + 1)]
     meta = {"model": model_ref, "run_id": info.get("run_id"), "data_fingerprint": info.get("data_fingerprint"),
             "manifest_path": info.get("manifest_path"), "source": str(src),
-            "format": manifest["encoding"]["source_format"], "time_step_s": manifest["time_step_s"],
+            "format": manifest.encoding["source_format"], "time_step_s": manifest.time_step_s,
             "input_times": [iso(t) for t in times]}
     with storage.staged_output(out, prefix="convlstm-nowcast-") as folder:
         return write_outputs(folder, dbz, rain, valid_times, meta)

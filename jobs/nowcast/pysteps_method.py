@@ -28,6 +28,7 @@ import numpy as np
 from convlstm.units import DBZ_MIN, dbz_to_rainrate, pixel_to_dbz
 from pipelines.radar.pysteps_io import rain_to_dbz
 from pipelines.radar.preprocess import preprocess
+from pipelines.manifest import Manifest
 
 DEFAULT_MODEL = "models:/convlstm-radar@champion"
 MARSHALL_PALMER = {"a": 200.0, "b": 1.6}
@@ -59,15 +60,15 @@ def _crop_box(grid: tuple[int, int], crop: tuple[int, int] | None) -> tuple[int,
     return (grid[0] - crop[0]) // 2, (grid[1] - crop[1]) // 2, crop[0], crop[1]
 
 
-def _zr(manifest: dict) -> dict:
-    return manifest["encoding"].get("source_zr") or MARSHALL_PALMER
+def _zr(manifest: Manifest) -> dict:
+    return manifest.encoding.get("source_zr") or MARSHALL_PALMER
 
 
-def model_input(precip: np.ndarray, manifest: dict) -> np.ndarray:
+def model_input(precip: np.ndarray, manifest: Manifest) -> np.ndarray:
     """`(t, m, n)` rain rates [mm/h] on the source grid -> HKO-7 pixels uint8 `(t, H, W)` preprocessed as
     the radar `manifest` says (the source Z-R relation, crop, area resize); what the shards hold."""
-    zr, grid = _zr(manifest), manifest["grid"]
-    crop, size = (tuple(grid["crop"]) if grid["crop"] else None), (grid["height"], grid["width"])
+    zr, grid = _zr(manifest), manifest.grid
+    crop, size = (tuple(grid.crop) if grid.crop else None), (grid.height, grid.width)
     frames = []
     for rates in np.asarray(precip, dtype=np.float64):
         frames.append(preprocess(rain_to_dbz(rates, zr["a"], zr["b"]), crop, size)[0])
@@ -88,14 +89,14 @@ def forecast(precip: np.ndarray, velocity: Any = None, timesteps: int | Sequence
 
     loaded, task, manifest = _load(model, tracking_uri)
     precip = np.asarray(precip, dtype=np.float64)
-    grid = manifest["grid"]
-    source = (grid["source_height"], grid["source_width"])
+    grid = manifest.grid
+    source = (grid.source_height, grid.source_width)
     if precip.ndim != 3 or precip.shape[0] < task.in_len or precip.shape[1:] != source:
         raise ValueError(f"precip: model {model} takes (t >= {task.in_len}, {source[0]}, {source[1]}) rain rates "
-                         f"(its training data's grid, {manifest['encoding']['source_format']}), got {precip.shape}")
+                         f"(its training data's grid, {manifest.encoding['source_format']}), got {precip.shape}")
     leads = _leads(timesteps, task.out_len)
     zr = _zr(manifest)
-    crop = tuple(grid["crop"]) if grid["crop"] else None
+    crop = tuple(grid.crop) if grid.crop else None
     scaled = model_input(precip[-task.in_len:], manifest)[None, :, None].astype(np.float32) / 255.0
     import torch
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from jobs.tasks.plugins import task_class
+from pipelines.manifest import Manifest
 
 # Persons of the official KTH split (train 11-18, val 1, 4, 19-21, 23-25, test 2, 3, 5-10, 22).
 KTH_PERSONS = {"train": [11, 12, 13, 14, 15, 16, 17, 18], "val": [1, 4], "test": [2, 3]}
@@ -116,18 +117,20 @@ def make_videos(plan: DemoPlan) -> str:
 
 def prepare_kth_shards(plan: DemoPlan) -> str:
     from pipelines.kth import KthOptions, params, prepare_kth
+    from pipelines.driver import Publish
 
     options = KthOptions(frame_len=KTH_FRAME_LEN, stride=KTH_STRIDE, size=KTH_SIZE, split="official")
     manifest = _reuse(plan.data("kth"), params(options))
     if manifest is None:
-        manifest = prepare_kth(plan.videos, str(plan.data("kth")), options, overwrite=True,
-                               address=plan.address, progress=False)
-    plan.results["kth_data"] = {"path": str(plan.data("kth")), "fingerprint": manifest["fingerprint"]}
+        manifest = prepare_kth(plan.videos, str(plan.data("kth")), options,
+                               publish=Publish(overwrite=True, address=plan.address, progress=False))
+    plan.results["kth_data"] = {"path": str(plan.data("kth")), "fingerprint": manifest.fingerprint}
     return _counts(manifest)
 
 
 def prepare_radar_shards(plan: DemoPlan) -> str:
     from pipelines.radar.prepare import RadarOptions, prepare_radar
+    from pipelines.driver import Publish
 
     options = RadarOptions(in_len=RADAR_IN_LEN, out_len=RADAR_OUT_LEN, stride=1, size=RADAR_SIZE,
                            crop=RADAR_CROP, split="time", val_fraction=0.25, test_fraction=0.25)
@@ -135,40 +138,40 @@ def prepare_radar_shards(plan: DemoPlan) -> str:
         "format": "mch", "in_len": RADAR_IN_LEN, "out_len": RADAR_OUT_LEN, "size": list(RADAR_SIZE),
         "crop": list(RADAR_CROP), "split": "time", "val_fraction": 0.25, "test_fraction": 0.25})
     if manifest is None:
-        manifest = prepare_radar(plan.radar_src, str(plan.data("radar")), "mch", options, overwrite=True,
-                                 address=plan.address, progress=False)
-    plan.results["radar_data"] = {"path": str(plan.data("radar")), "fingerprint": manifest["fingerprint"]}
+        manifest = prepare_radar(plan.radar_src, str(plan.data("radar")), "mch", options,
+                                 publish=Publish(overwrite=True, address=plan.address, progress=False))
+    plan.results["radar_data"] = {"path": str(plan.data("radar")), "fingerprint": manifest.fingerprint}
     return _counts(manifest)
 
 
 def train_task(plan: DemoPlan, task: str) -> str:
     from jobs.training.config import load_config
-    from jobs.training.driver import train
+    from jobs.training.driver import Compute, RunOptions, train
 
     cfg = load_config(CONFIGS[task], task)
     with _environ(RAY_TRAIN_CONTROLLER_POLL):
-        summary = train(cfg, plan.data(task), workers=plan.workers, address=plan.address,
-                        tracking_uri=plan.tracking_uri)
+        summary = train(cfg, plan.data(task), compute=Compute(workers=plan.workers, address=plan.address),
+                        run=RunOptions(tracking_uri=plan.tracking_uri))
     plan.results[f"{task}_train"] = summary.to_dict()
     return (f"{summary.monitor}={summary.best_score:.4g}; registered {summary.registered_name} "
             f"v{summary.model_version} @{summary.alias}")
 
 
 def evaluate_task(plan: DemoPlan, task: str) -> str:
-    from jobs.evaluation.evaluate import evaluate
+    from jobs.evaluation.evaluate import LogTo, Scoring, evaluate
 
     baselines = ("persistence", "optical-flow") if task == "radar" else ()
     result = evaluate(f"models:/convlstm-{task}@champion", str(plan.data(task)), split="test",
                       baselines=baselines, out=str(plan.reports(f"evaluate-{task}")),
-                      tracking_uri=plan.tracking_uri, address=plan.address, log=True)
+                      scoring=Scoring(address=plan.address), log=LogTo(tracking_uri=plan.tracking_uri, own_run=True))
     plan.results[f"{task}_evaluation"] = {
         "report": str(plan.reports(f"evaluate-{task}")),
-        "primary_metric": result["primary_metric"],
-        "methods": {m: s["summary"] for m, s in result["methods"].items()},
-        "last_lead": {m: {k: v[-1] for k, v in s["per_lead"].items() if v} for m, s in result["methods"].items()},
+        "primary_metric": result.primary_metric.to_json(),
+        "methods": {m: s.summary for m, s in result.methods.items()},
+        "last_lead": {m: {k: v[-1] for k, v in s.per_lead.items() if v} for m, s in result.methods.items()},
     }
-    primary = result["primary_metric"]
-    return f"{primary['name']}={_fmt(primary['value'])} on {result['data']['windows']} test windows"
+    primary = result.primary_metric
+    return f"{primary.name}={_fmt(primary.value)} on {result.data.windows} test windows"
 
 
 def nowcast_from_registry(plan: DemoPlan) -> str:
@@ -240,7 +243,7 @@ def _environ(defaults: dict[str, str]) -> Iterator[None]:
             os.environ.pop(key, None)
 
 
-def _reuse(out: Path, expected_params: dict) -> dict | None:
+def _reuse(out: Path, expected_params: dict) -> Manifest | None:
     """The existing manifest at `out` when its params include `expected_params`, else None."""
     from pipelines.manifest import load_manifest
 
@@ -248,13 +251,13 @@ def _reuse(out: Path, expected_params: dict) -> dict | None:
         return None
     manifest = load_manifest(str(out))
     expected = json.loads(json.dumps(expected_params))  # tuples -> lists, as stored
-    made_with = manifest.get("params", {})
+    made_with = manifest.params
     return manifest if all(made_with.get(k) == v for k, v in expected.items()) else None
 
 
-def _counts(manifest: dict) -> str:
-    counts = {split: info.get("count", 0) for split, info in manifest["splits"].items()}
-    return f"windows {counts}, {len(manifest.get('rejected', []))} rejected, fingerprint {manifest['fingerprint'][:12]}"
+def _counts(manifest: Manifest) -> str:
+    counts = {split: info.count for split, info in manifest.splits.items()}
+    return f"windows {counts}, {len(manifest.rejected)} rejected, fingerprint {manifest.fingerprint[:12]}"
 
 
 def _fmt(value: Any) -> str:

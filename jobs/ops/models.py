@@ -46,7 +46,8 @@ def promote(tracking_uri: str | None, name: str, version: str, reason: str) -> d
     if before == str(version):
         raise ValueError(f"--version {version} is already {name}@{tracking.CHAMPION}")
     set_champion(tracking_uri, name, str(version))
-    history.record(tracking_uri, name, "promote", champion_before=before, champion_after=str(version), reason=reason)
+    history.record(tracking_uri, history.AliasDecision(name, "promote", champion_before=before,
+                                                       champion_after=str(version), reason=reason))
     return {"model": name, "champion_before": before, "champion_after": str(version), "reason": reason}
 
 
@@ -61,7 +62,8 @@ def rollback(tracking_uri: str | None, name: str, reason: str) -> dict[str, Any]
                          f"(current champion: {current or 'none'})")
     previous = took_over[-1]["champion_before"]
     set_champion(tracking_uri, name, previous)
-    history.record(tracking_uri, name, "rollback", champion_before=current, champion_after=previous, reason=reason)
+    history.record(tracking_uri, history.AliasDecision(name, "rollback", champion_before=current,
+                                                       champion_after=previous, reason=reason))
     return {"model": name, "champion_before": current, "champion_after": previous, "reason": reason}
 
 

@@ -35,12 +35,24 @@ class Decision:
     gain: float | None = None
 
 
-def paired_test(reference: Sequence[float | None], candidate: Sequence[float | None], higher_is_better: bool, *,
-                test: TestName = "bootstrap", confidence: float = 0.95, min_windows: int = 10,
-                margin: float = 0.0, samples: int = 10000, seed: int = 0,
-                against: str = "champion") -> Decision:
+@dataclass(frozen=True)
+class PromotionRule:
+    """The paired test (module docstring): `test`, `confidence`, `min_windows` scored by both, the
+    `margin` the mean gain must exceed, and the bootstrap's `samples` and `seed`."""
+
+    test: TestName = "bootstrap"
+    confidence: float = 0.95
+    min_windows: int = 10
+    margin: float = 0.0
+    samples: int = 10000
+    seed: int = 0
+
+
+def paired_test(reference: Sequence[float | None], candidate: Sequence[float | None], higher_is_better: bool,
+                rule: PromotionRule = PromotionRule(), against: str = "champion") -> Decision:
     """Whether `candidate` beats `reference` on the same windows (scores in the same order; None or
     non-finite = undefined, that window is left out). `against` names the reference in the reason."""
+    test, confidence, min_windows, margin = rule.test, rule.confidence, rule.min_windows, rule.margin
     if len(reference) != len(candidate):
         raise ValueError(f"paired scores differ in length ({len(reference)} vs {len(candidate)} windows)")
     if not 0.0 < confidence < 1.0:
@@ -53,7 +65,7 @@ def paired_test(reference: Sequence[float | None], candidate: Sequence[float | N
     ref, cand = np.array(pairs, dtype=np.float64).T
     d = cand - ref if higher_is_better else ref - cand
     gain = float(d.mean())
-    p = _bootstrap_p(d, margin, samples, seed) if test == "bootstrap" else _sign_p(d)
+    p = _bootstrap_p(d, margin, rule.samples, rule.seed) if test == "bootstrap" else _sign_p(d)
     stats = f"p = {p:.3g}, n = {n}"
     if gain > margin and p < 1.0 - confidence:
         return Decision(True, f"beats {against} by {gain:.4g} per window ({stats})", p, n, gain)

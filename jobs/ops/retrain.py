@@ -18,6 +18,7 @@ step, then record the decision in the model's history (jobs.registry.history). A
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Literal
@@ -28,11 +29,12 @@ from pydantic import Field, field_validator
 from jobs import paths
 from jobs.ops import models
 from jobs.ops.locks import RetrainLock, lock_uri_for
-from jobs.ops.promotion import Decision, TestName, paired_test
+from jobs.ops.promotion import Decision, PromotionRule, TestName, paired_test
 from jobs.registry import history, tracking
 from jobs.tasks import task_class
 from jobs.training.config import Section, load_config, read_yaml, validate
 from pipelines import versions
+from pipelines.manifest import Manifest
 
 REPORT_NAME = "retrain-report.json"
 # A second run while the lock is held exits with EX_TEMPFAIL (sysexits.h): "try again later",
@@ -94,9 +96,22 @@ def load_retrain_config(path: str | Path | None = None, **overrides: Any) -> Ret
     return validate(RetrainConfig, raw)
 
 
-def retrain(task: str, src: str, data: str, config: RetrainConfig, *, fmt: str | None = None,
-            tracking_uri: str | None = None, address: str | None = None, out: str | None = None,
-            dry_run: bool = False, log: Callable[[str], None] = print) -> dict[str, Any]:
+@dataclass(frozen=True)
+class RetrainOptions:
+    """How one retraining step runs: the new inputs' `fmt` (`--format`; default: the dataset's), the
+    MLflow `tracking_uri`, the Ray `address`, the report folder `out` (default: see `_report_target`),
+    `dry_run` (say what would be done, do nothing) and `log` (one progress line per call)."""
+
+    fmt: str | None = None
+    tracking_uri: str | None = None
+    address: str | None = None
+    out: str | None = None
+    dry_run: bool = False
+    log: Callable[[str], None] = print
+
+
+def retrain(task: str, src: str, data: str, config: RetrainConfig,
+            options: RetrainOptions = RetrainOptions()) -> dict[str, Any]:
     """Run one retraining step; returns the report (`status`: nothing-to-do, dry-run, first-champion,
     promoted or kept-champion; only the last three write `retrain-report.json`). Raises
     jobs.ops.locks.LockHeld while another run holds the lock, ValueError/FileNotFoundError for bad
@@ -108,6 +123,7 @@ def retrain(task: str, src: str, data: str, config: RetrainConfig, *, fmt: str |
     """
     from pipelines.manifest import load_manifest
 
+    fmt, tracking_uri, address, out, log = options.fmt, options.tracking_uri, options.address, options.out, options.log
     task_class(task)  # ValueError naming the known tasks
     _check_cluster_paths(src, data, config, out, address)
     train_cfg = load_config(config.train_config, task, config.train_overrides)
@@ -116,17 +132,17 @@ def retrain(task: str, src: str, data: str, config: RetrainConfig, *, fmt: str |
     name = train_cfg.registered_model_name
     client = tracking.client(tracking_uri)
     manifest = load_manifest(data)
-    if manifest["task"] != task:
-        raise ValueError(f"--data {data} holds a {manifest['task']} dataset, not {task}")
-    if config.split not in manifest["splits"]:
-        raise ValueError(f"split: {config.split!r} is not a split of {data} ({', '.join(sorted(manifest['splits']))})")
+    if manifest.task != task:
+        raise ValueError(f"--data {data} holds a {manifest.task} dataset, not {task}")
+    if config.split not in manifest.splits:
+        raise ValueError(f"split: {config.split!r} is not a split of {data} ({', '.join(sorted(manifest.splits))})")
     new = new_sources(task, src, manifest, config.prepare, fmt)
-    stale = not _trained_on(client, name, manifest["fingerprint"])
+    stale = not _trained_on(client, name, manifest.fingerprint)
     report = _report(task, data, manifest, name, config, new)
     if not (new or stale):
         log(f"nothing to do: nothing new under {src} since {data} was built, and {name} has a version trained on it")
         return {**report, "status": "nothing-to-do"}
-    if dry_run:
+    if options.dry_run:
         log(f"dry run: {len(new)} new source(s){', e.g. ' + ', '.join(new[:5]) if new else ''}"
             f"{'; no model trained on the current data yet' if stale else ''}; would prepare, train and compare")
         return {**report, "status": "dry-run"}
@@ -134,7 +150,7 @@ def retrain(task: str, src: str, data: str, config: RetrainConfig, *, fmt: str |
         # Re-read under the lock: a run that held it may just have done this work.
         manifest = load_manifest(data)
         new = new_sources(task, src, manifest, config.prepare, fmt)
-        stale = not _trained_on(client, name, manifest["fingerprint"])
+        stale = not _trained_on(client, name, manifest.fingerprint)
         report = {**_report(task, data, manifest, name, config, new), "lock": {"uri": lock.uri, "owner": lock.owner}}
         if not (new or stale):
             log("nothing to do: another run has just done it")
@@ -144,8 +160,8 @@ def retrain(task: str, src: str, data: str, config: RetrainConfig, *, fmt: str |
                 f"preparing {data} incrementally")
             report["data"]["previous_version"] = versions.snapshot(data)
             updated = update_dataset(task, src, data, manifest, config.prepare, fmt, address)
-            report["data"]["fingerprint"] = updated["fingerprint"]
-            if updated["fingerprint"] == manifest["fingerprint"] and not stale:
+            report["data"]["fingerprint"] = updated.fingerprint
+            if updated.fingerprint == manifest.fingerprint and not stale:
                 log(f"nothing to do: the new inputs add no windows ({_why_no_windows(new, updated)})")
                 return {**report, "status": "nothing-to-do"}
         else:
@@ -158,9 +174,9 @@ def retrain(task: str, src: str, data: str, config: RetrainConfig, *, fmt: str |
         return result
 
 
-def _why_no_windows(new: list[str], manifest: dict) -> str:
+def _why_no_windows(new: list[str], manifest: Manifest) -> str:
     """Per new input: rejected (with the reason) or too short for a window."""
-    reasons = {r.get("source") or r["file"]: r["reason"] for r in manifest.get("rejected", [])}
+    reasons = {r.source or r.file: r.reason for r in manifest.rejected}
     return "; ".join(f"{n}: rejected, {reasons[n]}" if n in reasons else f"{n}: no complete window" for n in new[:5])
 
 
@@ -196,16 +212,16 @@ def _trained_on(client, name: str, fingerprint: str) -> bool:
 # ----------------------------------------------------------------------------- data
 
 
-def new_sources(task: str, src: str, manifest: dict, prepare: dict[str, Any], fmt: str | None) -> list[str]:
+def new_sources(task: str, src: str, manifest: Manifest, prepare: dict[str, Any], fmt: str | None) -> list[str]:
     """Names of the sources under `src` that the dataset holds neither as decoded nor as
     rejected (a source that failed once is retried only with the next genuinely new one);
     what a source is (a video, a day, a chunk) is the task's to say (`Task.source_names`)."""
-    known = set(manifest["sources"]) | {r["source"] for r in manifest.get("rejected", []) if r.get("source")}
+    known = set(manifest.sources) | {r.source for r in manifest.rejected if r.source}
     return task_class(task).new_sources(src, manifest, prepare, fmt, known)
 
 
-def update_dataset(task: str, src: str, data: str, manifest: dict, prepare: dict[str, Any],
-                   fmt: str | None, address: str | None) -> dict:
+def update_dataset(task: str, src: str, data: str, manifest: Manifest, prepare: dict[str, Any],
+                   fmt: str | None, address: str | None) -> Manifest:
     """Extend the dataset at `data` with the new sources under `src`, with the parameters it was
     built with (the manifest's `params`, plus `prepare`); returns the new manifest."""
     return task_class(task).extend_dataset(src, data, manifest, prepare, fmt, address)
@@ -218,7 +234,7 @@ def _train_and_compare(task: str, data: str, train_cfg, config: RetrainConfig, r
                        tracking_uri: str | None, address: str | None, out: str | None,
                        log: Callable[[str], None]) -> dict[str, Any]:
     """Steps (4)-(7) of the module docstring on the dataset version `data`."""
-    from jobs.training.driver import train
+    from jobs.training.driver import Compute, RunOptions, train
 
     name = train_cfg.registered_model_name
     client = tracking.client(tracking_uri)
@@ -233,9 +249,10 @@ def _train_and_compare(task: str, data: str, train_cfg, config: RetrainConfig, r
     warm = config.init == "warm-start" and champion is not None
     log(f"training a challenger on {data} ({'warm-started from' if warm else 'from scratch; champion'} "
         f"{name} v{champion.version if champion else '-'})")
-    summary = train(train_cfg, data, workers=config.workers, use_gpu=config.use_gpu, address=address,
-                    tracking_uri=tracking_uri, storage_path=config.storage, run_name=f"{task}-retrain-{_stamp()}",
-                    init_from=f"models:/{name}/{champion.version}" if warm else None)
+    summary = train(train_cfg, data, compute=Compute(workers=config.workers, use_gpu=config.use_gpu, address=address),
+                    run=RunOptions(tracking_uri=tracking_uri, storage_path=config.storage,
+                                   run_name=f"{task}-retrain-{_stamp()}",
+                                   init_from=f"models:/{name}/{champion.version}" if warm else None))
     challenger = str(summary.model_version)
     report["challenger"] = {"version": challenger, "run_id": summary.run_id,
                             "data_fingerprint": report["data"]["fingerprint"],
@@ -244,9 +261,9 @@ def _train_and_compare(task: str, data: str, train_cfg, config: RetrainConfig, r
     if champion is None:
         log(f"{name} had no champion: version {challenger} was registered as champion")
         _finish({**report, "status": "first-champion"}, target, summary.run_id, tracking_uri, log)
-        history.record(tracking_uri, name, "first-champion", champion_before=None, champion_after=challenger,
-                       challenger=challenger, reason="the model had no champion", split=config.split,
-                       data_fingerprint=report["data"]["fingerprint"])
+        history.record(tracking_uri, history.AliasDecision(
+            name, "first-champion", champion_before=None, champion_after=challenger, challenger=challenger,
+            reason="the model had no champion", split=config.split, data_fingerprint=report["data"]["fingerprint"]))
         return {**report, "status": "first-champion"}
 
     scored["challenger"] = _score(name, challenger, data, config, metric, target, tracking_uri, address)
@@ -269,12 +286,13 @@ def _train_and_compare(task: str, data: str, train_cfg, config: RetrainConfig, r
         log(f"promoted {name} v{challenger} to @{tracking.CHAMPION}")
     else:
         log(f"kept {name} v{champion.version} as @{tracking.CHAMPION}")
-    history.record(tracking_uri, name, report["status"], champion_before=str(champion.version),
-                   champion_after=challenger if decision.promote else str(champion.version), challenger=challenger,
-                   reason=decision.reason, metric=metric, split=config.split,
-                   data_fingerprint=report["data"]["fingerprint"], p_value=decision.p_value, n=decision.n,
-                   scores={"champion": scored["champion"]["value"], "challenger": scored["challenger"]["value"],
-                           **scored["challenger"]["baselines"]})
+    history.record(tracking_uri, history.AliasDecision(
+        name, report["status"], champion_before=str(champion.version),
+        champion_after=challenger if decision.promote else str(champion.version), challenger=challenger,
+        reason=decision.reason, metric=metric, split=config.split,
+        data_fingerprint=report["data"]["fingerprint"], p_value=decision.p_value, n=decision.n,
+        scores={"champion": scored["champion"]["value"], "challenger": scored["challenger"]["value"],
+                **scored["challenger"]["baselines"]}))
     return report
 
 
@@ -282,28 +300,27 @@ def _score(name: str, version: str, data: str, config: RetrainConfig, metric: st
            tracking_uri: str | None, address: str | None) -> dict[str, Any]:
     """Evaluate `name` v`version` with the baselines on the split (report files under `target`, logged
     to the version's run and page); {value, baselines: {name: value}, per_window: {method: [...]}}."""
-    from jobs.evaluation.evaluate import DEFAULT_BASELINES, evaluate
+    from jobs.evaluation.evaluate import DEFAULT_BASELINES, LogTo, Scoring, evaluate
     from pipelines import storage
 
     baselines = tuple(dict.fromkeys([*DEFAULT_BASELINES, *config.must_beat]))
     result = evaluate(f"models:/{name}/{version}", data, config.split, baselines,
-                      out=storage.join(target, f"evaluation-v{version}"), address=address,
-                      tracking_uri=tracking_uri, log=True, per_window=metric)
-    methods = result["methods"]
-    return {"value": methods["model"]["summary"][metric],
-            "baselines": {m: s["summary"][metric] for m, s in methods.items() if m != "model"},
-            "per_window": result["per_window"]["methods"]}
+                      out=storage.join(target, f"evaluation-v{version}"),
+                      scoring=Scoring(address=address, per_window=metric),
+                      log=LogTo(tracking_uri=tracking_uri, own_run=True))
+    return {"value": result.summary()[metric],
+            "baselines": {m: s.summary[metric] for m, s in result.baselines().items()},
+            "per_window": result.per_window.methods}
 
 
 def decide(scored: dict[str, dict], config: RetrainConfig, higher: bool) -> Decision:
     """The paired test against the champion, then against each `must_beat` baseline."""
-    rule = {"test": config.test, "confidence": config.confidence, "min_windows": config.min_windows,
-            "margin": config.margin}
+    rule = PromotionRule(test=config.test, confidence=config.confidence, min_windows=config.min_windows,
+                    margin=config.margin)
     challenger = scored["challenger"]["per_window"]["model"]
-    decision = paired_test(scored["champion"]["per_window"]["model"], challenger, higher, **rule)
+    decision = paired_test(scored["champion"]["per_window"]["model"], challenger, higher, rule)
     for baseline in config.must_beat if decision.promote else ():
-        against = paired_test(scored["challenger"]["per_window"][baseline], challenger, higher, against=baseline,
-                              **rule)
+        against = paired_test(scored["challenger"]["per_window"][baseline], challenger, higher, rule, against=baseline)
         if not against.promote:
             return Decision(False, against.reason, against.p_value, against.n, decision.gain)
     return decision
@@ -326,10 +343,10 @@ def _version_by_alias(client, name: str, alias: str):
 # ----------------------------------------------------------------------------- report
 
 
-def _report(task: str, data: str, manifest: dict, name: str, config: RetrainConfig, new: list[str]) -> dict:
+def _report(task: str, data: str, manifest: Manifest, name: str, config: RetrainConfig, new: list[str]) -> dict:
     return {
         "task": task, "registered_model": name, "started": _now(), "new_sources": new,
-        "data": {"path": data, "previous_fingerprint": manifest["fingerprint"], "fingerprint": manifest["fingerprint"]},
+        "data": {"path": data, "previous_fingerprint": manifest.fingerprint, "fingerprint": manifest.fingerprint},
         "split": config.split, "margin": config.margin, "config": config.model_dump(mode="json"),
     }
 

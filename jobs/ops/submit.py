@@ -231,7 +231,7 @@ def build_submission(argv: list[str], upload: bool = True, install: bool = True,
                      submission_id: str | None = None) -> Submission:
     """Entrypoint, submission id, runtime_env and metadata for `argv` (the command after `--`). The job's
     env records the submission id and the git commit of this checkout (MLflow runs of the job carry both)."""
-    from jobs.registry.tracking import COMMIT_ENV, SUBMISSION_ENV, git_commit
+    from jobs.registry.lineage import COMMIT_ENV, SUBMISSION_ENV, git_commit
 
     entrypoint = cluster_entrypoint(argv, upload)
     submission_id = submission_id or default_submission_id(argv)

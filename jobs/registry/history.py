@@ -9,10 +9,12 @@ Actions: `first-champion`, `promoted`, `kept-champion` (retrain), `promote`, `ro
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
 from jobs.registry import tracking
+from jobs.registry.lineage import source_tags
 
 HISTORY_EXPERIMENT = "convlstm-model-history"
 TAG = f"{tracking.TAG_PREFIX}history."
@@ -20,26 +22,45 @@ FIELDS = ("model", "action", "champion_before", "champion_after", "challenger", 
           "data_fingerprint", "p_value", "n", "user")
 
 
-def record(tracking_uri: str | None, model: str, action: str, *, champion_before: str | None,
-           champion_after: str | None, reason: str, challenger: str | None = None, metric: str | None = None,
-           split: str | None = None, data_fingerprint: str | None = None, p_value: float | None = None,
-           n: int | None = None, scores: dict[str, float | None] | None = None) -> str:
-    """Log one decision as a finished run; `scores` ({role or baseline: value of `metric`}) become
-    metrics `<role>_<metric>`. Returns the run id."""
+@dataclass(frozen=True)
+class AliasDecision:
+    """One decision about `model`'s `@champion` (`action`, see the module docstring): the champion
+    version before and after, why, and for a retrain the challenger, the `metric` and `split` it was
+    scored on, the data, the paired test's `p_value` over `n` windows and the `scores` ({role or
+    baseline: value of `metric`})."""
+
+    model: str
+    action: str
+    champion_before: str | None
+    champion_after: str | None
+    reason: str
+    challenger: str | None = None
+    metric: str | None = None
+    split: str | None = None
+    data_fingerprint: str | None = None
+    p_value: float | None = None
+    n: int | None = None
+    scores: dict[str, float | None] | None = None
+
+
+def record(tracking_uri: str | None, decision: AliasDecision) -> str:
+    """Log one decision as a finished run; its `scores` become metrics `<role>_<metric>`. Returns the run id."""
     from mlflow.entities import Metric
 
-    values = {"model": model, "action": action, "champion_before": champion_before, "champion_after": champion_after,
-              "challenger": challenger, "reason": reason, "metric": metric, "split": split,
-              "data_fingerprint": data_fingerprint, "p_value": None if p_value is None else f"{p_value:.4g}",
-              "n": None if n is None else str(n), "user": tracking.source_tags().get("mlflow.user")}
+    d = decision
+    values = {"model": d.model, "action": d.action, "champion_before": d.champion_before,
+              "champion_after": d.champion_after, "challenger": d.challenger, "reason": d.reason,
+              "metric": d.metric, "split": d.split, "data_fingerprint": d.data_fingerprint,
+              "p_value": None if d.p_value is None else f"{d.p_value:.4g}",
+              "n": None if d.n is None else str(d.n), "user": source_tags().get("mlflow.user")}
     tags = {f"{TAG}{k}": str(v) for k, v in values.items() if v is not None}
     experiment = tracking.ensure_experiment(tracking_uri, HISTORY_EXPERIMENT)
-    version = champion_after if action != "kept-champion" else challenger
-    run_id = tracking.create_run(tracking_uri, experiment, f"{model} {action} v{version or '-'}",
-                                 {**tracking.source_tags(), **tags, tracking.NOTE_TAG: reason}, {})
+    version = d.champion_after if d.action != "kept-champion" else d.challenger
+    run_id = tracking.create_run(tracking_uri, experiment, f"{d.model} {d.action} v{version or '-'}",
+                                 {**source_tags(), **tags, tracking.NOTE_TAG: d.reason}, {})
     now = int(datetime.now(timezone.utc).timestamp() * 1000)
-    metrics = [Metric(f"{role}_{metric}", float(value), now, 0)
-               for role, value in (scores or {}).items() if value is not None and metric]
+    metrics = [Metric(f"{role}_{d.metric}", float(value), now, 0)
+               for role, value in (d.scores or {}).items() if value is not None and d.metric]
     c = tracking.client(tracking_uri)
     if metrics:
         c.log_batch(run_id, metrics=metrics)

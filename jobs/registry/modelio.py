@@ -17,6 +17,7 @@ import torch
 
 from jobs import checkpoints
 from jobs.registry import tracking
+from pipelines.manifest import Manifest
 
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 MODEL_CHECKPOINT = f"extra_files/{checkpoints.CHECKPOINT_FILE}"
@@ -59,7 +60,7 @@ def lineage(state: dict[str, Any], ref: str) -> dict[str, Any]:
     }
 
 
-def _manifest_or_none(path: str) -> dict | None:
+def _manifest_or_none(path: str) -> Manifest | None:
     from pipelines.manifest import load_manifest
 
     try:

@@ -1,4 +1,4 @@
-"""MLflow for training jobs: experiments, runs, params/tags/metrics, datasets, the model and the Registry.
+"""MLflow calls for jobs: experiments, runs, params/tags/metrics/artifacts, LoggedModels and versions.
 
 The default store is the embedded sqlite one from `jobs.paths` with artifacts beside it; a server
 URI (`--tracking-uri`, MLFLOW_TRACKING_URI) works the same way. Metric logging goes through
@@ -7,43 +7,29 @@ run the driver created; model logging uses the fluent API inside `mlflow.start_r
 
 What a user browsing the MLflow UI finds (issue 12): experiments tagged as custom model development
 (`mlflow.experimentKind`, so they open on the runs page, not the GenAI one); runs with the standard
-source/user/git tags and a description (`mlflow.note.content`); every split a run read as an MLflow
-dataset input (`shard_dataset`: source = the split's shard folder, digest = the manifest fingerprint's
-first `DIGEST_CHARS` hex digits, schema and window counts from the manifest) with its
-`mlflow.data.context` (train / validation / test); scores logged against the LoggedModel and the dataset
-they were computed on (`log_metrics(model_id=..., dataset=...)`), so the model version page lists them;
-registered model and version descriptions that summarise data, scores and baselines.
+source/user/git tags (`jobs.registry.lineage`) and a description (`mlflow.note.content`); every split a
+run read as an MLflow dataset input (`jobs.registry.mlflow_datasets`); scores logged against the
+LoggedModel and the dataset they were computed on (`log_metrics(model_id=..., dataset=...)`), so the
+model version page lists them; registered model and version descriptions that summarise data, scores
+and baselines (their text: `jobs.registry.descriptions`); the model itself: `jobs.registry.registration`.
 """
 from __future__ import annotations
 
-import getpass
-import json
-import shutil
-import sys
-import warnings
-
-import importlib.metadata as md
 import os
-import subprocess
-import tempfile
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from jobs import paths
+from jobs.registry.descriptions import EVAL_TAG, registered_model_text, replace_line
+from jobs.registry.lineage import SUBMISSION_TAG, TAG_PREFIX
 
-TAG_PREFIX = "convlstm."
 CHAMPION, CHALLENGER = "champion", "challenger"
 MAX_PARAM_CHARS = 6000
 # MLflow 3's UI opens experiments without this tag on the GenAI pages.
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 NOTE_TAG = "mlflow.note.content"
-CONTEXT_TAG = "mlflow.data.context"
-# Manifest split -> the `mlflow.data.context` of its dataset input (other split names are used as they are).
-SPLIT_CONTEXTS = {"train": "train", "val": "validation", "test": "test"}
-DIGEST_CHARS = 12  # of the 64-hex manifest fingerprint; MLflow caps digests at 36 characters
 
 
 def resolve_uri(tracking_uri: str | None) -> str:
@@ -121,73 +107,6 @@ def ensure_experiment_kind(tracking_uri: str | None, experiment_id: str) -> None
         c.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
 
 
-COMMIT_ENV = "CONVLSTM_GIT_COMMIT"  # set by `convlstm submit`: the job's upload has no .git
-SUBMISSION_ENV = "CONVLSTM_SUBMISSION_ID"  # set by `convlstm submit`: the Ray job that runs this process
-SUBMISSION_TAG = f"{TAG_PREFIX}submission_id"
-
-
-def git_commit() -> str | None:
-    """The code version: COMMIT_ENV when set (a submitted job: the submitter's checkout, read before
-    the upload), else HEAD of the checkout holding this package (`<sha>-dirty` with local changes), if any."""
-    if os.environ.get(COMMIT_ENV):
-        return os.environ[COMMIT_ENV]
-    repo = Path(__file__).resolve().parents[2]
-    try:
-        sha = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True,
-                             text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return f"{sha}-dirty" if dirty else sha
-
-
-def run_tags(task: str, manifest: dict, manifest_path: str) -> dict[str, str]:
-    """Lineage tags: task, code version, stack versions, and the exact shards (fingerprint, path)."""
-    tags = {
-        f"{TAG_PREFIX}task": task,
-        f"{TAG_PREFIX}ray_version": md.version("ray"),
-        f"{TAG_PREFIX}torch_version": md.version("torch"),
-        f"{TAG_PREFIX}data_fingerprint": str(manifest.get("fingerprint", "")),
-        f"{TAG_PREFIX}manifest_path": manifest_path,
-        f"{TAG_PREFIX}pipeline_version": str(manifest.get("pipeline_version", "")),
-    }
-    commit = git_commit()
-    if commit:
-        tags[f"{TAG_PREFIX}git_commit"] = commit
-    return {**source_tags(), **tags}
-
-
-def source_tags() -> dict[str, str]:
-    """MLflow's standard run-context tags, as `mlflow.start_run` sets them: `mlflow.user`,
-    `mlflow.source.type` (LOCAL), `mlflow.source.name` (`convlstm <command>` when run by the CLI, else
-    the program) and `mlflow.source.git.commit` of the checkout holding this package (`-dirty` with
-    local changes; absent for an installed, non-git copy)."""
-    from mlflow.tracking.context.registry import resolve_tags
-
-    tags = {k: v for k, v in resolve_tags().items() if k.startswith("mlflow.")}
-    entry = sys.argv[0] if sys.argv and sys.argv[0] else ""
-    if (Path(entry).name == "convlstm" or entry.endswith(("jobs/cli/__main__.py", "jobs/cli/__init__.py"))) \
-            and len(sys.argv) > 1:
-        tags["mlflow.source.name"] = f"convlstm {sys.argv[1]}"
-    tags.setdefault("mlflow.source.name", entry or "convlstm")
-    tags.setdefault("mlflow.source.type", "LOCAL")
-    tags.setdefault("mlflow.user", _user())
-    commit = git_commit()
-    if commit:
-        tags["mlflow.source.git.commit"] = commit
-    if os.environ.get(SUBMISSION_ENV):
-        tags[SUBMISSION_TAG] = os.environ[SUBMISSION_ENV]
-    return tags
-
-
-def _user() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "unknown"
-
-
 def create_run(tracking_uri: str | None, experiment_id: str, run_name: str, tags: dict[str, str],
                params: dict[str, Any]) -> str:
     """A new RUNNING run with `tags` and `params` (values stringified); returns its id."""
@@ -195,7 +114,7 @@ def create_run(tracking_uri: str | None, experiment_id: str, run_name: str, tags
 
     c = client(tracking_uri)
     run = c.create_run(experiment_id, run_name=run_name, tags=tags)
-    items = [Param(k, _param_value(v)) for k, v in params.items()]
+    items = [Param(k, param_value(v)) for k, v in params.items()]
     for i in range(0, len(items), 100):
         c.log_batch(run.info.run_id, params=items[i:i + 100])
     c.log_batch(run.info.run_id, tags=[RunTag("mlflow.runName", run_name)])
@@ -214,14 +133,7 @@ def add_description_line(tracking_uri: str | None, run_id: str, marker: str, lin
     c.set_tag(run_id, NOTE_TAG, replace_line(current, marker, line))
 
 
-def replace_line(text: str, marker: str, line: str) -> str:
-    """`text` with its paragraph starting with `marker` replaced by `line` (appended when none does);
-    paragraphs are separated by blank lines, so markdown renders each on its own."""
-    kept = [p for p in text.split("\n\n") if p.strip() and not p.startswith(marker)]
-    return "\n\n".join([*kept, line])
-
-
-def _param_value(value: Any) -> str:
+def param_value(value: Any) -> str:
     text = "None" if value is None else str(value)
     return text[:MAX_PARAM_CHARS]
 
@@ -307,75 +219,11 @@ def metric_history(tracking_uri: str | None, run_id: str, key: str) -> list[tupl
     return sorted((m.step, m.value) for m in history)
 
 
-def log_artifacts(tracking_uri: str | None, run_id: str, files: Iterable[Path], artifact_path: str | None = None) -> None:
+def log_artifacts(tracking_uri: str | None, run_id: str, files: Iterable[Path],
+                  artifact_path: str | None = None) -> None:
     c = client(tracking_uri)
     for f in files:
         c.log_artifact(run_id, str(f), artifact_path)
-
-
-# ----------------------------------------------------------------------------- datasets
-
-
-def dataset_label(data: str) -> str:
-    """The shard set's folder name, e.g. `mch32` for `/data/mch32` or `s3://bucket/mch32/`."""
-    return str(data).rstrip("/").rsplit("/", 1)[-1]
-
-
-def dataset_name(data: str, split: str, label: str | None = None) -> str:
-    """`<dataset folder name>/<split>`, e.g. `mch32/train`: the MLflow dataset of one split (`label`
-    instead of the folder name: a run's pooled datasets get unique names, see jobs.training.datasets)."""
-    return f"{label or dataset_label(data)}/{split}"
-
-
-def shard_dataset(data: str, manifest: dict, split: str, label: str | None = None):
-    """One split of a published shard set as an MLflow dataset (`mlflow.entities.Dataset`) named
-    `dataset_name(data, split, label)`.
-
-    source: the split's shard folder (local path or `s3://` URI, as `mlflow.data` resolves it, so
-    `mlflow.data.get_source(...)` finds it); digest: the first `DIGEST_CHARS` hex digits of the
-    manifest fingerprint; schema: the manifest's columns (`mlflow_colspec`, type = dtype and shape per
-    window); profile: task, windows of this split and of every split, sources, fingerprint, manifest."""
-    from mlflow.data.dataset_source_registry import resolve_dataset_source
-    from mlflow.entities import Dataset as DatasetEntity
-
-    from pipelines import storage
-    from pipelines.manifest import manifest_path
-
-    root = str(data) if storage.is_remote(str(data)) else os.path.abspath(str(data))
-    uri = storage.join(root, split)
-    with warnings.catch_warnings():  # local paths match two equivalent source classes
-        warnings.simplefilter("ignore")
-        source = resolve_dataset_source(uri)
-    splits = manifest.get("splits", {})
-    columns = [{"name": name, "type": f"{spec.get('dtype', '?')} {list(spec.get('shape', []))}"
-                                      + (f" ({spec['unit']})" if spec.get("unit") else "")}
-               for name, spec in manifest.get("schema", {}).items()]
-    profile = {"task": manifest.get("task"), "split": split, "windows": splits.get(split, {}).get("count", 0),
-               **{f"windows_{name}": info.get("count", 0) for name, info in sorted(splits.items())},
-               "sources": len(manifest.get("sources", {})), "fingerprint": manifest.get("fingerprint", ""),
-               "pipeline_version": manifest.get("pipeline_version", ""), "manifest": manifest_path(root)}
-    return DatasetEntity(name=dataset_name(root, split, label),
-                         digest=str(manifest.get("fingerprint", ""))[:DIGEST_CHARS],
-                         source_type=source._get_source_type(), source=source.to_json(),
-                         schema=json.dumps({"mlflow_colspec": columns}), profile=json.dumps(profile))
-
-
-def log_datasets(tracking_uri: str | None, run_id: str, data: str, manifest: dict,
-                 splits: dict[str, str], label: str | None = None) -> dict[str, Any]:
-    """Attach the `splits` ({split: context}) of the shard set at `data` as dataset inputs of the run,
-    each with its `mlflow.data.context` (named `<label or folder name>/<split>`); returns {split:
-    dataset entity}. Logging a dataset the run already has is a no-op."""
-    from mlflow.entities import DatasetInput, InputTag
-
-    datasets = {split: shard_dataset(data, manifest, split, label) for split in splits}
-    inputs = [DatasetInput(datasets[split], [InputTag(CONTEXT_TAG, context), InputTag(f"{TAG_PREFIX}split", split)])
-              for split, context in splits.items()]
-    client(tracking_uri).log_inputs(run_id, datasets=inputs)
-    return datasets
-
-
-def split_context(split: str) -> str:
-    return SPLIT_CONTEXTS.get(split, split)
 
 
 # ----------------------------------------------------------------------------- models
@@ -421,101 +269,7 @@ def versions_of(tracking_uri: str | None, ref: str, run_id: str | None) -> list:
     return list(c.search_model_versions(f"run_id = '{run_id}'"))
 
 
-@dataclass
-class Registered:
-    name: str | None
-    version: str | None
-    alias: str | None
-    model_uri: str
-    model_id: str | None = None
-
-
-def log_and_register_model(
-    tracking_uri: str | None,
-    run_id: str,
-    model,
-    example,
-    output,
-    extra_files: list[Path],
-    registered_name: str | None,
-    description: str,
-    version_tags: dict[str, str],
-    params: dict[str, Any] | None = None,
-) -> Registered:
-    """Log `model` as the run's MLflow model `model` and, with a `registered_name`, register it.
-
-    Pickle serialization: `torch.export`'s pt2 format (MLflow 3's default) would freeze shapes of
-    this recurrent model. The pickle references `convlstm` classes, so the model directory carries the
-    `convlstm/` package (`code_paths`; it imports neither Ray nor MLflow): `mlflow.pytorch.load_model`
-    and `mlflow.pyfunc.load_model(...).predict(ndarray)` (the pytorch flavor's own pyfunc wrapper,
-    torch + convlstm only) work in an environment without this project. `example` (numpy `[B, ...]`
-    float32) is the input example; `output` the model's output on it, for the signature (batch dim
-    free). `extra_files` (the weights-only checkpoint) travel inside the model directory; `params`
-    become the LoggedModel's parameters. The new version gets alias `champion` when the name has
-    none, else `challenger`. Returns the registration (name/version/alias None without a
-    `registered_name`) and the LoggedModel id.
-    """
-    import mlflow
-    import mlflow.pytorch
-    from mlflow.models import infer_signature
-
-    signature = infer_signature(example, output)
-    with tempfile.TemporaryDirectory() as tmp, fluent(tracking_uri), mlflow.start_run(run_id=run_id):
-        info = mlflow.pytorch.log_model(
-            pytorch_model=model,
-            name="model",
-            signature=signature,
-            input_example=example,
-            serialization_format="pickle",
-            code_paths=[_convlstm_package(Path(tmp))],
-            pip_requirements=[f"torch=={md.version('torch')}", f"numpy=={md.version('numpy')}"],
-            extra_files=[str(f) for f in extra_files],
-            params={k: _param_value(v) for k, v in (params or {}).items()} or None,
-        )
-        version = mlflow.register_model(info.model_uri, registered_name, tags=version_tags).version \
-            if registered_name else None
-    c = client(tracking_uri)
-    # The LoggedModel's page: the same source as the run (not the interpreter's entry script) and description.
-    c.set_logged_model_tags(info.model_id, {"mlflow.source.name": source_tags()["mlflow.source.name"],
-                                            NOTE_TAG: description})
-    if not registered_name:
-        return Registered(None, None, None, f"runs:/{run_id}/model", info.model_id)
-    c.update_model_version(registered_name, version, description=description)
-    aliases = c.get_registered_model(registered_name).aliases
-    alias = CHALLENGER if CHAMPION in aliases else CHAMPION
-    c.set_registered_model_alias(registered_name, alias, version)
-    return Registered(registered_name, str(version), alias, f"models:/{registered_name}@{alias}", info.model_id)
-
-
-def _convlstm_package(folder: Path) -> str:
-    """A clean copy of the `convlstm` package (no bytecode caches) under `folder`, for `code_paths`."""
-    import convlstm
-
-    source = Path(convlstm.__file__).resolve().parent
-    target = folder / "convlstm"
-    shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    return str(target)
-
-
 # ----------------------------------------------------------------------------- descriptions
-
-EVAL_TAG = "eval."  # version tag `eval.<split>`: that split's score line (see `score_line`)
-
-
-def score_line(split: str, windows: int, dataset: str, digest: str, scores: list[tuple[str, Any, dict]]) -> str:
-    """`**test** (15 windows of mch32/test, 1a2b3c4d5e6f): rainfall_mse 1.23 (persistence 1.5,
-    optical-flow 1.4); ...`: `scores` holds (metric, model value, {baseline: value})."""
-    parts = []
-    for name, value, baselines in scores:
-        text = f"{name} {_fmt(value)}"
-        if baselines:
-            text += " (" + ", ".join(f"{method} {_fmt(v)}" for method, v in baselines.items()) + ")"
-        parts.append(text)
-    return f"**{split}** ({windows} windows of {dataset}, {digest}): " + "; ".join(parts)
-
-
-def _fmt(value: Any) -> str:
-    return "n/a" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def record_scores(tracking_uri: str | None, version, split: str, line: str) -> None:
@@ -542,17 +296,4 @@ def describe_registered_model(tracking_uri: str | None, name: str, newest: int =
     aliases: dict[str, list[str]] = {}
     for alias, version in c.get_registered_model(name).aliases.items():
         aliases.setdefault(str(version), []).append(alias)
-    task = versions[0].tags.get("task", "?")
-    lines = [f"ConvLSTM models for the **{task}** task, trained by `convlstm train` on Ray Train from Ray Data "
-             f"shards. Each version comes from one run: its dataset inputs are the exact shards (digest = "
-             f"the first {DIGEST_CHARS} hex digits of the manifest fingerprint), its LoggedModel holds the "
-             f"validation and test scores; the newest {min(newest, len(versions))} of {len(versions)}:"]
-    for v in versions[:newest]:
-        tags = v.tags
-        head = f"- **v{v.version}**" + "".join(f" @{a}" for a in sorted(aliases.get(str(v.version), [])))
-        digests = ",".join(f[:DIGEST_CHARS] for f in tags.get("data_fingerprint", "").split(","))
-        head += (f": data {tags.get('dataset', '?')} ({digests}), "
-                 f"{tags.get('monitor', 'score')} {tags.get('score', '?')} at epoch {tags.get('epoch', '?')}")
-        evals = [tags[k] for k in sorted(tags) if k.startswith(EVAL_TAG)]
-        lines.append(head + ("; " + "; ".join(evals) if evals else "; not evaluated yet (`convlstm evaluate --log`)"))
-    c.update_registered_model(name, description="\n".join(lines))
+    c.update_registered_model(name, description=registered_model_text(versions, aliases, newest))

@@ -23,6 +23,7 @@ import torch
 
 from jobs import plots
 from jobs.jsonable import to_jsonable
+from pipelines.manifest import Manifest
 
 
 
@@ -69,12 +70,12 @@ class Task:
     published: tuple[dict, ...] = ()
     columns: list[str]
 
-    def __init__(self, cfg: TaskConfig, manifest: dict):
+    def __init__(self, cfg: TaskConfig, manifest: Manifest):
         if cfg.loss.name not in self.losses:
             raise ValueError(f"loss.name: {self.name} trains with one of {', '.join(self.losses)}, "
                              f"got {cfg.loss.name!r}")
         self.cfg = cfg
-        self.frames_shape = list(manifest["schema"]["frames"]["shape"])  # [T, C, H, W]
+        self.frames_shape = list(manifest.columns["frames"].shape)  # [T, C, H, W]
         if cfg.data.augment and not isinstance(self, ForecastTask):
             raise ValueError(f"data.augment: {cfg.data.augment} is for forecast tasks; {self.name} "
                              f"clips can be mirrored with data.hflip")
@@ -100,25 +101,25 @@ class Task:
         return "max" if cls.metric_higher_is_better(monitor) else "min"
 
     @classmethod
-    def protocol(cls, manifest: dict, split: str, in_len: int | None = None, out_len: int | None = None) -> dict:
+    def protocol(cls, manifest: Manifest, split: str, in_len: int | None = None, out_len: int | None = None) -> dict:
         """What decides comparability with published figures: frame counts, grid, split protocol."""
-        frames = manifest["schema"]["frames"]["shape"]
+        frames = manifest.columns["frames"].shape
         return {"height": frames[-2], "width": frames[-1]}
 
     @classmethod
-    def data_mismatches(cls, trained: dict, data: dict) -> list[str]:
+    def data_mismatches(cls, trained: Manifest, data: Manifest) -> list[str]:
         """How the dataset manifest `data` differs from the model's training manifest `trained` in what
         makes a model's scores meaningless (frame size and channels here; tasks add their own)."""
-        old, new = trained["schema"]["frames"]["shape"][1:], data["schema"]["frames"]["shape"][1:]
+        old, new = trained.columns["frames"].shape[1:], data.columns["frames"].shape[1:]
         return [] if old == new else [f"frames are {new} (C, H, W), the model was trained on {old}"]
 
     @classmethod
-    def pooling_fields(cls, manifest: dict) -> dict[str, Any]:
+    def pooling_fields(cls, manifest: Manifest) -> dict[str, Any]:
         """What must be equal for datasets to be pooled in one training run (`convlstm train --data A,B`):
         the task and every column's shape, dtype, unit and encoding; tasks add what else decides the
         model's inputs, outputs or units. Compared key by key (`schema.frames.shape`), first difference
         refused (`jobs.training.datasets`)."""
-        return {"task": manifest.get("task"), "schema": manifest.get("schema", {})}
+        return {"task": manifest.task, "schema": manifest.column_specs()}
 
     @classmethod
     def published_figures(cls, protocol: dict) -> list[dict]:
@@ -137,13 +138,13 @@ class Task:
     # --- the dataset behind the task, for scheduled retraining (`jobs.ops.retrain`)
 
     @classmethod
-    def new_sources(cls, src: str, manifest: dict, prepare: dict[str, Any], fmt: str | None,
+    def new_sources(cls, src: str, manifest: Manifest, prepare: dict[str, Any], fmt: str | None,
                     known: set[str]) -> list[str]:
         """Names of the sources under `src` that are not in `known` (the dataset's decoded and rejected ones)."""
         raise NotImplementedError(f"task {cls.name} has no incremental data source")
 
     @classmethod
-    def extend_dataset(cls, src: str, data: str, manifest: dict, prepare: dict[str, Any], fmt: str | None,
+    def extend_dataset(cls, src: str, data: str, manifest: Manifest, prepare: dict[str, Any], fmt: str | None,
                        address: str | None) -> dict:
         """Add the new sources under `src` to the dataset at `data`, built with the manifest's
         `params` plus `prepare`; returns the new manifest."""
@@ -274,10 +275,10 @@ class ForecastTask(Task):
     baselines = ("persistence", "optical-flow")
     cmap = "gray"
 
-    def __init__(self, cfg: TaskConfig, manifest: dict):
+    def __init__(self, cfg: TaskConfig, manifest: Manifest):
         super().__init__(cfg, manifest)
         window = self.frames_shape[0]
-        self.in_len = cfg.data.in_len or manifest["params"].get("in_len") or window // 2
+        self.in_len = cfg.data.in_len or manifest.params.get("in_len") or window // 2
         if not 2 <= self.in_len < window:
             # One input frame leaves the encoder's state-to-state weights without a gradient (DDP fails).
             raise ValueError(f"data.in_len: needs >= 2 input frames and at least one target frame of the "
@@ -285,7 +286,7 @@ class ForecastTask(Task):
         self.out_len = window - self.in_len
         self.input_shape = [self.in_len, *self.frames_shape[1:]]
         self.output_shape = [self.out_len, *self.frames_shape[1:]]
-        self.has_mask = "mask" in manifest["schema"]
+        self.has_mask = "mask" in manifest.columns
         self.columns = ["frames", "mask"] if self.has_mask else ["frames"]
         if cfg.data.augment == "dihedral" and not cfg.data.crop and self.frames_shape[2] != self.frames_shape[3]:
             raise ValueError(f"data.augment: dihedral needs square frames, this dataset's are "
@@ -335,7 +336,7 @@ class ForecastTask(Task):
     @classmethod
     def pooling_fields(cls, manifest):
         """Also the input and forecast lengths the dataset was cut with."""
-        params = manifest.get("params", {})
+        params = manifest.params
         return {**super().pooling_fields(manifest), "params": {k: params.get(k) for k in ("in_len", "out_len")}}
 
     def loss(self, model, batch, train):

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from jobs import plots
 from jobs.tasks.base import Evaluator, Task, scaled
 from jobs.tasks.plugins import register
+from pipelines.manifest import Manifest
 
 KTH_TUTORIAL = {
     "source": "KTH action classification, the PyTorch tutorial's ConvLSTM classifier "
@@ -38,17 +39,17 @@ class KthTask(Task):
     published = (KTH_TUTORIAL,)
     columns = ["frames", "label"]
 
-    def __init__(self, cfg, manifest: dict):
+    def __init__(self, cfg, manifest: Manifest):
         super().__init__(cfg, manifest)
-        self.class_names = list(manifest["schema"]["label"]["classes"])
+        self.class_names = list(manifest.columns["label"].classes)
         self.input_shape = self.frames_shape
         self.output_shape = [len(self.class_names)]
 
     @classmethod
     def protocol(cls, manifest, split, in_len=None, out_len=None):
-        frames = manifest["schema"]["frames"]["shape"]
+        frames = manifest.columns["frames"].shape
         return {"seq_len": frames[0], "channels": frames[1], **super().protocol(manifest, split),
-                "person_split": manifest["params"].get("split"), "split": split}
+                "person_split": manifest.params.get("split"), "split": split}
 
     @classmethod
     def new_sources(cls, src, manifest, prepare, fmt, known):
@@ -61,13 +62,14 @@ class KthTask(Task):
     @classmethod
     def extend_dataset(cls, src, data, manifest, prepare, fmt, address):
         from pipelines.kth import prepare_kth
+        from pipelines.driver import Publish
 
         with tempfile.TemporaryDirectory(prefix="retrain-") as tmp:
             options = cls.options(manifest, prepare, Path(tmp))
-            return prepare_kth(src, data, options, incremental=True, address=address, progress=False)
+            return prepare_kth(src, data, options, publish=Publish(incremental=True, address=address, progress=False))
 
     @staticmethod
-    def options(manifest: dict, prepare: dict[str, Any], workdir: Path):
+    def options(manifest: Manifest, prepare: dict[str, Any], workdir: Path):
         from pipelines.kth import KthOptions
 
         return KthOptions.from_manifest(manifest, workdir, **prepare)

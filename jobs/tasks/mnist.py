@@ -9,6 +9,7 @@ from pathlib import Path
 
 from jobs.tasks.base import ForecastTask
 from jobs.tasks.plugins import register
+from pipelines.manifest import Manifest
 
 SHI_TABLE1 = {
     "source": "Shi et al. 2015, Table 1 (Moving MNIST, 10 -> 10 frames at 64x64; cross-entropy summed over frames)",
@@ -46,7 +47,7 @@ class MnistTask(ForecastTask):
 
     @classmethod
     def protocol(cls, manifest, split, in_len=None, out_len=None):
-        return {**super().protocol(manifest, split, in_len, out_len), "digits": manifest["params"].get("digits")}
+        return {**super().protocol(manifest, split, in_len, out_len), "digits": manifest.params.get("digits")}
 
     @classmethod
     def new_sources(cls, src, manifest, prepare, fmt, known):
@@ -60,17 +61,18 @@ class MnistTask(ForecastTask):
     @classmethod
     def extend_dataset(cls, src, data, manifest, prepare, fmt, address):
         from pipelines.mnist import prepare_mnist
+        from pipelines.driver import Publish
 
         # Moving MNIST has no incremental mode: regenerating with the larger counts reproduces the
         # old windows and adds the new ones.
-        return prepare_mnist(src, data, cls.options(manifest, prepare), overwrite=True, address=address,
-                             progress=False)
+        return prepare_mnist(src, data, cls.options(manifest, prepare),
+                             publish=Publish(overwrite=True, address=address, progress=False))
 
     @staticmethod
-    def options(manifest: dict, prepare: dict):
+    def options(manifest: Manifest, prepare: dict):
         from pipelines.mnist import MnistOptions
 
-        return MnistOptions.from_params(manifest["params"], **prepare)
+        return MnistOptions.from_params(manifest.params, **prepare)
 
     def summarize(self, accumulators):
         """Video scores per lead; the summary's cross-entropy is the paper's, summed over the predicted frames."""

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from jobs.tasks.base import Task
+    from pipelines.manifest import Manifest
 
 BUILTIN = ("kth", "radar", "mnist")
 ENTRY_POINT_GROUP = "convlstm.tasks"
@@ -72,8 +73,8 @@ def task_class(name: str) -> type["Task"]:
     return _TASKS[name]
 
 
-def get_task(cfg, manifest: dict) -> "Task":
+def get_task(cfg, manifest: Manifest) -> Task:
     """The task object for `cfg.task` on the dataset `manifest`; ValueError when the dataset is another task's."""
-    if manifest.get("task") != cfg.task:
-        raise ValueError(f"--data holds a {manifest.get('task')!r} dataset, not {cfg.task!r}")
+    if manifest.task != cfg.task:
+        raise ValueError(f"--data holds a {manifest.task!r} dataset, not {cfg.task!r}")
     return task_class(cfg.task)(cfg, manifest)

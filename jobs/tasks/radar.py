@@ -14,6 +14,7 @@ import numpy as np
 
 from jobs.tasks.base import Evaluator, ForecastTask, mean_over_leads
 from jobs.tasks.plugins import register
+from pipelines.manifest import Manifest
 
 SHI_TABLE2 = {
     "source": "Shi et al. 2015, Table 2 (HKO radar echo, 5 -> 15 frames at 100x100)",
@@ -60,7 +61,7 @@ class RadarTask(ForecastTask):
     def protocol(cls, manifest, split, in_len=None, out_len=None):
         from convlstm.metrics import FSS_SCALES, FSS_THRESHOLDS_MMH, HKO7_THRESHOLDS_MMH
 
-        return {**super().protocol(manifest, split, in_len, out_len), "time_step_s": manifest["time_step_s"],
+        return {**super().protocol(manifest, split, in_len, out_len), "time_step_s": manifest.time_step_s,
                 "thresholds_mmh": list(HKO7_THRESHOLDS_MMH), "fss_thresholds_mmh": list(FSS_THRESHOLDS_MMH),
                 "fss_scales_px": list(FSS_SCALES)}
 
@@ -75,38 +76,38 @@ class RadarTask(ForecastTask):
     @classmethod
     def extend_dataset(cls, src, data, manifest, prepare, fmt, address):
         from pipelines.radar.prepare import RadarOptions, prepare_radar
+        from pipelines.driver import Publish
 
-        params = manifest["params"]
+        params = manifest.params
         return prepare_radar(Path(src), data, fmt or params["format"], RadarOptions.from_params(params, **prepare),
-                             incremental=True, address=address, progress=False)
+                             publish=Publish(incremental=True, address=address, progress=False))
 
     @classmethod
     def data_mismatches(cls, trained, data):
         """Also the source format (and its conversion), the source grid and crop, and the time step."""
         problems = super().data_mismatches(trained, data)
-        old, new = trained.get("encoding", {}), data.get("encoding", {})
+        old, new = trained.encoding or {}, data.encoding or {}
         if old.get("source_format") != new.get("source_format"):
             problems.append(f"format {new.get('source_format')}, the model was trained on {old.get('source_format')}")
         keys = ("source_height", "source_width", "crop")
-        old_grid, new_grid = ({k: m.get("grid", {}).get(k) for k in keys} for m in (trained, data))
+        old_grid, new_grid = ({k: getattr(m.grid, k, None) for k in keys} for m in (trained, data))
         if old_grid != new_grid:
             problems.append(f"source grid {new_grid}, the model was trained on {old_grid}")
-        if trained.get("time_step_s") != data.get("time_step_s"):
-            problems.append(f"time step {data.get('time_step_s')} s, the model was trained on "
-                            f"{trained.get('time_step_s')} s")
+        if trained.time_step_s != data.time_step_s:
+            problems.append(f"time step {data.time_step_s} s, the model was trained on {trained.time_step_s} s")
         return problems
 
     @classmethod
     def pooling_fields(cls, manifest):
         """Also the time step and the canonical encoding (HKO-7 pixels, Z-R); archives of other formats,
         grids and crops pool once prepared at the same size (`source_*` may differ)."""
-        encoding = manifest.get("encoding", {})
-        return {**super().pooling_fields(manifest), "time_step_s": manifest.get("time_step_s"),
+        encoding = manifest.encoding or {}
+        return {**super().pooling_fields(manifest), "time_step_s": manifest.time_step_s,
                 "encoding": {k: encoding.get(k) for k in ("frames", "mask", "zr")}}
 
-    def __init__(self, cfg, manifest: dict):
+    def __init__(self, cfg, manifest: Manifest):
         super().__init__(cfg, manifest)
-        self.time_step_s = manifest.get("time_step_s")
+        self.time_step_s = manifest.time_step_s
 
     def preview_rgb(self, frames, mask=None):
         """Rain rates (mm/h) on the nowcast palette; nodata (mask 0) grey."""

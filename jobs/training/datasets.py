@@ -20,9 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from jobs.registry.tracking import dataset_label
+from jobs.registry.mlflow_datasets import dataset_label
 from jobs.training.config import Config, flatten
 from pipelines import storage
+from pipelines.manifest import Manifest
 
 NAME_CHARS = 32
 
@@ -33,12 +34,12 @@ class TrainingData:
     short unique `name` (see the module docstring)."""
 
     uri: str
-    manifest: dict
+    manifest: Manifest
     name: str
 
     @property
     def fingerprint(self) -> str:
-        return self.manifest["fingerprint"]
+        return self.manifest.fingerprint
 
     @property
     def manifest_path(self) -> str:
@@ -81,7 +82,7 @@ def load_datasets(paths: Sequence[str], cfg: Config) -> tuple[TrainingData, ...]
     _check_distinct(uris, manifests)
     _check_poolable(cfg.task, uris, manifests)
     for uri, manifest in zip(uris, manifests):  # shards against the manifest, from their footers
-        check_dataset(uri, manifest, [s for s in (cfg.data.train_split, cfg.data.val_split) if s in manifest["splits"]])
+        check_dataset(uri, manifest, [s for s in (cfg.data.train_split, cfg.data.val_split) if s in manifest.splits])
     if len(uris) == 1:
         names = [dataset_label(uris[0])]
     else:
@@ -104,7 +105,7 @@ def dataset_names(uris: Sequence[str], metric_names: Sequence[str] = ()) -> list
     return names
 
 
-def _check_distinct(uris: list[str], manifests: list[dict]) -> None:
+def _check_distinct(uris: list[str], manifests: list[Manifest]) -> None:
     """Refuse a folder listed twice, or two datasets of the same content (the fingerprint recomputed
     from each manifest, so a copy whose recorded fingerprint was altered is still the same dataset)."""
     from pipelines.manifest import fingerprint
@@ -119,7 +120,7 @@ def _check_distinct(uris: list[str], manifests: list[dict]) -> None:
         seen.update(dict.fromkeys(keys, uri))
 
 
-def _check_poolable(task: str, uris: list[str], manifests: list[dict]) -> None:
+def _check_poolable(task: str, uris: list[str], manifests: list[Manifest]) -> None:
     from jobs.tasks import task_class
 
     cls = task_class(task)

@@ -27,6 +27,7 @@ from jobs.training.config import Config
 from jobs.training.datasets import TrainingData
 from jobs.training.optim import build_optimizer, build_scheduler
 from jobs.training.sessions import LocalSession, RaySession
+from pipelines.manifest import Manifest
 
 STATUS_COMPLETED, STATUS_EARLY_STOPPED, STATUS_NON_FINITE = "completed", "early_stopped", "non_finite"
 
@@ -59,7 +60,7 @@ class WorkerSpec:
     init_weights: dict | None = None
 
     @property
-    def manifest(self) -> dict:
+    def manifest(self) -> Manifest:
         return self.datasets[0].manifest
 
     @property

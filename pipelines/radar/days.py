@@ -90,15 +90,28 @@ def block_splits(day: str, n_blocks: int, seed: int) -> list[str]:
     return splits
 
 
-def plan_units(times: Sequence[datetime], step: timedelta, length: int, stride: int, split: str = "days",
-               seed: int = 0, val_fraction: float = 0.1, test_fraction: float = 0.1,
-               days: dict[str, str] | None = None) -> list[Unit]:
-    """Group sorted frame times into units (days or blocks), give each its split and window starts.
+@dataclass(frozen=True)
+class SplitPlan:
+    """How frames are split (`--split`, SPLIT_MODES): by seeded day draw, by paper block, or by
+    time, with `val_fraction` and `test_fraction`; `days` ({day: split}) replaces the draw for
+    `split="days"` (days it does not list are left out)."""
+
+    split: str = "days"
+    seed: int = 0
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+    days: dict[str, str] | None = None
+
+
+def plan_units(times: Sequence[datetime], step: timedelta, length: int, stride: int,
+               plan: SplitPlan = SplitPlan()) -> list[Unit]:
+    """Group sorted frame times into units (days or blocks), give each its split (`plan`) and window starts.
 
     Windows hold `length` consecutive frames, every `stride` frames within each gap-free run of a
-    unit. `days` ({day: split}) overrides the seeded draw for `split="days"`; days it does not
-    list are left out. Units without windows are kept (they still record day membership).
+    unit. Units without windows are kept (they still record day membership).
     """
+    split, seed, val_fraction, test_fraction, days = (plan.split, plan.seed, plan.val_fraction,
+                                                      plan.test_fraction, plan.days)
     if split not in SPLIT_MODES:
         raise ValueError(f"--split must be one of {', '.join(SPLIT_MODES)}, got {split!r}")
     if days is not None and split != "days":

@@ -32,10 +32,11 @@ import numpy as np
 
 from convlstm.units import HKO_ZR_A, HKO_ZR_B
 from pipelines import cluster, storage
-from pipelines.driver import Dropped, Source, build_options, run_prepare
+from pipelines.driver import DatasetSpec, Dropped, Publish, Source, build_options, run_prepare
+from pipelines.manifest import Manifest, load_manifest, manifest_path
 from pipelines.radar.archive import check_limit, source_folder
 from pipelines.radar import seen
-from pipelines.radar.days import Unit, day_of, load_days_file, plan_units
+from pipelines.radar.days import SplitPlan, Unit, day_of, load_days_file, plan_units
 from pipelines.radar.formats import (FrameFile, check_has_frames, get_format, list_frames, members_of, probe_frames,
                                      resolve_format)
 from pipelines.radar.frame_format import RadarFormat
@@ -114,16 +115,15 @@ def schema(options: RadarOptions) -> dict:
 
 
 def prepare_radar(src: Path, out: str, fmt: str = "auto", options: RadarOptions = RadarOptions(), *,
-                  strict: bool = False, overwrite: bool = False, incremental: bool = False,
-                  address: str | None = None, progress: bool = True, max_unpacked_mb: float | None = None,
-                  require_splits: Sequence[str] = (), layout: str = "runs") -> dict:
+                  publish: Publish = Publish(), max_unpacked_mb: float | None = None,
+                  require_splits: Sequence[str] = (), layout: str = "runs") -> Manifest:
     """Build radar window shards at `out` from the frames in `src` (folder or .tar/.zip); returns the manifest.
 
     An archive `src` unpacks (its radar frames only) beside `out`, to at most `max_unpacked_mb` MB
     (default archive.DEFAULT_MAX_UNPACKED_MB; see pipelines.radar.archive for the bomb checks).
 
     Raises ValueError / FileNotFoundError (naming the flag) before writing anything for bad
-    arguments or a source without usable frames; `strict` makes any rejected input fail the run
+    arguments or a source without usable frames; `publish.strict` makes any rejected input fail the run
     (pipelines.driver.RejectedSourcesError) with nothing published. A split of `require_splits` that
     the plan leaves without windows is a ValueError naming `--allow-empty-split`, before any decoding.
     `layout`: "runs" (each frame stored once) or "windows" (each window whole, the layout before runs).
@@ -139,7 +139,7 @@ def prepare_radar(src: Path, out: str, fmt: str = "auto", options: RadarOptions 
     # Multi-node: the shards and a local folder --src (read by the decode tasks) must be shared;
     # an archive --src is only read here, by the driver.
     local_folder = None if remote_src or not Path(src).is_dir() else src
-    cluster.check_paths({"--out": str(out), "--src": local_folder}, address=address)
+    cluster.check_paths({"--out": str(out), "--src": local_folder}, address=publish.address)
     with source_folder(src, _unpack_dir(out), keep=members_of(fmt), max_mb=max_unpacked_mb) as root:
         check_has_frames(src, root, "nothing to prepare", fmt)
         radar = resolve_format(fmt, root)
@@ -152,8 +152,8 @@ def prepare_radar(src: Path, out: str, fmt: str = "auto", options: RadarOptions 
         check_crop(options.crop, grid)
         times = [f.time for f in frames]
         step = infer_time_step(times)
-        units = plan_units(times, step, options.length, options.stride, options.split, options.seed,
-                           options.val_fraction, options.test_fraction, days)
+        units = plan_units(times, step, options.length, options.stride,
+                           SplitPlan(options.split, options.seed, options.val_fraction, options.test_fraction, days))
         _check_splits(units, require_splits, src)
         frame_at = {f.time: f for f in frames}
         sources = [_source(unit, [frame_at[t] for t in unit.times], radar, step, grid, options)
@@ -162,7 +162,7 @@ def prepare_radar(src: Path, out: str, fmt: str = "auto", options: RadarOptions 
             raise ValueError(f"--src {src}: no gap-free run of {options.length} frames (--in-len + --out-len) "
                              f"within one {'day' if options.split == 'days' else 'block'}")
         time_of = {f.name: f.time for f in frames}
-        previous = _previous(out) if incremental else None
+        previous = _previous(out) if publish.incremental else None
         redo = seen.changed_units(previous, units) if previous else set()
 
         def extra(rejected: list[dict]) -> dict:
@@ -173,19 +173,17 @@ def prepare_radar(src: Path, out: str, fmt: str = "auto", options: RadarOptions 
 
         with _task_root(src, root, out) as task_root:
             sources = [replace(s, paths=[storage.join(task_root, name) for name in s.meta["names"]]) for s in sources]
-            return run_prepare(task=TASK, sources=sources, windows_fn=unit_runs if layout == "runs" else unit_windows,
-                               out=out, layout=layout,
-                               params=options.to_params(radar.name, days), schema=schema(options), extra=extra,
-                               rejected=rejected, overwrite=overwrite, incremental=incremental,
-                               strict=strict, address=address, progress=progress,
-                               protect=[str(src)], redo=redo)
+            spec = DatasetSpec(task=TASK, params=options.to_params(radar.name, days), schema=schema(options),
+                               layout=layout, extra=extra)
+            return run_prepare(spec, sources, unit_runs if layout == "runs" else unit_windows, out,
+                               rejected=rejected, protect=[str(src)], redo=redo, publish=publish)
 
 
-def new_days(src: str, manifest: dict, fmt: str | None = None) -> list[str]:
+def new_days(src: str, manifest: Manifest, fmt: str | None = None) -> list[str]:
     """UTC days (`YYYY-MM-DD`) of the frames under `src` (a folder or an archive) that the dataset at
     `manifest` has not seen (pipelines.radar.seen): what a scheduled retrain would add."""
     with source_folder(src) as root:
-        frames, _ = list_frames(root, resolve_format(fmt or manifest["params"]["format"], root))
+        frames, _ = list_frames(root, resolve_format(fmt or manifest.params["format"], root))
     return sorted({day_of(t) for t in seen.new_frames(manifest, [f.time for f in frames])})
 
 
@@ -199,10 +197,8 @@ def _check_splits(units: list[Unit], required: Sequence[str], src: str) -> None:
                          "(--allow-empty-split publishes it anyway)")
 
 
-def _previous(out: str) -> dict | None:
+def _previous(out: str) -> Manifest | None:
     """The manifest of the dataset an incremental run extends, if one is published at `out`."""
-    from pipelines.manifest import load_manifest, manifest_path
-
     return load_manifest(out) if storage.exists(manifest_path(out)) else None
 
 

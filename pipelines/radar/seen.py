@@ -14,6 +14,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from typing import Iterable, Sequence
 
+from pipelines.manifest import Manifest
 from pipelines.radar.days import Unit, day_of
 from pipelines.radar.timeline import contiguous_runs, iso
 
@@ -33,26 +34,25 @@ def record(listed: Sequence[datetime], units: Sequence[Unit], step: timedelta) -
     return {"frames": runs(sorted(listed), step), "units": {u.id: runs(u.times, step) for u in units}}
 
 
-def new_frames(manifest: dict, listed: Sequence[datetime]) -> list[datetime]:
+def new_frames(manifest: Manifest, listed: Sequence[datetime]) -> list[datetime]:
     """The listed times that the dataset has not seen, sorted."""
     return sorted(set(listed) - _seen_times(manifest, listed))
 
 
-def changed_units(manifest: dict, units: Sequence[Unit]) -> set[str]:
+def changed_units(manifest: Manifest, units: Sequence[Unit]) -> set[str]:
     """Ids of the units the dataset holds whose frames differ from those it was built from."""
-    step = timedelta(seconds=manifest["time_step_s"])
-    built = manifest.get("seen", {}).get("units")
-    held = {u.id for u in units if u.id in manifest["sources"]}
+    step = timedelta(seconds=manifest.time_step_s)
+    built = (manifest.seen or {}).get("units")
+    held = {u.id for u in units if u.id in manifest.sources}
     if built is None:
         return held
     return {u for u in held if built.get(u) != runs(next(x.times for x in units if x.id == u), step)}
 
 
-def _seen_times(manifest: dict, listed: Sequence[datetime]) -> set[datetime]:
-    seen = manifest.get("seen")
-    if seen is not None:
-        return set(expand(seen["frames"], timedelta(seconds=manifest["time_step_s"])))
-    names = [*manifest["sources"], *(r["source"] for r in manifest.get("rejected", []) if r.get("source"))]
+def _seen_times(manifest: Manifest, listed: Sequence[datetime]) -> set[datetime]:
+    if manifest.seen is not None:
+        return set(expand(manifest.seen["frames"], timedelta(seconds=manifest.time_step_s)))
+    names = [*manifest.sources, *(r.source for r in manifest.rejected if r.source)]
     days = {name.split("/")[0] for name in names}
     return {t for t in listed if day_of(t) in days}
 

@@ -26,14 +26,14 @@ def blob_windows(source, count: int):
 
 
 def prepare_blobs(out: str, windows: int = 8) -> dict:
-    from pipelines.driver import Source, run_prepare
+    from pipelines.driver import DatasetSpec, Publish, Source, run_prepare
 
     sources = [Source(name=f"{split}-{i}", paths=[], split=split, meta={"seed": hash((split, i)) % 2**32})
                for split in ("train", "val", "test") for i in range(2)]
     schema = {"frames": {"shape": [FRAMES, 1, SIZE, SIZE], "dtype": "uint8", "unit": "intensity"},
               "source": {"shape": [], "dtype": "str"}, "start": {"shape": [], "dtype": "int64"}}
-    return run_prepare(task="blobs", sources=sources, windows_fn=partial(blob_windows, count=windows), out=out,
-                       params={"windows_per_source": windows, "in_len": 3}, schema=schema, progress=False)
+    spec = DatasetSpec(task="blobs", params={"windows_per_source": windows, "in_len": 3}, schema=schema)
+    return run_prepare(spec, sources, partial(blob_windows, count=windows), out, publish=Publish(progress=False))
 
 
 # --- the task module -------------------------------------------------------------------------------

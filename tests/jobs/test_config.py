@@ -7,6 +7,8 @@ import pytest
 import yaml
 
 from jobs.cli import main
+from manifests import manifest_of
+from pipelines.manifest import Manifest
 from jobs.tasks.plugins import BUILTIN
 from jobs.training.config import CONFIG_DIR, flatten, from_dict, load_config
 from jobs.training.optim import cosine_with_warmup
@@ -99,8 +101,8 @@ def test_forecast_tasks_need_two_input_frames():
 
     with pytest.raises(ValueError, match=r"^data\.in_len: must be >= 2"):
         load_config("radar-tiny", "radar", ["data.in_len=1"])
-    manifest = {"task": "radar", "params": {"in_len": 1},
-                "schema": {"frames": {"shape": [4, 1, 8, 8]}, "mask": {"shape": [4, 1, 8, 8]}}}
+    manifest = manifest_of("radar", params={"in_len": 1}, schema={"frames": {"shape": [4, 1, 8, 8], "dtype": "uint8"},
+                                                                  "mask": {"shape": [4, 1, 8, 8], "dtype": "uint8"}})
     with pytest.raises(ValueError, match=r"^data\.in_len: needs >= 2 input frames"):
         get_task(load_config("radar-tiny", "radar"), manifest)
     assert get_task(load_config("radar-tiny", "radar", ["data.in_len=2"]), manifest).out_len == 2
@@ -119,15 +121,15 @@ def test_yaml_syntax_errors_name_the_file_and_line(tmp_path, capsys):
     assert err.count("\n") == 0 and "optim.betas" in err and "not valid YAML" in err
 
 
-KTH_MANIFEST = {"task": "kth", "params": {}, "schema": {"frames": {"shape": [4, 1, 6, 8], "dtype": "uint8"},
-                                                        "label": {"shape": [], "dtype": "int64", "classes": ["a", "b"]}}}
+KTH_MANIFEST = manifest_of("kth", schema={"frames": {"shape": [4, 1, 6, 8], "dtype": "uint8"},
+                                          "label": {"shape": [], "dtype": "int64", "classes": ["a", "b"]}})
 
 
-def radar_manifest(height: int, width: int) -> dict:
+def radar_manifest(height: int, width: int) -> Manifest:
     """The manifest of a radar dataset of 4-frame windows (2 in, 2 out) at height x width."""
     column = {"shape": [4, 1, height, width]}
-    return {"task": "radar", "params": {"in_len": 2},
-            "schema": {"frames": {**column, "dtype": "uint8"}, "mask": {**column, "dtype": "bool"}}}
+    return manifest_of("radar", params={"in_len": 2},
+                       schema={"frames": {**column, "dtype": "uint8"}, "mask": {**column, "dtype": "bool"}})
 
 
 def test_dihedral_augmentation_turns_frames_and_mask_together():

@@ -119,9 +119,9 @@ def test_persistence_matches_independent_numpy(radar_result, radar_data):
 @pytest.mark.slow  # shares the module's trained model (prepare + train + register: ~40-90 s)
 def test_distributed_path_equals_single_process(radar_result, radar_data, radar_model, tmp_path):
     single, _ = radar_result
-    from jobs.evaluation.evaluate import evaluate
+    from jobs.evaluation.evaluate import Scoring, evaluate
 
-    distributed = evaluate(radar_model, str(radar_data), out=tmp_path, distributed_min_windows=0)
+    distributed = evaluate(radar_model, str(radar_data), out=tmp_path, scoring=Scoring(distributed_min_windows=0))
     assert distributed["distributed"] is True
     for key in ("data", "protocol", "primary_metric", "methods", "skill"):
         assert distributed[key] == single[key], key
@@ -200,11 +200,13 @@ def test_training_and_evaluate_agree_on_the_validation_scores(radar_model, radar
 def test_data_unlike_the_training_data_is_refused(radar_model, sample_data, tmp_path, capsys):
     """Same window shape, other source crop: the scores would not mean what they say (exit 2)."""
     from pipelines.radar.prepare import RadarOptions, prepare_radar
+    from pipelines.driver import Publish
 
     other = tmp_path / "mch-crop400"
-    prepare_radar(sample_data / "radar-mch-sample", str(other), "mch",
-                  RadarOptions(in_len=IN_LEN, out_len=OUT_LEN, size=(32, 32), crop=(400, 400), split="time",
-                               val_fraction=0.2, test_fraction=0.5), progress=False)
+    prepare_radar(sample_data / "radar-mch-sample", str(other), "mch", RadarOptions(in_len=IN_LEN, out_len=OUT_LEN,
+                                                                                    size=(32,
+                                                                                          32), crop=(400, 400), split="time",
+                               val_fraction=0.2, test_fraction=0.5), publish=Publish(progress=False))
     args = ["evaluate", "--model", radar_model, "--data", str(other), "--out", str(tmp_path / "e")]
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
@@ -249,11 +251,13 @@ def test_device_choice(radar_model, radar_data, tmp_path, capsys):
 
 def test_kth_classification(ray_local, tmp_path):
     from pipelines.kth import CATEGORIES, KthOptions, prepare_kth
+    from pipelines.driver import Publish
     from pipelines.synthetic import write_kth_videos
 
     write_kth_videos(tmp_path / "videos", persons=[11, 1, 2], scenarios=("d1",), frames=24)
     data = tmp_path / "kth"
-    prepare_kth(tmp_path / "videos", str(data), KthOptions(frame_len=6, stride=6, size=(24, 32)), progress=False)
+    prepare_kth(tmp_path / "videos", str(data), KthOptions(frame_len=6, stride=6, size=(24, 32)),
+                publish=Publish(progress=False))
     uri = train_tiny("kth", data, "convlstm-kth-evaltest")
 
     rc = main(["evaluate", "--model", uri, "--data", str(data), "--out", str(tmp_path / "eval")])
@@ -273,6 +277,7 @@ def test_kth_classification(ray_local, tmp_path):
 
 def test_published_figures_only_where_the_protocol_matches():
     from jobs.evaluation.report import evaluation_markdown
+    from jobs.evaluation.result import EvaluationResult
     from jobs.tasks import task_class
 
     def published_figures(task: str, protocol: dict) -> list[dict]:
@@ -290,10 +295,11 @@ def test_published_figures_only_where_the_protocol_matches():
     assert published_figures("kth", {**kth, "split": "test"}) == []
 
     result = {"task": "radar", "model": {"ref": "models:/x@champion"}, "protocol": {**paper, "thresholds_mmh": [0.5]},
-              "data": {"path": "d", "split": "test", "windows": 1, "fingerprint": "f"},
+              "data": {"path": "d", "manifest": "d/manifest.json", "split": "test", "windows": 1, "fingerprint": "f"},
               "primary_metric": {"name": "rainfall_mse", "higher_is_better": False},
-              "methods": {"model": {"summary": {"rainfall_mse": 1.25, "csi_ge_0.5": None}, "per_lead": {}}}, "skill": {}}
-    markdown = evaluation_markdown(result)
+              "methods": {"model": {"summary": {"rainfall_mse": 1.25, "csi_ge_0.5": None},
+                                    "per_lead": {}}}, "skill": {}}
+    markdown = evaluation_markdown(EvaluationResult.parse(result, "test"))
     assert "## Published figures (the papers' numbers, not ours)" in markdown
     assert "| ConvLSTM(3x3)-3x3-64-3x3-64 | 1.42 | 0.577 | 0.195 | 0.66 | 0.908 |" in markdown
     assert "| model | 1.25 | — |" in markdown

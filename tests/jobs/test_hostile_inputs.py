@@ -186,11 +186,13 @@ def test_nowcast_input_with_an_oversized_frame_is_refused_in_one_line(mch_src):
     """nowcast reads its input through the same probe + decode: an oversized latest frame is an
     unusable input (ValueError naming it, exit 2 in the CLI), not a DecompressionBombError."""
     from jobs.nowcast.forecast import read_input
+    from manifests import manifest_of
+    from pipelines.manifest import Grid
     from pipelines.radar import mch
 
-    manifest = {"encoding": {"source_format": "mch", "source_conversion": mch.CONVERSION, "source_zr": None},
-                "grid": {"source_height": 640, "source_width": 710, "crop": None, "height": 16, "width": 16},
-                "time_step_s": 300.0, "params": {"crop": None, "size": [16, 16]}}
+    manifest = manifest_of("radar", params={"crop": None, "size": [16, 16]}).model_copy(update={
+        "encoding": {"source_format": "mch", "source_conversion": mch.CONVERSION, "source_zr": None},
+        "grid": Grid(source_height=640, source_width=710, crop=None, height=16, width=16), "time_step_s": 300.0})
     latest = next(mch_src.rglob("AQC161940000V_00005.801.gif"))  # 2016-07-12 00:00
     latest.write_bytes(oversized_gif())
     with pytest.raises(ValueError, match="2016-07-12T00:00:00Z.*header claims") as caught:

@@ -26,6 +26,8 @@ import pytest
 import torch
 
 from jobs.registry import tracking
+from jobs.registry.descriptions import DIGEST_CHARS
+from jobs.registry.lineage import git_commit
 
 from tiny_models import IN_LEN, OUT_LEN
 
@@ -65,15 +67,16 @@ def browsed(mch_tiny, mlflow_server, tmp_path_factory) -> SimpleNamespace:
     `convlstm evaluate --log` on the 15 test windows; what the server holds afterwards."""
     from jobs.cli import main
     from jobs.training.config import load_config
-    from jobs.training.driver import train
+    from jobs.training.driver import Compute, RunOptions, train
     from pipelines.manifest import load_manifest
 
     uri, _ = mlflow_server
     tmp = tmp_path_factory.mktemp("browsing")
     data = mch_tiny
     cfg = load_config("radar-tiny", "radar", [f"registry.name={MODEL}", "train.epochs=1"])
-    summary = train(cfg, str(data), workers=0, tracking_uri=uri, experiment=EXPERIMENT,
-                    storage_path=str(tmp / "storage"), run_name="radar-browsing")
+    summary = train(cfg, str(data), compute=Compute(workers=0),
+                    run=RunOptions(tracking_uri=uri, experiment=EXPERIMENT, storage_path=str(tmp / "storage"),
+                                   run_name="radar-browsing"))
     out = tmp / "evaluation"
     rc = main(["evaluate", "--model", summary.model_uri, "--data", str(data), "--out", str(out), "--log",
                "--tracking-uri", uri])
@@ -134,7 +137,7 @@ def test_run_inputs_are_the_exact_shards(browsed):
     for context, split in (("train", "train"), ("validation", "val"), ("test", "test")):
         dataset = by_context[context]
         assert dataset["name"] == f"mch32/{split}"
-        assert dataset["digest"] == fingerprint[:tracking.DIGEST_CHARS] and len(dataset["digest"]) <= 36
+        assert dataset["digest"] == fingerprint[:DIGEST_CHARS] and len(dataset["digest"]) <= 36
         assert dataset["source_type"] == "local"
         assert json.loads(dataset["source"]) == {"uri": str(browsed.data / split)}
         columns = {c["name"]: c["type"] for c in json.loads(dataset["schema"])["mlflow_colspec"]}
@@ -149,7 +152,7 @@ def test_run_inputs_are_the_exact_shards(browsed):
 def test_run_source_user_tags_and_description(browsed):
     tags = tags_of(browsed.run)
     assert tags["mlflow.source.type"] == "LOCAL" and tags["mlflow.source.name"] and tags["mlflow.user"]
-    commit = tracking.git_commit()
+    commit = git_commit()
     if commit:  # a git checkout (CI's clone is one)
         assert tags["mlflow.source.git.commit"] == commit
     note = tags["mlflow.note.content"]

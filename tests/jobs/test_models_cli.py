@@ -9,7 +9,7 @@ import pytest
 
 from jobs.cli import main
 from jobs.ops.submit import build_submission
-from jobs.registry import tracking
+from jobs.registry import lineage, tracking
 from jobs.registry.history import history
 
 MODEL = "convlstm-models-cli-test"
@@ -69,12 +69,12 @@ def test_a_submitted_job_records_the_commit_taken_before_upload_and_its_id(monke
     submission = build_submission(["convlstm", "train", "--task", "kth"], upload=False, install=False,
                                   env={"EXTRA": "1"})
     env = submission.runtime_env["env_vars"]
-    commit = tracking.git_commit()
-    assert commit and env[tracking.COMMIT_ENV] == commit and env["EXTRA"] == "1"
-    assert env[tracking.SUBMISSION_ENV] == submission.submission_id
-    monkeypatch.setenv(tracking.COMMIT_ENV, "0123abc")  # what the job's process sees on the cluster
-    monkeypatch.setenv(tracking.SUBMISSION_ENV, "convlstm-train-1")
-    tags = tracking.source_tags()
+    commit = lineage.git_commit()
+    assert commit and env[lineage.COMMIT_ENV] == commit and env["EXTRA"] == "1"
+    assert env[lineage.SUBMISSION_ENV] == submission.submission_id
+    monkeypatch.setenv(lineage.COMMIT_ENV, "0123abc")  # what the job's process sees on the cluster
+    monkeypatch.setenv(lineage.SUBMISSION_ENV, "convlstm-train-1")
+    tags = lineage.source_tags()
     assert tags["mlflow.source.git.commit"] == "0123abc" and tags[tracking.SUBMISSION_TAG] == "convlstm-train-1"
 
 

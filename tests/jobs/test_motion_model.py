@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from jobs.training.config import load_config
-from jobs.training.driver import train
+from jobs.training.driver import Compute, RunOptions, train
 from tiny_models import IN_LEN, prepare_mch_tiny
 
 MOTION = "model.params.motion=advection"
@@ -26,8 +26,9 @@ def mch_tiny(ray_local, sample_data, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def motion_run(mch_tiny, tmp_path_factory):
     storage = tmp_path_factory.mktemp("motion-train")
-    first = train(load_config("radar-tiny", "radar", [*COMMON, "train.epochs=1"]), str(mch_tiny), workers=0,
-                  storage_path=str(storage), run_name="motion-resume")
+    first = train(load_config("radar-tiny", "radar", [*COMMON, "train.epochs=1"]), str(mch_tiny),
+                  compute=Compute(workers=0),
+                  run=RunOptions(storage_path=str(storage), run_name="motion-resume"))
     return first, storage
 
 
@@ -35,18 +36,21 @@ def test_resume_continues_the_motion_model_and_refuses_the_plain_one(motion_run,
     first, storage = motion_run
     with pytest.raises(ValueError, match="^model: run 'motion-resume' was trained with"):
         train(load_config("radar-tiny", "radar", [*COMMON, "model.params.motion=null", "train.epochs=2"]),
-              str(mch_tiny), workers=0, storage_path=str(storage), run_name="motion-resume", resume=True)
-    resumed = train(load_config("radar-tiny", "radar", [*COMMON, "train.epochs=2"]), str(mch_tiny), workers=0,
-                    storage_path=str(storage), run_name="motion-resume", resume=True)
+              str(mch_tiny),
+              compute=Compute(workers=0),
+              run=RunOptions(storage_path=str(storage), run_name="motion-resume", resume=True))
+    resumed = train(load_config("radar-tiny", "radar", [*COMMON, "train.epochs=2"]), str(mch_tiny),
+                    compute=Compute(workers=0),
+                    run=RunOptions(storage_path=str(storage), run_name="motion-resume", resume=True))
     assert resumed.run_id == first.run_id and resumed.epochs == 2 and resumed.steps == 2 * first.steps
 
 
 def test_evaluate_scores_fss_and_says_which_baselines_the_model_beats(motion_run, mch_tiny, tmp_path):
-    from jobs.evaluation.evaluate import evaluate
+    from jobs.evaluation.evaluate import Scoring, evaluate
 
     first, _ = motion_run
     result = evaluate(first.best_checkpoint, str(mch_tiny), "test", ("persistence", "optical-flow"), tmp_path,
-                      device="cpu")
+                      scoring=Scoring(device="cpu"))
     written = json.loads((tmp_path / "evaluation.json").read_text())
     assert written["protocol"]["fss_scales_px"] == [1, 5, 15]
     model = written["methods"]["model"]

@@ -18,6 +18,7 @@ import pytest
 
 from jobs.cli import main
 from jobs.registry import tracking
+from jobs.registry.descriptions import DIGEST_CHARS
 from jobs import checkpoints
 
 from tiny_models import IN_LEN, OUT_LEN
@@ -30,6 +31,7 @@ def prepare_knmi_tiny(sample_data: Path, out: Path, frames: int = 24) -> Path:
     """The first `frames` KNMI frames -> 32x32 windows of 3 + 3 frames (600x600 crop), chronological
     split (30 % validation, 30 % test), like `prepare_mch_tiny`'s MeteoSwiss windows: another archive."""
     from pipelines.radar.prepare import RadarOptions, prepare_radar
+    from pipelines.driver import Publish
 
     src = out.parent / "knmi-frames"
     src.mkdir()
@@ -37,7 +39,7 @@ def prepare_knmi_tiny(sample_data: Path, out: Path, frames: int = 24) -> Path:
         shutil.copy(path, src / path.name)
     options = RadarOptions(in_len=IN_LEN, out_len=OUT_LEN, size=(32, 32), crop=(600, 600), split="time",
                            val_fraction=0.3, test_fraction=0.3)
-    prepare_radar(src, str(out), "knmi", options, progress=False)
+    prepare_radar(src, str(out), "knmi", options, publish=Publish(progress=False))
     return out
 
 
@@ -101,7 +103,7 @@ def test_pooled_run_in_process(local_run, archives):
 
     run = tracking.client().get_run(summary["run_id"])
     inputs = {(i.dataset.name, i.dataset.digest) for i in run.inputs.dataset_inputs}
-    assert inputs == {(f"{name}/{split}", fp[:tracking.DIGEST_CHARS])
+    assert inputs == {(f"{name}/{split}", fp[:DIGEST_CHARS])
                       for name, fp in zip(("mch32", "knmi32"), fingerprints) for split in ("train", "val")}
     tags = run.data.tags
     for i, (path, fp) in enumerate(zip(archives.paths, fingerprints)):
@@ -122,11 +124,12 @@ def test_pooled_run_in_process(local_run, archives):
 def test_pooled_run_on_ray_from_the_config(archives, tmp_path):
     """`data.paths` in the config, no `--data`; the Ray path reads both datasets' splits."""
     from jobs.training.config import load_config
-    from jobs.training.driver import train
+    from jobs.training.driver import Compute, RunOptions, train
 
     cfg = load_config("radar-tiny", "radar", ["train.epochs=1", "registry.register=false",
                                               f"data.paths={','.join(map(str, archives.paths))}"])
-    summary = train(cfg, None, workers=1, storage_path=str(tmp_path), run_name="multi-ray")
+    summary = train(cfg, None, compute=Compute(workers=1),
+                    run=RunOptions(storage_path=str(tmp_path), run_name="multi-ray"))
     train_windows = sum(windows(m, "train") for m in archives.manifests)
     assert summary.steps == math.ceil(train_windows / BATCH)
     check_pooled_validation(summary.run_id, checkpoints.load(summary.best_checkpoint), archives)
@@ -134,10 +137,11 @@ def test_pooled_run_on_ray_from_the_config(archives, tmp_path):
 
 def test_one_dataset_keeps_todays_metric_names(archives, tmp_path):
     from jobs.training.config import load_config
-    from jobs.training.driver import train
+    from jobs.training.driver import Compute, RunOptions, train
 
     cfg = load_config("radar-tiny", "radar", ["train.epochs=1", "registry.register=false"])
-    summary = train(cfg, str(archives.paths[0]), workers=0, storage_path=str(tmp_path), run_name="single")
+    summary = train(cfg, str(archives.paths[0]), compute=Compute(workers=0),
+                    run=RunOptions(storage_path=str(tmp_path), run_name="single"))
     metrics = tracking.client().get_run(summary.run_id).data.metrics
     assert "val_loss" in metrics and not any(k.startswith(("val_mch32", "val_knmi32")) for k in metrics)
     assert "datasets" not in checkpoints.load(summary.best_checkpoint)["evaluation"]
@@ -190,11 +194,12 @@ def test_same_dataset_twice_and_no_data_are_refused(archives, tmp_path):
 
 def test_resume_on_other_datasets_is_refused(local_run, archives):
     from jobs.training.config import load_config
-    from jobs.training.driver import train
+    from jobs.training.driver import Compute, RunOptions, train
 
     cfg = load_config("radar-tiny", "radar", ["train.epochs=2", f"registry.name={MODEL}"])
     with pytest.raises(ValueError, match="^run 'multi-local' trained on data .*, this dataset is .*: start a new run"):
-        train(cfg, str(archives.paths[0]), workers=0, storage_path=str(local_run.storage), run_name="multi-local")
+        train(cfg, str(archives.paths[0]), compute=Compute(workers=0),
+              run=RunOptions(storage_path=str(local_run.storage), run_name="multi-local"))
 
 
 def test_evaluate_scores_one_pooled_dataset_at_a_time(local_run, archives, tmp_path):

@@ -80,12 +80,14 @@ def test_evaluate_baselines_alone_with_pysteps_nowcasts(mrms_data, tmp_path, cap
 @pytest.fixture(scope="module")
 def mch_model(ray_local, sample_data, tmp_path_factory) -> tuple[str, Path]:
     from pipelines.radar.prepare import RadarOptions, prepare_radar
+    from pipelines.driver import Publish
     from tiny_models import train_tiny
 
     out = tmp_path_factory.mktemp("mch-pysteps") / "shards"
     options = RadarOptions(in_len=3, out_len=3, size=(32, 32), crop=(600, 600), split="time",
                            val_fraction=0.2, test_fraction=0.5)
-    prepare_radar(sample_data / "radar-mch-sample", str(out), "pysteps:mch_gif", options, progress=False)
+    prepare_radar(sample_data / "radar-mch-sample", str(out), "pysteps:mch_gif", options,
+                  publish=Publish(progress=False))
     return train_tiny("radar", out, "convlstm-radar-pystepstest"), out
 
 

@@ -18,11 +18,14 @@ from jobs.cli import main
 from jobs.training.config import load_config
 from jobs.ops.locks import LockHeld, LockLost, RetrainLock, lock_uri_for
 from jobs.errors import EXIT_TEMPFAIL as EXIT_LOCKED
-from jobs.ops.promotion import paired_test
-from jobs.ops.retrain import REPORT_NAME, RetrainConfig, decide, load_retrain_config, new_sources, retrain
+from jobs.ops.promotion import PromotionRule, paired_test
+from jobs.ops.retrain import (REPORT_NAME, RetrainConfig, RetrainOptions, decide, load_retrain_config, new_sources,
+                             retrain)
 from jobs.registry.history import history
-from jobs.training.driver import train
+from jobs.training.driver import Compute, train
 from pipelines.kth import KthOptions, prepare_kth
+from pipelines.driver import Publish
+from manifests import manifest_of
 from pipelines.manifest import load_manifest
 from pipelines.synthetic import write_kth_videos
 
@@ -105,23 +108,24 @@ def test_paired_test_promotes_only_a_significant_improvement_in_the_metric_direc
     champion = [0.5] * 12
     better = [0.6] * 12
     for test in ("bootstrap", "sign"):
-        rule = {"test": test, "min_windows": 10}
-        assert paired_test(champion, better, True, **rule).promote
-        assert not paired_test(better, champion, True, **rule).promote
-        assert paired_test(better, champion, False, **rule).promote  # lower is better: 0.5 beats 0.6
-        tie = paired_test(champion, champion, True, **rule)
+        rule = PromotionRule(test=test, min_windows=10)
+        assert paired_test(champion, better, True, rule).promote
+        assert not paired_test(better, champion, True, rule).promote
+        assert paired_test(better, champion, False, rule).promote  # lower is better: 0.5 beats 0.6
+        tie = paired_test(champion, champion, True, rule)
         assert not tie.promote and tie.p_value == 1.0 and tie.n == 12
         assert tie.reason == "not promoted: no significant difference (p = 1, n = 12)"
     noisy = [0.5 + (0.01 if i % 2 else -0.009) for i in range(12)]  # wins 6 of 12: noise
     decision = paired_test(champion, noisy, True)
     assert not decision.promote and decision.p_value > 0.05 and decision.gain > 0
     assert "no significant difference" in decision.reason
-    few = paired_test([0.5] * 3, [0.9] * 3, True, min_windows=10)
+    few = paired_test([0.5] * 3, [0.9] * 3, True, PromotionRule(min_windows=10))
     assert not few.promote and few.n == 3 and few.p_value is None
-    undefined = paired_test([None, 0.5, float("nan")] + [0.5] * 9, [0.9] * 12, True, min_windows=10)
+    undefined = paired_test([None, 0.5, float("nan")] + [0.5] * 9, [0.9] * 12, True, PromotionRule(min_windows=10))
     assert undefined.n == 10 and undefined.promote
-    assert not paired_test(champion, better, True, margin=0.2).promote  # gain 0.1 is not above the margin
-    assert not paired_test(champion, better, True, confidence=0.9999, samples=100).promote  # p >= 1/101
+    assert not paired_test(champion, better, True,
+                           PromotionRule(margin=0.2)).promote  # gain 0.1 is not above the margin
+    assert not paired_test(champion, better, True, PromotionRule(confidence=0.9999, samples=100)).promote  # p >= 1/101
     with pytest.raises(ValueError, match="length"):
         paired_test([1.0], [1.0, 2.0], True)
 
@@ -157,16 +161,16 @@ def test_retrain_config_validation_names_the_key(tmp_path):
 
 def test_new_radar_days_and_mnist_chunks_are_detected_against_the_manifest(sample_data):
     mch = sample_data / "radar-mch-sample"
-    manifest = {"sources": {"2016-07-11": {}}, "rejected": [], "params": {"format": "mch"}}
+    manifest = manifest_of(params={"format": "mch"}, sources=["2016-07-11"])
     assert new_sources("radar", str(mch), manifest, {}, None) == ["2016-07-12"]
-    manifest["rejected"] = [{"file": "x", "source": "2016-07-12/b03", "reason": "truncated"}]
+    manifest = manifest_of(params={"format": "mch"}, sources=["2016-07-11"],
+                           rejected=[{"file": "x", "source": "2016-07-12/b03", "reason": "truncated"}])
     assert new_sources("radar", str(mch), manifest, {}, None) == []
 
     mnist = sample_data / "mnist" / "t10k-images-idx3-ubyte.gz"
     params = {"counts": {"train": 4, "val": 2, "test": 2}, "digits": 2, "size": 64, "frames": 20,
               "subset": 500, "seed": 0}
-    manifest = {"sources": dict.fromkeys(["train-0000000", "val-0000000", "test-0000000"], {}),
-                "rejected": [], "params": params}
+    manifest = manifest_of(params=params, sources=["train-0000000", "val-0000000", "test-0000000"])
     assert new_sources("mnist", str(mnist), manifest, {}, None) == []
     assert new_sources("mnist", str(mnist), manifest, {"counts": [300, 2, 2]}, None) == ["train-0000250"]
     with pytest.raises(ValueError, match="prepare.countz"):
@@ -220,8 +224,8 @@ def world(ray_local, project_home, tmp_path_factory) -> World:
     w = World(tmp / "videos", str(tmp / "kth"), tmp / "train.yaml", tmp)
     w.train_yaml.write_text(TRAIN_YAML)
     w.add_persons([11, 1, 2])
-    prepare_kth(w.src, w.data, KthOptions(frame_len=10, stride=10, size=(30, 40)), progress=False)
-    summary = train(load_config(w.train_yaml, "kth", UNTRAINED), w.data, workers=0)
+    prepare_kth(w.src, w.data, KthOptions(frame_len=10, stride=10, size=(30, 40)), publish=Publish(progress=False))
+    summary = train(load_config(w.train_yaml, "kth", UNTRAINED), w.data, compute=Compute(workers=0))
     assert summary.alias == "champion"
     return w
 
@@ -295,7 +299,7 @@ def test_a_run_that_fails_after_extending_the_shards_is_picked_up_by_the_next(wo
     assert new_sources("kth", str(world.src), manifest, {}, None) == []
 
     report = retrain("kth", str(world.src), world.data, load_retrain_config(world.retrain_yaml("next")),
-                     out=str(world.tmp / "next"))
+                     RetrainOptions(out=str(world.tmp / "next")))
     assert report["new_sources"] == [] and report["status"] in ("promoted", "kept-champion")
     assert report["challenger"]["data_fingerprint"] == manifest["fingerprint"]
     again = retrain("kth", str(world.src), world.data, load_retrain_config(world.retrain_yaml("again")))
@@ -307,7 +311,7 @@ def test_worse_challenger_keeps_the_champion_and_records_the_decision(world):
     world.add_persons([13, 5])
     champion = _champion()
     config = load_retrain_config(world.retrain_yaml("worse", UNTRAINED, init="warm-start"))
-    report = retrain("kth", str(world.src), world.data, config, out=str(world.tmp / "worse"))
+    report = retrain("kth", str(world.src), world.data, config, RetrainOptions(out=str(world.tmp / "worse")))
 
     assert report["status"] == "kept-champion" and not report["decision"]["promote"]
     assert report["challenger"]["init"] == "warm-start"

@@ -14,13 +14,14 @@ import numpy as np
 import pytest
 import yaml
 
-from jobs.ops.retrain import REPORT_NAME, load_retrain_config, retrain
+from jobs.ops.retrain import REPORT_NAME, RetrainOptions, load_retrain_config, retrain
 from jobs.registry import tracking
 from jobs.registry.history import history
 from pipelines import versions
 from pipelines.manifest import load_manifest
 from pipelines.radar.days import draw_day_split
 from pipelines.radar.prepare import RadarOptions, prepare_radar
+from pipelines.driver import Publish
 from pipelines.shards import read_windows
 
 MODEL = "convlstm-radar-3rounds"
@@ -50,7 +51,7 @@ def _windows(data: str) -> dict[str, dict[str, np.ndarray]]:
 
 def _same_as_fresh(src: Path, data: str, fresh: str) -> None:
     """The incrementally grown dataset holds exactly the windows (and fingerprint) of a fresh prepare."""
-    manifest = prepare_radar(src, fresh, "mch", OPTIONS, progress=False)
+    manifest = prepare_radar(src, fresh, "mch", OPTIONS, publish=Publish(progress=False))
     grown, built = _windows(data), _windows(fresh)
     assert grown.keys() == built.keys()
     for split in grown:
@@ -81,9 +82,9 @@ def test_three_rounds_of_new_radar_frames(ray_local, project_home, sample_data, 
     _add(src, frames, VAL, range(20))
     _add(src, frames, TEST, range(40))
     _add(src, frames, PART, range(20))  # the first half of a day
-    prepare_radar(src, data, "mch", OPTIONS, progress=False)
+    prepare_radar(src, data, "mch", OPTIONS, publish=Publish(progress=False))
     run = lambda name, overrides, init="from-scratch": retrain(  # noqa: E731
-        "radar", str(src), data, _config(tmp_path, name, overrides, init), out=str(tmp_path / name), log=print)
+        "radar", str(src), data, _config(tmp_path, name, overrides, init), RetrainOptions(out=str(tmp_path / name)))
 
     # Round 0: no model yet -> the first challenger becomes champion (untrained: lr ~ 0).
     first = run("round0", UNTRAINED)
@@ -160,13 +161,13 @@ def test_new_frames_roll_a_chronological_split_forward_like_a_fresh_prepare(ray_
                            test_fraction=0.25)
     for path in frames[:24]:
         shutil.copy(path, src / path.name)
-    first = prepare_radar(src, data, "mch", options, progress=False)
+    first = prepare_radar(src, data, "mch", options, publish=Publish(progress=False))
     for path in frames[24:]:
         shutil.copy(path, src / path.name)
     assert new_days(str(src), first) == ["2016-07-11", "2016-07-12"]  # the evening runs past midnight
-    grown = prepare_radar(src, data, "mch", options, incremental=True, progress=False)
+    grown = prepare_radar(src, data, "mch", options, publish=Publish(incremental=True, progress=False))
     assert new_days(str(src), grown) == []
-    fresh = prepare_radar(src, str(tmp_path / "fresh"), "mch", options, progress=False)
+    fresh = prepare_radar(src, str(tmp_path / "fresh"), "mch", options, publish=Publish(progress=False))
     assert grown["fingerprint"] == fresh["fingerprint"] != first["fingerprint"]
     for split in ("train", "val", "test"):
         ours, theirs = read_windows(data, split), read_windows(str(tmp_path / "fresh"), split)

@@ -54,7 +54,7 @@ def blobs_data(installed, ray_local, tmp_path_factory) -> str:
 def test_a_registered_task_trains_and_evaluates_like_the_builtins(blobs_data, tmp_path):
     from jobs.evaluation.evaluate import evaluate
     from jobs.training.config import from_dict
-    from jobs.training.driver import train
+    from jobs.training.driver import Compute, RunOptions, train
 
     assert task_class("blobs") is BlobsTask
     cfg = from_dict({
@@ -66,7 +66,8 @@ def test_a_registered_task_trains_and_evaluates_like_the_builtins(blobs_data, tm
         "train": {"epochs": 2, "monitor": "val_mse", "log_every_steps": 2},
         "registry": {"register": False},
     })
-    summary = train(cfg, blobs_data, workers=0, storage_path=str(tmp_path / "ckpt"), run_name="blobs-run")
+    summary = train(cfg, blobs_data, compute=Compute(workers=0),
+                    run=RunOptions(storage_path=str(tmp_path / "ckpt"), run_name="blobs-run"))
     assert summary.monitor == "val_mse" and summary.best_score >= 0 and summary.steps == 8
 
     result = evaluate(summary.best_checkpoint, blobs_data, "test", ("persistence",), out=tmp_path / "eval")

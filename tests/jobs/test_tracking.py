@@ -14,7 +14,7 @@ from jobs import checkpoints
 from jobs.registry import tracking
 from jobs.training.config import load_config
 from jobs.registry.modelio import load_model
-from jobs.training.driver import train
+from jobs.training.driver import Compute, RunOptions, train
 
 IN_LEN = OUT_LEN = 4
 SIZE = 32
@@ -24,10 +24,11 @@ SIZE = 32
 def mnist_data(ray_local, sample_data, tmp_path_factory) -> str:
     """Moving MNIST from the real MNIST test digits: 16 train / 8 val sequences of 4 + 4 frames, 32x32."""
     from pipelines.mnist import MnistOptions, prepare_mnist
+    from pipelines.driver import Publish
 
     out = tmp_path_factory.mktemp("mnist") / "data"
-    prepare_mnist(sample_data / "mnist" / "t10k-images-idx3-ubyte.gz", str(out), MnistOptions(counts=(16, 8, 0), size=SIZE, frames=IN_LEN + OUT_LEN, subset=50),
-                  progress=False)
+    prepare_mnist(sample_data / "mnist" / "t10k-images-idx3-ubyte.gz", str(out), MnistOptions(counts=(16, 8, 0),
+                                                                                              size=SIZE, frames=IN_LEN + OUT_LEN, subset=50), publish=Publish(progress=False))
     return str(out)
 
 
@@ -36,7 +37,8 @@ def trained(mnist_data, tmp_path_factory):
     """mnist-tiny for one epoch in this process, registered as `test-tracking-mnist`."""
     storage = tmp_path_factory.mktemp("storage")
     cfg = load_config("mnist-tiny", "mnist", ["registry.name=test-tracking-mnist", "train.epochs=1"])
-    return train(cfg, mnist_data, workers=0, storage_path=str(storage), run_name="mnist-reload")
+    return train(cfg, mnist_data, compute=Compute(workers=0),
+                 run=RunOptions(storage_path=str(storage), run_name="mnist-reload"))
 
 
 def test_logged_model_reloads_at_any_batch_size(trained):
@@ -96,8 +98,9 @@ def test_run_against_a_tracking_server(mnist_data, mlflow_server, tmp_path):
     uri, root = mlflow_server
     local_runs_before = _run_count(None)
     cfg = load_config("mnist-tiny", "mnist", ["registry.name=test-server-mnist", "train.epochs=1"])
-    summary = train(cfg, mnist_data, workers=1, tracking_uri=uri, experiment="server-test",
-                    storage_path=str(tmp_path), run_name="mnist-server")
+    summary = train(cfg, mnist_data, compute=Compute(workers=1),
+                    run=RunOptions(tracking_uri=uri, experiment="server-test", storage_path=str(tmp_path),
+                                   run_name="mnist-server"))
     client = tracking.client(uri)
     run = client.get_run(summary.run_id)
     assert run.info.status == "FINISHED"

@@ -22,7 +22,7 @@ from jobs.cli import main
 from jobs.training.config import from_dict, load_config
 from jobs.registry.modelio import load_model
 from jobs.tasks import get_task
-from jobs.training.driver import NonFiniteLossError, train
+from jobs.training.driver import Compute, NonFiniteLossError, RunOptions, train
 
 REGISTERED = "test-train-kth"
 TRAIN_WINDOWS, VAL_WINDOWS = 24, 12
@@ -33,12 +33,14 @@ def kth_data(ray_local, tmp_path_factory) -> str:
     """Synthetic KTH videos through the real prepare: persons 11, 12 (train) and 1 (val), 3 actions,
     2 scenarios, 30 frames -> two 15-frame windows each, 30x40 grey."""
     from pipelines.kth import KthOptions, prepare_kth
+    from pipelines.driver import Publish
     from pipelines.synthetic import write_kth_videos
 
     root = tmp_path_factory.mktemp("kth")
     write_kth_videos(root / "videos", persons=[11, 12, 1], actions=("boxing", "handwaving", "walking"),
                      scenarios=("d1", "d2"), frames=30)
-    manifest = prepare_kth(root / "videos", str(root / "data"), KthOptions(size=(30, 40)), progress=False)
+    manifest = prepare_kth(root / "videos", str(root / "data"), KthOptions(size=(30, 40)),
+                           publish=Publish(progress=False))
     assert (manifest["splits"]["train"]["count"], manifest["splits"]["val"]["count"]) == (TRAIN_WINDOWS, VAL_WINDOWS)
     return str(root / "data")
 
@@ -113,8 +115,8 @@ def test_ddp_ranks_validate_disjoint_windows(kth_data, tmp_path):
     """Validation is sharded: each rank reads its own windows once per epoch, together all of them."""
     cfg = load_config("kth-tiny", "kth", ["train.epochs=1", "registry.register=false"])
     progress = tmp_path / "progress"
-    train(cfg, kth_data, workers=2, storage_path=str(tmp_path / "ckpt"), run_name="kth-sharded-val",
-          progress_dir=str(progress))
+    train(cfg, kth_data, compute=Compute(workers=2),
+          run=RunOptions(storage_path=str(tmp_path / "ckpt"), run_name="kth-sharded-val", progress_dir=str(progress)))
     read = [json.loads((progress / f"rank{rank}.json").read_text())["val_windows"] for rank in (0, 1)]
     assert sum(read) == VAL_WINDOWS and all(0 < n < VAL_WINDOWS for n in read)
 
@@ -145,14 +147,14 @@ def test_a_second_identical_ddp_run_is_bit_identical_and_registers_challenger(dd
 
 def test_resume_continues_the_same_mlflow_run(kth_data, tmp_path):
     common = ["registry.register=false", "data.shuffle_buffer=0"]
-    first = train(load_config("kth-tiny", "kth", [*common, "train.epochs=1"]), kth_data, workers=0,
-                  storage_path=str(tmp_path), run_name="kth-resume")
+    first = train(load_config("kth-tiny", "kth", [*common, "train.epochs=1"]), kth_data, compute=Compute(workers=0),
+                  run=RunOptions(storage_path=str(tmp_path), run_name="kth-resume"))
     assert (first.epochs, first.steps) == (1, 3)
     with pytest.raises(ValueError, match="^train.epochs"):
-        train(load_config("kth-tiny", "kth", [*common, "train.epochs=1"]), kth_data, workers=0,
-              storage_path=str(tmp_path), run_name="kth-resume", resume=True)
-    resumed = train(load_config("kth-tiny", "kth", [*common, "train.epochs=2"]), kth_data, workers=0,
-                    storage_path=str(tmp_path), run_name="kth-resume", resume=True)
+        train(load_config("kth-tiny", "kth", [*common, "train.epochs=1"]), kth_data, compute=Compute(workers=0),
+              run=RunOptions(storage_path=str(tmp_path), run_name="kth-resume", resume=True))
+    resumed = train(load_config("kth-tiny", "kth", [*common, "train.epochs=2"]), kth_data, compute=Compute(workers=0),
+                    run=RunOptions(storage_path=str(tmp_path), run_name="kth-resume", resume=True))
     assert resumed.run_id == first.run_id
     assert (resumed.epochs, resumed.steps) == (2, 6)
     assert steps_of(first.run_id, "train_loss") == list(range(2, 7, 2))  # synced every log_every_steps (2)
@@ -163,8 +165,8 @@ def test_resume_continues_the_same_mlflow_run(kth_data, tmp_path):
 
 def test_resume_without_a_checkpoint_fails_before_any_run(kth_data, tmp_path):
     with pytest.raises(FileNotFoundError, match="--resume: run 'nothing-here' has no checkpoint"):
-        train(load_config("kth-tiny", "kth"), kth_data, workers=0, storage_path=str(tmp_path),
-              run_name="nothing-here", resume=True)
+        train(load_config("kth-tiny", "kth"), kth_data, compute=Compute(workers=0),
+              run=RunOptions(storage_path=str(tmp_path), run_name="nothing-here", resume=True))
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(kth_data, tmp_path):
@@ -174,8 +176,9 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(kth_data, tmp_
     cfg = load_config("kth-tiny", "kth", [
         f"data.batch_size={TRAIN_WINDOWS}", "optim.lr=3e37", "schedule.name=cosine_warmup",
         "schedule.warmup_steps=1", "train.epochs=5", "registry.register=false"])
-    with pytest.raises(NonFiniteLossError, match=r"non-finite training loss \((nan|inf)\) by step 3 \(epoch 3\)") as err:
-        train(cfg, kth_data, workers=0, storage_path=str(tmp_path), run_name="kth-nan")
+    with pytest.raises(NonFiniteLossError,
+                       match=r"non-finite training loss \((nan|inf)\) by step 3 \(epoch 3\)") as err:
+        train(cfg, kth_data, compute=Compute(workers=0), run=RunOptions(storage_path=str(tmp_path), run_name="kth-nan"))
     assert str(err.value).endswith(str(tmp_path / "kth-nan" / "epoch_0002"))
     assert checkpoints.list_epochs(str(tmp_path), "kth-nan") == [1, 2]
     client = tracking.client()
@@ -186,7 +189,8 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(kth_data, tmp_
 
 def test_best_checkpoint_is_the_earliest_best_surviving_one(tmp_path):
     for epoch, accuracy in ((1, 0.5), (2, 0.5), (3, 0.25), (4, float("nan"))):
-        checkpoints.save({"epoch": epoch, "model": {}, "model_spec": {}}, {"val_accuracy": accuracy}, tmp_path / "run" / checkpoints.epoch_dir_name(epoch))
+        checkpoints.save({"epoch": epoch, "model": {}, "model_spec": {}}, {"val_accuracy": accuracy},
+                         tmp_path / "run" / checkpoints.epoch_dir_name(epoch))
     best = checkpoints.best(str(tmp_path), "run", "val_accuracy", "max")
     assert best.endswith("epoch_0001") and checkpoints.load(best)["epoch"] == 1
     assert checkpoints.best(str(tmp_path), "run", "val_accuracy", "min").endswith("epoch_0003")
@@ -200,7 +204,8 @@ def test_monitor_val_loss_on_an_accuracy_config_registers_the_lowest_loss_epoch(
     cfg = load_config("kth-tiny", "kth", ["train.monitor=val_loss", "train.epochs=3", "train.keep_checkpoints=3",
                                           "registry.name=test-train-monitor-loss"])
     assert cfg.train.mode is None
-    summary = train(cfg, kth_data, workers=0, storage_path=str(tmp_path), run_name="kth-monitor-loss")
+    summary = train(cfg, kth_data, compute=Compute(workers=0),
+                    run=RunOptions(storage_path=str(tmp_path), run_name="kth-monitor-loss"))
     losses = [value for _, value in tracking.metric_history(None, summary.run_id, "val_loss")]
     assert len(losses) == 3
     lowest = int(np.argmin(losses)) + 1
@@ -222,7 +227,8 @@ def test_bad_settings_fail_before_any_cluster_or_mlflow_work(kth_data, tmp_path,
     client = tracking.client()
     before = len(client.search_experiments())
     with pytest.raises(ValueError, match=match):
-        train(load_config(f"{task}-tiny", task, overrides), kth_data, workers=2, storage_path=str(tmp_path))
+        train(load_config(f"{task}-tiny", task, overrides), kth_data, compute=Compute(workers=2),
+              run=RunOptions(storage_path=str(tmp_path)))
     assert len(client.search_experiments()) == before and not any(tmp_path.iterdir())
 
 
@@ -250,8 +256,9 @@ def test_killed_worker_restarts_from_the_last_checkpoint(kth_data, tmp_path):
     killer = threading.Thread(target=kill_rank1_in_epoch_3, daemon=True)
     killer.start()
     cfg = load_config("kth-tiny", "kth", ["train.epochs=4", "train.max_failures=1", "registry.register=false"])
-    summary = train(cfg, kth_data, workers=2, storage_path=str(tmp_path / "storage"), run_name="kth-killed",
-                    progress_dir=str(progress))
+    summary = train(cfg, kth_data, compute=Compute(workers=2),
+                    run=RunOptions(storage_path=str(tmp_path / "storage"), run_name="kth-killed",
+                                   progress_dir=str(progress)))
     killer.join(timeout=30)
     assert seen["killed"]["epoch"] >= 2
     assert seen["restarted"]["epoch"] >= 1  # resumed from a checkpoint, not from scratch

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from pipelines.kth import CATEGORIES, KthOptions, parse_name, plan, prepare_kth
+from pipelines.driver import Publish
 from pipelines.kth_sequences import load_sequences, parse_sequences
 from pipelines.shards import read_windows
 from pipelines.kth_splits import KTH_PERSONS, PRESETS, check_covered, is_known, load_split
@@ -85,7 +86,7 @@ def test_prepare_matches_direct_decode_and_rejects_bad_inputs(ray_local, tmp_pat
     bad = write_bad_inputs(src / "misc", person=5)
     (src / "README.txt").write_text("not a video and not .avi: ignored")
     options = KthOptions(frame_len=6, stride=4, size=(30, 40))
-    manifest = prepare_kth(src, str(tmp_path / "out"), options, progress=False)
+    manifest = prepare_kth(src, str(tmp_path / "out"), options, publish=Publish(progress=False))
 
     rejected = {r["file"]: r["reason"] for r in manifest["rejected"]}
     assert set(rejected) == {str(p) for p in bad.values()}
@@ -130,7 +131,7 @@ def test_color_flat_layout_and_sequences(ray_local, tmp_path):
     sequences.write_bytes(b"header\r\n\r\nperson12_jogging_d2\t\tframes\t3-12, 20-30\r\n"
                           b"person12_running_d2\t*missing*\r\n")
     options = KthOptions(frame_len=4, stride=4, size=(12, 16), color=True, sequences=str(sequences))
-    manifest = prepare_kth(src, str(tmp_path / "out"), options, progress=False)
+    manifest = prepare_kth(src, str(tmp_path / "out"), options, publish=Publish(progress=False))
 
     reasons = sorted(r["reason"] for r in manifest["rejected"])
     assert reasons == ["no entry person12_boxing_d2 in the sequences file",

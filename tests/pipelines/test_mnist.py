@@ -8,6 +8,7 @@ import pytest
 
 from pipelines.mnist import (DIGIT, SPEED_RANGE, MnistOptions, load_idx_images, prepare_mnist, sequence,
                              subset_indices)
+from pipelines.driver import Publish
 from pipelines.shards import read_windows
 
 
@@ -75,7 +76,7 @@ def test_single_digit_comes_from_subset_stays_inside_and_bounces(images):
 
 def test_prepare_counts_and_content(ray_local, mnist_file, images, tmp_path):
     options = MnistOptions(counts=(5, 0, 3), digits=2, size=32, frames=4, subset=40, seed=2, chunk=2)
-    manifest = prepare_mnist(mnist_file, str(tmp_path / "mm"), options, progress=False)
+    manifest = prepare_mnist(mnist_file, str(tmp_path / "mm"), options, publish=Publish(progress=False))
     assert {s: v["count"] for s, v in manifest["splits"].items()} == {"train": 5, "val": 0, "test": 3}
     subset = np.array(manifest["subset_indices"])
     assert np.array_equal(subset, subset_indices(len(images), 40, 2))
@@ -89,7 +90,7 @@ def test_prepare_counts_and_content(ray_local, mnist_file, images, tmp_path):
 
     # chunking is an execution detail: other chunks, same sequences
     again = prepare_mnist(mnist_file, str(tmp_path / "mm2"), MnistOptions(**{**options.__dict__, "chunk": 5}),
-                          progress=False)
+                          publish=Publish(progress=False))
     assert np.array_equal(read_windows(str(tmp_path / "mm2"), "train")["frames"],
                           read_windows(str(tmp_path / "mm"), "train")["frames"])
     assert again["params"] == manifest["params"]

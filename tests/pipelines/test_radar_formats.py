@@ -21,7 +21,7 @@ import pytest
 from PIL import Image
 
 from pipelines.radar.archive import safe_extract, source_folder
-from pipelines.radar.days import BLOCK_FRAMES, load_days_file, plan_units
+from pipelines.radar.days import BLOCK_FRAMES, SplitPlan, load_days_file, plan_units
 from pipelines.radar.formats import detect_format, get_format, list_frames, probe_frames, read_dbz, resolve_format
 from pipelines.radar.frame_format import FrameError
 from pipelines.radar.preprocess import check_crop, center_crop, parse_hw, preprocess, resize, to_canonical
@@ -304,7 +304,7 @@ def paper_times(days: int = 97) -> list[datetime]:
 
 def test_paper_blocks_give_the_papers_8148_2037_2037():
     step = timedelta(minutes=6)
-    units = plan_units(paper_times(), step, length=20, stride=1, split="paper-blocks", seed=0)
+    units = plan_units(paper_times(), step, length=20, stride=1, plan=SplitPlan("paper-blocks", seed=0))
     counts = {s: sum(len(u.starts) for u in units if u.split == s) for s in ("train", "val", "test")}
     assert counts == {"train": 8148, "val": 2037, "test": 2037}
     assert len(units) == 97 * 6
@@ -315,8 +315,8 @@ def test_paper_blocks_give_the_papers_8148_2037_2037():
     for unit in units:
         per_day.setdefault(unit.id.split("/")[0], []).append(unit.split)
     assert all(sorted(s) == ["test"] + ["train"] * 4 + ["val"] for s in per_day.values())
-    again = plan_units(paper_times(), step, length=20, stride=1, split="paper-blocks", seed=0)
-    other = plan_units(paper_times(), step, length=20, stride=1, split="paper-blocks", seed=1)
+    again = plan_units(paper_times(), step, length=20, stride=1, plan=SplitPlan("paper-blocks", seed=0))
+    other = plan_units(paper_times(), step, length=20, stride=1, plan=SplitPlan("paper-blocks", seed=1))
     assert [u.split for u in again] == [u.split for u in units]
     assert [u.split for u in other] != [u.split for u in units]
 
@@ -324,7 +324,7 @@ def test_paper_blocks_give_the_papers_8148_2037_2037():
 def test_days_split_is_seeded_stable_and_follows_a_days_file(tmp_path):
     step = timedelta(minutes=6)
     times = paper_times(120)
-    plan = lambda seed, t=times: {u.id: u.split for u in plan_units(t, step, 20, 5, "days", seed, 0.2, 0.1)}
+    plan = lambda seed, t=times: {u.id: u.split for u in plan_units(t, step, 20, 5, SplitPlan("days", seed, 0.2, 0.1))}
     first = plan(0)
     assert first == plan(0) and first != plan(1)
     assert set(first.values()) == {"train", "val", "test"}
@@ -333,7 +333,7 @@ def test_days_split_is_seeded_stable_and_follows_a_days_file(tmp_path):
     assert {d: s for d, s in plan(0, times[: 240 * 50]).items()} == {d: first[d] for d in list(first)[:50]}
     days_file = tmp_path / "days.json"
     days_file.write_text('{"train": ["2016-01-01", "2016-01-02"], "test": ["2016-01-03"]}')
-    units = plan_units(times, step, 20, 1, "days", days=load_days_file(days_file))
+    units = plan_units(times, step, 20, 1, SplitPlan("days", days=load_days_file(days_file)))
     assert [(u.id, u.split, len(u.starts)) for u in units] == [
         ("2016-01-01", "train", 221), ("2016-01-02", "train", 221), ("2016-01-03", "test", 221)]
     days_file.write_text('{"train": ["2016-01-01"], "val": ["2016-01-01"]}')
@@ -343,16 +343,16 @@ def test_days_split_is_seeded_stable_and_follows_a_days_file(tmp_path):
     with pytest.raises(ValueError, match="--days-file"):
         load_days_file(days_file)
     with pytest.raises(ValueError, match="--val-fraction"):
-        plan_units(times, step, 20, 1, "days", val_fraction=1.5)
+        plan_units(times, step, 20, 1, SplitPlan("days", val_fraction=1.5))
 
 
 def test_mch_sample_crosses_midnight_into_two_days(mch_dir):
     frames, _ = list_frames(mch_dir, get_format("mch"))
     times = [f.time for f in frames]
-    units = plan_units(times, FIVE_MIN, length=6, stride=1, split="days",
-                       days={"2016-07-11": "train", "2016-07-12": "val"})
+    units = plan_units(times, FIVE_MIN, length=6, stride=1,
+                       plan=SplitPlan("days", days={"2016-07-11": "train", "2016-07-12": "val"}))
     assert [(u.id, len(u.times), len(u.starts)) for u in units] == [("2016-07-11", 39, 34), ("2016-07-12", 1, 0)]
-    blocks = plan_units(times, FIVE_MIN, length=6, stride=1, split="paper-blocks")
+    blocks = plan_units(times, FIVE_MIN, length=6, stride=1, plan=SplitPlan("paper-blocks"))
     # 200-minute blocks from midnight: 20:45-23:15 is b06 (31 frames), 23:20-23:55 b07, 00:00 the next day's b00.
     assert [(u.id, len(u.times), len(u.starts)) for u in blocks] == [
         ("2016-07-11/b06", 31, 26), ("2016-07-11/b07", 8, 3), ("2016-07-12/b00", 1, 0)]
@@ -387,11 +387,10 @@ def test_load_sequence_reads_latest_frames_like_prepare_and_reports_gaps(mch_dir
 def test_time_split_is_chronological_and_windows_stay_inside_spans():
     from datetime import datetime, timedelta
 
-    from pipelines.radar.days import plan_units
 
     step = timedelta(minutes=5)
     times = [datetime(2016, 7, 11, 20, 45) + i * step for i in range(40)]
-    units = plan_units(times, step, length=6, stride=1, split="time", val_fraction=0.2, test_fraction=0.2)
+    units = plan_units(times, step, length=6, stride=1, plan=SplitPlan("time", val_fraction=0.2, test_fraction=0.2))
     assert [u.split for u in units] == ["train", "val", "test"]
     assert [len(u.times) for u in units] == [24, 8, 8]
     assert units[0].times[-1] < units[1].times[0] < units[1].times[-1] < units[2].times[0]

@@ -443,12 +443,13 @@ def test_prepare_bom_sample_auto_end_to_end_and_nowcast_input(ray_local, sample_
 @pytest.mark.slow  # prepare + train + register a radar-tiny model on the BoM sample (~1 min)
 def test_nowcast_cli_on_the_bom_sample(ray_local, sample_data, tmp_path, capsys):
     from pipelines.radar.prepare import RadarOptions, prepare_radar
+    from pipelines.driver import Publish
     from tiny_models import train_tiny
 
     src = sample_data / "radar-bom-sample"
     data = tmp_path / "bom32"
     options = RadarOptions(in_len=3, out_len=3, size=(32, 32), split="time", val_fraction=0.3, test_fraction=0.3)
-    prepare_radar(src, str(data), "bom", options, progress=False)
+    prepare_radar(src, str(data), "bom", options, publish=Publish(progress=False))
     model = train_tiny("radar", data, "convlstm-radar-bomnowcasttest")
     out = tmp_path / "nowcast"
     assert main(["nowcast", "--model", model, "--src", str(src), "--out", str(out)]) == 0

@@ -199,6 +199,7 @@ def test_bad_arguments_exit_2_with_one_line_and_write_nothing(sample_data, tmp_p
 
 def test_dataset_options_round_trip_through_the_manifest_params():
     """One validated options class per dataset: params are written and read back by the same code."""
+    from manifests import manifest_of
     from pipelines.kth import KthOptions
     from pipelines.mnist import MnistOptions
     from pipelines.radar.prepare import RadarOptions
@@ -213,5 +214,5 @@ def test_dataset_options_round_trip_through_the_manifest_params():
     mnist = MnistOptions(counts=(5, 2, 3), digits=3, size=48, frames=12, subset=40, seed=9)
     assert MnistOptions.from_params(mnist.to_params()) == mnist
     kth = KthOptions(frame_len=7, stride=3, size=(30, 40), color=True, split="tutorial")
-    manifest = {"params": kth.to_params(), "splits": {}}
+    manifest = manifest_of("kth", params=kth.to_params())
     assert KthOptions.from_manifest(manifest, Path("/nonexistent")) == kth

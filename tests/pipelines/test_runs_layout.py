@@ -16,6 +16,7 @@ from jobs.cli import main
 from pipelines import shards
 from pipelines.manifest import load_manifest, manifest_path
 from pipelines.radar.prepare import RadarOptions, prepare_radar
+from pipelines.driver import Publish
 from pipelines.runs import Run, covered, cut, frame_schema
 from pipelines.shards import read_dataset, read_windows, stack_runs, to_table, window_counts, with_starts, write_shard
 
@@ -82,7 +83,7 @@ def both_layouts(ray_local, sample_data, tmp_path_factory) -> dict[str, tuple[Pa
     for name, folder in SAMPLES.items():
         pair = (root / f"{name}-runs", root / f"{name}-windows")
         for out, layout in zip(pair, ("runs", "windows")):
-            prepare_radar(sample_data / folder, str(out), options=PAPER, progress=False, layout=layout)
+            prepare_radar(sample_data / folder, str(out), options=PAPER, layout=layout, publish=Publish(progress=False))
         made[name] = pair
     return made
 
@@ -168,7 +169,7 @@ def test_a_dataset_written_before_layouts_existed_still_loads(both_layouts, tmp_
     for split_dir in windows.iterdir():
         if split_dir.is_dir():
             (old / split_dir.name).symlink_to(split_dir)
-    manifest = load_manifest(windows)
+    manifest = load_manifest(windows).to_json()
     del manifest["layout"]
     Path(manifest_path(str(old))).write_text(json.dumps(manifest))
     split = next(s for s, info in manifest["splits"].items() if info["count"])

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from ray import cloudpickle
 
-from pipelines.driver import Rejected, RejectedSourcesError, Source, run_prepare
-from pipelines.manifest import fingerprint, load_manifest, source_checksum
+from pipelines.driver import DatasetSpec, Publish, Rejected, RejectedSourcesError, Source, run_prepare
+from pipelines.manifest import Manifest, fingerprint, load_manifest, source_checksum
 from pipelines.shards import read_dataset, read_windows
 
 # Ray workers cannot import this test module by name: ship its functions by value.
@@ -64,10 +64,10 @@ BASE = {
 }
 
 
-def prepare(sources, out, **kwargs) -> dict:
-    kwargs.setdefault("params", PARAMS)
-    return run_prepare(task="toy", sources=sources, windows_fn=toy_windows, out=str(out),
-                       schema=SCHEMA, progress=False, **kwargs)
+def prepare(sources, out, params=PARAMS, extra=None, rejected=None, **publish) -> Manifest:
+    spec = DatasetSpec(task="toy", params=params, schema=SCHEMA, extra=extra)
+    return run_prepare(spec, sources, toy_windows, str(out), rejected=rejected,
+                       publish=Publish(progress=False, **publish))
 
 
 def leftovers(out: Path) -> list[str]:
@@ -186,7 +186,7 @@ def test_same_inputs_same_fingerprint(ray_local, tmp_path):
     a = prepare(make_sources(tmp_path, BASE), tmp_path / "a")
     b = prepare(make_sources(tmp_path, BASE), tmp_path / "b")
     assert a["fingerprint"] == b["fingerprint"] == fingerprint(load_manifest(tmp_path / "b"))
-    assert fingerprint({**a, "params": {"frame_len": 4}}) != a["fingerprint"]
+    assert fingerprint({**a.to_json(), "params": {"frame_len": 4}}) != a.fingerprint
 
 
 def test_strict_rejection_publishes_nothing(ray_local, tmp_path):

@@ -20,7 +20,7 @@ def _publish(data: Path, windows: int, shards: list[str]) -> dict:
             shard.write_bytes(name.encode() * 10)
     manifest = build_manifest(task="radar", params={}, schema={}, rejected=[],
                               splits={"train": {"members": [], "count": windows, "per_class": {}}},
-                              sources={name: {"windows": 1} for name in shards})
+                              sources={name: {"size": 10, "sha256": "", "split": "train", "windows": 1} for name in shards})
     write_manifest(str(data), manifest)
     return manifest
 
