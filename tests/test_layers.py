@@ -141,7 +141,6 @@ ALLOWED_INLINE: set[str] = {
     "jobs/training/mlflow_run.py:finish_run",
     "jobs/training/ray_fit.py:fit_ray",
     "jobs/training/ray_fit.py:ordered_ingest",
-    "jobs/training/ray_fit.py:read_split",
     "jobs/training/ray_fit.py:stoppable_trainer",
     "jobs/training/sessions.py:__init__",
     "jobs/training/sessions.py:_concatenated",
@@ -169,7 +168,6 @@ ALLOWED_INLINE: set[str] = {
     "pipelines/ray_session.py:_init",
     "pipelines/ray_session.py:init_ray",
     "pipelines/shards.py:_empty_table",
-    "pipelines/shards.py:read_dataset",
 }
 
 

@@ -15,6 +15,7 @@ from jobs.training.loop import WorkerSpec, ray_worker
 from jobs.training.placement import placement_strategy
 from jobs.training.sessions import val_dataset_key
 from pipelines.manifest import Manifest
+from pipelines.shards import bounded_read_ahead, read_dataset
 
 
 def fit_ray(spec: WorkerSpec, workers: int, address: str | None, cpus_per_worker: float | None) -> dict[str, Any]:
@@ -51,7 +52,7 @@ def fit_ray(spec: WorkerSpec, workers: int, address: str | None, cpus_per_worker
             failure_config=ray.train.FailureConfig(max_failures=cfg.train.max_failures)),
         datasets=datasets,
         # Deterministic shards: the streaming split hands the same blocks to the same rank in every run.
-        dataset_config=ray.train.DataConfig(datasets_to_split=["train"], execution_options=ordered_ingest()),
+        dataset_config=ray.train.DataConfig(datasets_to_split=["train"], execution_options=ordered_ingest(cfg.data.read_ahead_mb)),
     )
     handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -103,9 +104,7 @@ def training_windows(spec: WorkerSpec):
 
 def read_split(spec: WorkerSpec, data: TrainingData, split: str, limit: int | None) -> tuple[Any, int]:
     """(Ray Dataset of one dataset's split, in a fixed order and cut to `limit` windows, its row count)."""
-    from pipelines.shards import read_dataset
-
-    ds = read_dataset(data.uri, split, columns=list(spec.columns))
+    ds = read_dataset(data.uri, split, columns=list(spec.columns), read_ahead_mb=spec.config.data.read_ahead_mb)
     ds.context.execution_options.preserve_order = True  # same windows, same order, every run
     return (ds.limit(limit) if limit else ds), split_rows(data.manifest, split, limit)
 
@@ -116,14 +115,14 @@ def materialized(spec: WorkerSpec, ds, rows: int):
     return ds.materialize() if small else ds
 
 
-def ordered_ingest():
+def ordered_ingest(read_ahead_mb: float):
     """Ray Train's default ingest options with `preserve_order`, which also turns off the output
-    splitter's locality-driven (timing-dependent) block assignment."""
+    splitter's locality-driven (timing-dependent) block assignment, and the read-ahead cap."""
     import ray.train
 
     options = ray.train.DataConfig.default_ingest_options()
     options.preserve_order = True
-    return options
+    return bounded_read_ahead(options, read_ahead_mb)
 
 
 def window_bytes(manifest: Manifest, columns: list[str]) -> int:
