@@ -11,7 +11,6 @@ import json
 import math
 import os
 import re
-import signal
 import sys
 import tempfile
 from dataclasses import asdict, dataclass
@@ -23,7 +22,8 @@ import numpy as np
 import torch
 
 from jobs import paths, plots
-from jobs.errors import CommandError, NonFiniteLossError, stop_on_signal
+from jobs import signals
+from jobs.errors import CommandError, NonFiniteLossError
 from jobs.registry import tracking
 from jobs.tasks import Task, get_task
 from jobs import checkpoints
@@ -169,10 +169,11 @@ def train(
             raise NonFiniteLossError(f"{outcome['message']}; training stopped, last good checkpoint: "
                                      f"{last or 'none (no epoch completed)'}")
         _check_windows(outcome, cfg, datasets, workers)
+        signals.raise_if_stopped()  # a signal whose exception something swallowed: register nothing
         summary = _finish(cfg, task, uri, run_id, experiment_id, run_name, storage_path, outcome, datasets, inputs)
     except BaseException as exc:
         tracking.client(uri).set_tag(run_id, f"{tracking.TAG_PREFIX}error", str(exc)[:5000])
-        tracking.end_run(uri, run_id, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+        tracking.end_run(uri, run_id, "KILLED" if signals.stopped(exc) else "FAILED")
         raise
     tracking.end_run(uri, run_id, "FINISHED")
     return summary
@@ -332,14 +333,11 @@ def _fit_ray(spec: WorkerSpec, workers: int, address: str | None, cpus_per_worke
         # Deterministic shards: the streaming split hands the same blocks to the same rank in every run.
         dataset_config=ray.train.DataConfig(datasets_to_split=["train"], execution_options=_ordered_ingest()),
     )
-    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
-        result = trainer.fit()
+        with signals.kept():  # Ray Train's handler must not outlive fit()
+            result = trainer.fit()
     except ray.train.TrainingFailedError as exc:
         raise CommandError(f"training failed: {exc}") from exc
-    finally:
-        for signum, handler in handlers.items():  # Ray Train's handler must not outlive fit()
-            signal.signal(signum, handler)
     return result.return_value
 
 
@@ -352,18 +350,16 @@ def _stoppable_trainer():
 
     class StoppableTrainer(TorchTrainer):
         def _register_sigint_handler(self, controller) -> None:  # Ray Train v2's hook, main thread only
-            def stop(signum, frame):
-                signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the abort short
-                try:
-                    ray.get(controller.abort.remote(), timeout=60)
-                except Exception:  # the controller may be gone already
-                    pass
-                stop_on_signal(signum, frame)
-
-            signal.signal(signal.SIGINT, stop)
-            signal.signal(signal.SIGTERM, stop)
+            signals.install(abort=lambda: _abort(ray, controller))
 
     return StoppableTrainer
+
+
+def _abort(ray, controller) -> None:
+    """Abort the Ray Train controller, bounded; skipped when Ray's own processes are gone (SIGTERM to
+    the whole process group stops them too, and a call to them would wait for their GCS)."""
+    if signals.ray_node_alive():
+        ray.get(controller.abort.remote(), timeout=signals.ABORT_TIMEOUT_S)
 
 
 def _training_windows(spec: WorkerSpec):
