@@ -70,7 +70,12 @@ def manifest_problem(manifest) -> str | None:
 
 
 def write_manifest(dataset: str, manifest: dict) -> None:
-    storage.write_text(manifest_path(dataset), json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    storage.write_text(manifest_path(dataset), manifest_text(manifest))
+
+
+def manifest_text(manifest: dict) -> str:
+    """manifest.json's text: indented JSON, keys sorted."""
+    return json.dumps(manifest, indent=1, sort_keys=True) + "\n"
 
 
 def fingerprint(manifest: dict) -> str:
