@@ -35,6 +35,8 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, quiet: boo
     """Initialise Ray once; returns the `ray` module. `address` wins over RAY_ADDRESS."""
     import ray
 
+    if address:
+        check_address(address)  # also when connected already (tests share one Ray): a bad --address is refused
     if ray.is_initialized():
         return ray
     if threading.current_thread() is threading.main_thread():
@@ -88,8 +90,8 @@ def check_address(address: str, timeout_s: float = PROBE_TIMEOUT_S) -> None:
 
 
 def _init(ray, address: str | None, num_cpus: int | None, quiet: bool):
-    address = address or os.environ.get("RAY_ADDRESS") or None
-    if address:
+    if not address and os.environ.get("RAY_ADDRESS"):
+        address = os.environ["RAY_ADDRESS"]
         check_address(address)
     kwargs: dict = {"log_to_driver": not quiet or bool(address), "configure_logging": True}
     if quiet:
