@@ -2,8 +2,9 @@
 command unwinds (staging folders removed, the MLflow run ended KILLED, nothing registered or
 published), and the CLI says so in one line, exit 130 (SIGINT) or 143 (SIGTERM).
 
-- `handled()`: what `jobs.cli.main` runs every command in; installs `stop_on_signal` for SIGINT and
-  SIGTERM, clears the record of received signals, and puts the previous handlers back afterwards.
+- `begin()` / `end()`: what `jobs.cli.main` runs every command between (inside `kept()`, which puts
+  the previous handlers back afterwards): `stop_on_signal` for SIGINT and SIGTERM, a fresh record of
+  the signals received.
 - `kept()`: puts back, when a block ends, the handlers in effect when it began: a library that installs
   its own (`ray.init` replaces SIGTERM's by `sys.exit`, Ray Train's `fit` SIGINT's) must not outlive
   the call. `install(abort)` re-installs ours inside such a call, with a bounded `abort` step first.
@@ -29,7 +30,7 @@ SIGNALS = (signal.SIGINT, signal.SIGTERM)
 ABORT_TIMEOUT_S = 10.0  # for an abort step (Ray Train's controller) before the signal is raised
 SHUTDOWN_TIMEOUT_S = 10.0  # for shutting down a local Ray after a signal
 
-RECEIVED: list[int] = []  # signals received during this command, oldest first (`handled` clears it)
+RECEIVED: list[int] = []  # signals received during this command, oldest first (`begin`/`end` clear it)
 
 
 def stop_on_signal(signum: int, frame=None) -> None:
@@ -101,19 +102,21 @@ def install(abort: Callable[[], None] | None = None) -> None:
 
 
 def ignore() -> None:
-    """Ignore SIGINT and SIGTERM from now on (main thread; `kept`/`handled` put the handlers back)."""
+    """Ignore SIGINT and SIGTERM from now on (main thread; `kept` puts the handlers back)."""
     if _main_thread():
         for signum in SIGNALS:
             signal.signal(signum, signal.SIG_IGN)
 
 
-@contextmanager
-def handled() -> Iterator[None]:
-    """Run a command with SIGINT and SIGTERM raising (`install`); the previous handlers come back after."""
+def begin() -> None:
+    """Start a command: forget the signals of the previous one, make SIGINT and SIGTERM raise (`install`)."""
     RECEIVED.clear()
-    with kept():
-        install()
-        yield
+    install()
+
+
+def end() -> None:
+    """End a command: forget its signals (library code called afterwards must not see them)."""
+    RECEIVED.clear()
 
 
 def ray_running() -> bool:

@@ -58,8 +58,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     ray_before = signals.ray_running()
-    with signals.handled():  # Ctrl-C and SIGTERM raise in every command (jobs.signals)
+    with signals.kept():  # the caller's handlers come back afterwards
         try:
+            signals.begin()  # Ctrl-C and SIGTERM raise in every command (jobs.signals); inside the try
             return int(args.func(args) or 0)
         except (Exception, KeyboardInterrupt) as exc:
             if signals.stopped(exc):  # the signal, or what Ray raised after it stopped Ray's processes too
@@ -74,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
                 raise
             print(f"convlstm {args.command}: error: {message}", file=sys.stderr)
             return code
+        finally:
+            signals.end()
 
 
 def _one_line(exc: Exception, tracking_uri: str | None) -> tuple[str | None, int]:
