@@ -6,7 +6,6 @@ for bad arguments and inputs); only `jobs.cli` turns them into one line on stder
 from __future__ import annotations
 
 import os
-import signal
 
 EXIT_FAILED, EXIT_USAGE, EXIT_TEMPFAIL, EXIT_INTERRUPTED, EXIT_TERMINATED = 1, 2, 75, 130, 143
 
@@ -28,22 +27,6 @@ class NonFiniteLossError(CommandError):
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM: handled like Ctrl-C (the MLflow run ends KILLED, nothing registered), exit 143."""
-
-
-RECEIVED: list[int] = []  # signals stop_on_signal handled in this command, oldest first (the CLI clears it)
-
-
-def stop_on_signal(signum: int, frame=None) -> None:
-    """Signal handler: SIGTERM raises Terminated, SIGINT KeyboardInterrupt, in the main thread. The
-    signal is also recorded (`terminated()`): Ray's `ray.get` re-raises any exception from a handler
-    as a plain KeyboardInterrupt."""
-    RECEIVED.append(signum)
-    raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
-
-
-def terminated(exc: KeyboardInterrupt) -> bool:
-    """True when `exc` comes from SIGTERM (exit 143) rather than Ctrl-C (exit 130)."""
-    return isinstance(exc, Terminated) or (bool(RECEIVED) and RECEIVED[-1] == signal.SIGTERM)
 
 
 class LockHeld(RuntimeError):

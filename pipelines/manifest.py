@@ -137,7 +137,12 @@ def load_manifest(path: str) -> Manifest:
 
 
 def write_manifest(dataset: str, manifest: Manifest) -> None:
-    storage.write_text(manifest_path(dataset), json.dumps(manifest.to_json(), indent=1, sort_keys=True) + "\n")
+    storage.write_text(manifest_path(dataset), manifest_text(manifest))
+
+
+def manifest_text(manifest: Manifest) -> str:
+    """manifest.json's text: indented JSON, keys sorted."""
+    return json.dumps(manifest.to_json(), indent=1, sort_keys=True) + "\n"
 
 
 def fingerprint(manifest: Manifest | dict) -> str:

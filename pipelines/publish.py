@@ -10,9 +10,12 @@ published dataset being replaced), never something that appeared meanwhile (a fo
 another prepare's dataset). Locally that is one atomic renameat2: RENAME_NOREPLACE into an empty
 `<out>`, else RENAME_EXCHANGE followed by a check that what came out is the dataset seen at the start
 (same inode, a manifest), swapped back if not. A symbolic link at `<out>` is followed, never replaced.
-On object stores (no rename) `<out>` is re-checked just before the commit, then the old manifest is
-deleted, the staged objects copied and the new manifest written last, so readers that go through the
-manifest never see a half-written dataset as finished.
+On object stores (no rename) the commit is conditional through S3 conditional writes: a claim object
+`<out>.publish-claim` created with `If-None-Match: *` admits one commit at a time, `<out>` is
+re-checked under it, the old manifest deleted, the staged objects copied and the new manifest
+created last (`If-None-Match: *` again), so readers that go through the manifest never see a
+half-written dataset as finished. Object stores without conditional writes (not s3://) re-check
+`<out>` just before writing, with a narrow race left.
 
 Staging folders left behind by a killed run (kill -9, power loss) are swept by later runs: each
 staging folder holds an owner marker (OWNER_FILE: pid, host, boot id, process start time, creation
@@ -37,7 +40,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from pipelines import storage
-from pipelines.manifest import MANIFEST_NAME, Manifest, load_manifest, manifest_path, write_manifest
+from pipelines.manifest import MANIFEST_NAME, Manifest, load_manifest, manifest_path, manifest_text, write_manifest
 
 OWNER_FILE = ".convlstm-owner.json"
 STALE_AFTER_S = 7 * 24 * 3600  # a marker from another host this old belongs to a dead run
@@ -124,14 +127,50 @@ class Stage:
         shutil.rmtree(retired, ignore_errors=True)
 
     def _commit_remote(self, manifest: Manifest) -> None:
-        # Object stores have no rename: re-check `out` just before writing (a narrow window remains
-        # between this check and the manifest write), then replace it object by object.
-        if _remote_identity(self.out) != self.seen:
-            raise self._changed()
-        storage.remove(manifest_path(self.out))
-        storage.remove(self.out)
-        storage.move(self.path, self.out)
-        write_manifest(self.out, manifest)
+        """Object stores have no rename. On s3:// the commit is claimed first: a claim object beside
+        `out` created with `If-None-Match: *` (`_claim`), so of concurrent commits exactly one goes
+        on; `out` is then checked against what was seen at the start, the old manifest deleted, the
+        staged objects copied and the manifest created last, again with `If-None-Match: *`. Other
+        object stores (no conditional writes) check `out` just before writing, a narrow race left."""
+        with _claim(self.out):
+            if _remote_identity(self.out) != self.seen:
+                raise self._changed()
+            storage.remove(manifest_path(self.out))
+            storage.remove(self.out)
+            storage.move(self.path, self.out)
+            text = manifest_text(manifest)
+            if not storage.conditional_writes(self.out):
+                storage.write_text(manifest_path(self.out), text)
+            elif storage.create_exclusive(manifest_path(self.out), text) is None:
+                raise self._changed()
+
+
+CLAIM_SUFFIX = ".publish-claim"
+
+
+@contextmanager
+def _claim(out: str) -> Iterator[None]:
+    """Hold `<out>.publish-claim`, created only if absent (S3 `If-None-Match: *`), while committing to
+    the object-store prefix `out`; FileExistsError naming it when another commit holds it (or a
+    killed run left it: its owner and time are in it). Stores without conditional writes: no claim."""
+    if not storage.conditional_writes(out):
+        yield
+        return
+    claim = storage.sibling(out, CLAIM_SUFFIX)
+    record = {"owner": f"{socket.gethostname()}:{os.getpid()}", "created": time.time()}
+    if storage.create_exclusive(claim, json.dumps(record) + "\n") is None:
+        try:
+            holder = json.loads(storage.read_text(claim))
+            since = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(holder["created"])))
+            who = f" (by {holder['owner']} since {since})"
+        except (OSError, ValueError, KeyError, TypeError):
+            who = ""
+        raise FileExistsError(f"--out {out}: another prepare is publishing there{who}; nothing published "
+                              f"(if no prepare runs, a killed one left {claim}: delete it)")
+    try:
+        yield
+    finally:
+        storage.remove(claim)
 
 
 def _local_identity(path: str) -> tuple[int, int] | None:

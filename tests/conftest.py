@@ -161,3 +161,32 @@ def pytest_collection_modifyitems(config, items) -> None:
             continue
         item.add_marker(pytest.mark.unit)
 
+
+S3_BUCKET = "convlstm-test"
+
+
+@pytest.fixture(scope="module")
+def s3_env():
+    """A moto S3 server (threaded, in this process, on 127.0.0.1) with the bucket S3_BUCKET; yields the
+    AWS/MLflow env that points clients at it (also set in this process for the module's duration)."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    env = {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": endpoint,
+        "MLFLOW_S3_ENDPOINT_URL": endpoint,
+    }
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in env.items():
+            mp.setenv(key, value)
+        import boto3
+
+        boto3.client("s3").create_bucket(Bucket=S3_BUCKET)
+        yield env
+    server.stop()

@@ -78,7 +78,6 @@ ALLOWED_INLINE: set[str] = {
     "jobs/ops/demo.py:prepare_kth_shards",
     "jobs/ops/demo.py:prepare_radar_shards",
     "jobs/ops/demo.py:train_task",
-    "jobs/ops/locks.py:__init__",
     "jobs/ops/models.py:_registered",
     "jobs/ops/retrain.py:_check_cluster_paths",
     "jobs/ops/retrain.py:_finish",

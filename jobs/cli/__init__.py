@@ -12,12 +12,10 @@ import argparse
 import importlib
 import logging
 import os
-import signal
 import sys
-import threading
 
-from jobs.errors import (EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, MLFLOW_HTTP_DEFAULTS, RECEIVED,
-                         USER_ERRORS, CommandError, fault_message, stop_on_signal, terminated)
+from jobs import signals
+from jobs.errors import EXIT_USAGE, MLFLOW_HTTP_DEFAULTS, USER_ERRORS, CommandError, fault_message
 
 # Order is the order `convlstm --help` lists them in.
 COMMAND_MODULES = [
@@ -59,24 +57,26 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
-    RECEIVED.clear()
-    main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, stop_on_signal) if main_thread else None  # stop like Ctrl-C: exit 143
-    try:
-        return int(args.func(args) or 0)
-    except KeyboardInterrupt as exc:
-        stopped = terminated(exc)
-        print(f"convlstm {args.command}: {'terminated' if stopped else 'interrupted'}", file=sys.stderr)
-        return EXIT_TERMINATED if stopped else EXIT_INTERRUPTED
-    except Exception as exc:
-        message, code = _one_line(exc, getattr(args, "tracking_uri", None))
-        if message is None:
-            raise
-        print(f"convlstm {args.command}: error: {message}", file=sys.stderr)
-        return code
-    finally:
-        if main_thread and previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+    ray_before = signals.ray_running()
+    with signals.kept():  # the caller's handlers come back afterwards
+        try:
+            signals.begin()  # Ctrl-C and SIGTERM raise in every command (jobs.signals); inside the try
+            return int(args.func(args) or 0)
+        except (Exception, KeyboardInterrupt) as exc:
+            if signals.stopped(exc):  # the signal, or what Ray raised after it stopped Ray's processes too
+                signals.ignore()  # stopping: a second Ctrl-C must not cut the rest short
+                word, code = signals.outcome(exc)
+                print(f"convlstm {args.command}: {word}", file=sys.stderr, flush=True)
+                if not ray_before and signals.ray_running():
+                    signals.stop_ray(code)  # the Ray this command started; bounded
+                return code
+            message, code = _one_line(exc, getattr(args, "tracking_uri", None))
+            if message is None:
+                raise
+            print(f"convlstm {args.command}: error: {message}", file=sys.stderr)
+            return code
+        finally:
+            signals.end()
 
 
 def _one_line(exc: Exception, tracking_uri: str | None) -> tuple[str | None, int]:

@@ -22,7 +22,6 @@ import socket
 import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from urllib.parse import urlparse
 
 from jobs.errors import LockHeld, LockLost
 from pipelines import storage
@@ -92,23 +91,14 @@ class _S3Store:
     """Lock object on S3-compatible storage; a record's version is its ETag."""
 
     def __init__(self, uri: str):
-        import boto3
-
-        parsed = urlparse(uri)
-        self.bucket, self.key = parsed.netloc, parsed.path.lstrip("/")
-        self.client = boto3.client("s3")
+        self.uri = uri
+        self.client, self.bucket, self.key = storage.s3_object(uri)
 
     def _failed(self, exc: Exception, codes: tuple[str, ...]) -> bool:
-        return getattr(exc, "response", {}).get("Error", {}).get("Code") in codes
+        return storage.s3_error_code(exc) in codes
 
     def create(self, body: bytes) -> str | None:
-        try:
-            resp = self.client.put_object(Bucket=self.bucket, Key=self.key, Body=body, IfNoneMatch="*")
-        except self.client.exceptions.ClientError as exc:
-            if self._failed(exc, ("PreconditionFailed", "ConditionalRequestConflict")):
-                return None
-            raise
-        return resp["ETag"]
+        return storage.create_exclusive(self.uri, body.decode("utf-8"))
 
     def read(self) -> tuple[bytes, str] | None:
         try:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from jobs import checkpoints
+from jobs import checkpoints, signals
 from jobs.errors import NonFiniteLossError
 from jobs.tasks import get_task
 from jobs.training import checks
@@ -111,6 +111,7 @@ def train(cfg: Config, data: str | Path | Sequence[str | Path] | None, *, comput
             raise NonFiniteLossError(f"{outcome['message']}; training stopped, last good checkpoint: "
                                      f"{last or 'none (no epoch completed)'}")
         checks.check_windows(outcome, cfg, datasets, compute.workers)
+        signals.raise_if_stopped()  # a signal whose exception something swallowed: register nothing
         return finish_run(cfg, task, mlflow_run, outcome, datasets)
     except BaseException as exc:
         fail_run(mlflow_run, exc)

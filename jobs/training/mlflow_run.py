@@ -10,7 +10,7 @@ from typing import Any, Sequence
 
 import torch
 
-from jobs import checkpoints
+from jobs import checkpoints, signals
 from jobs.registry import tracking
 from jobs.registry.lineage import TAG_PREFIX, run_tags
 from jobs.registry.mlflow_datasets import log_datasets
@@ -80,7 +80,7 @@ def open_run(cfg: Config, datasets: Sequence[TrainingData], run_name: str, stora
 def fail_run(run: TrainingRun, exc: BaseException) -> None:
     """End the run KILLED (Ctrl-C, SIGTERM) or FAILED, the error in its `convlstm.error` tag."""
     tracking.client(run.uri).set_tag(run.run_id, f"{TAG_PREFIX}error", str(exc)[:5000])
-    tracking.end_run(run.uri, run.run_id, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+    tracking.end_run(run.uri, run.run_id, "KILLED" if signals.stopped(exc) else "FAILED")
 
 
 def finish_run(cfg: Config, task: Task, run: TrainingRun, outcome: dict,

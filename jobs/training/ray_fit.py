@@ -3,12 +3,12 @@ rank), the worker group's resources and placement, and a TorchTrainer that Ctrl-
 from __future__ import annotations
 
 import math
-import signal
 from typing import Any
 
 import numpy as np
 
-from jobs.errors import CommandError, stop_on_signal
+from jobs import signals
+from jobs.errors import CommandError
 from jobs.training.checks import split_rows
 from jobs.training.datasets import TrainingData
 from jobs.training.loop import WorkerSpec, ray_worker
@@ -54,14 +54,11 @@ def fit_ray(spec: WorkerSpec, workers: int, address: str | None, cpus_per_worker
         # Deterministic shards: the streaming split hands the same blocks to the same rank in every run.
         dataset_config=ray.train.DataConfig(datasets_to_split=["train"], execution_options=ordered_ingest(cfg.data.read_ahead_mb)),
     )
-    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
-        result = trainer.fit()
+        with signals.kept():  # Ray Train's handler must not outlive fit()
+            result = trainer.fit()
     except ray.train.TrainingFailedError as exc:
         raise CommandError(f"training failed: {exc}") from exc
-    finally:
-        for signum, handler in handlers.items():  # Ray Train's handler must not outlive fit()
-            signal.signal(signum, handler)
     return result.return_value
 
 
@@ -74,18 +71,16 @@ def stoppable_trainer():
 
     class StoppableTrainer(TorchTrainer):
         def _register_sigint_handler(self, controller) -> None:  # Ray Train v2's hook, main thread only
-            def stop(signum, frame):
-                signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the abort short
-                try:
-                    ray.get(controller.abort.remote(), timeout=60)
-                except Exception:  # the controller may be gone already
-                    pass
-                stop_on_signal(signum, frame)
-
-            signal.signal(signal.SIGINT, stop)
-            signal.signal(signal.SIGTERM, stop)
+            signals.install(abort=lambda: _abort(ray, controller))
 
     return StoppableTrainer
+
+
+def _abort(ray, controller) -> None:
+    """Abort the Ray Train controller, bounded; skipped when Ray's own processes are gone (SIGTERM to
+    the whole process group stops them too, and a call to them would wait for their GCS)."""
+    if signals.ray_node_alive():
+        ray.get(controller.abort.remote(), timeout=signals.ABORT_TIMEOUT_S)
 
 
 def training_windows(spec: WorkerSpec):

@@ -17,36 +17,9 @@ from mlflow.tracking import MlflowClient
 from jobs.registry.modelio import load_model
 from pipelines.shards import read_windows
 from pipelines.synthetic import write_kth_videos
+from conftest import S3_BUCKET as BUCKET  # the bucket of the `s3_env` fixture (tests/conftest.py)
 
-BUCKET = "convlstm-test"
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def s3_env():
-    """A moto S3 server with one bucket; yields the AWS/MLflow env that points clients at it
-    (also set in this process for the module's duration)."""
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    env = {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ENDPOINT_URL": endpoint,
-        "MLFLOW_S3_ENDPOINT_URL": endpoint,
-    }
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in env.items():
-            mp.setenv(key, value)
-        import boto3
-
-        boto3.client("s3").create_bucket(Bucket=BUCKET)
-        yield env
-    server.stop()
 
 
 def _keys(prefix: str) -> list[str]:

@@ -75,3 +75,73 @@ def test_an_http_server_that_is_not_ray_as_address_is_one_line(tmp_path, capsys)
         server.shutdown()
     assert code == 1
     one_line(err, f"{url} is not a Ray Jobs API")
+
+
+# --- every command that talks to MLflow or Ray: train, evaluate, retrain, prepare ------------------
+
+@pytest.fixture(scope="module")
+def kth(ray_local, tmp_path_factory):
+    """A small prepared KTH dataset and its videos (persons 11 train, 1 val, 2 test)."""
+    from jobs.cli import main
+    from pipelines.synthetic import write_kth_videos
+
+    root = tmp_path_factory.mktemp("faults-mlflow")
+    write_kth_videos(root / "videos", persons=[11, 1, 2], actions=("boxing", "walking"), scenarios=("d1",), frames=10)
+    assert main(["prepare", "kth", "--src", str(root / "videos"), "--out", str(root / "kth"), "--frame-len", "5",
+                 "--stride", "5", "--size", "24x32"]) == 0
+    return root
+
+
+@pytest.mark.parametrize("command", ["train", "retrain"])
+def test_an_unreachable_tracking_server_is_one_line_in_train_and_retrain(kth, tmp_path, capsys, monkeypatch, command):
+    for key in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "MLFLOW_HTTP_REQUEST_TIMEOUT"):
+        monkeypatch.delenv(key, raising=False)
+    argv = (["train", "--task", "kth", "--data", kth / "kth", "--config", "kth-tiny", "--workers", "0",
+             "--storage", tmp_path / "storage"] if command == "train" else
+            ["retrain", "--task", "kth", "--src", kth / "videos", "--data", kth / "kth", "--out", tmp_path / "report"])
+    code, _, err = cli(capsys, *argv, "--tracking-uri", "http://127.0.0.1:9")
+    assert code == EXIT_TEMPFAIL
+    one_line(err, "MLflow tracking server unreachable after 2 retries", "http://127.0.0.1:9")
+    assert not (tmp_path / "report").exists() and not list((tmp_path / "storage").glob("*/epoch_*"))
+
+
+def _not_ray():
+    """A plain HTTP server on 127.0.0.1 (every path answers 404) -> (its host:port, a stop function)."""
+    import http.server
+    import threading
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"127.0.0.1:{server.server_address[1]}", server.shutdown
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate", "prepare"])
+def test_an_address_that_is_not_a_ray_cluster_is_one_line_before_any_work(kth, tmp_path, capsys, command):
+    """--address at a closed port, at an HTTP server as HOST:PORT, and as an http:// URL: refused by a
+    probe of a few seconds before Ray is asked (whose retries take minutes), exit 2, nothing written."""
+    argv = {"train": ["train", "--task", "kth", "--data", kth / "kth", "--config", "kth-tiny", "--workers", "1",
+                      "--storage", tmp_path / "storage"],
+            "evaluate": ["evaluate", "--model", tmp_path / "no-model", "--data", kth / "kth", "--out",
+                         tmp_path / "report"],
+            "prepare": ["prepare", "kth", "--src", kth / "videos", "--out", tmp_path / "kth", "--size", "24x32"]}[command]
+    http_server, stop = _not_ray()
+    try:
+        for address, needle in [("127.0.0.1:9", "no Ray cluster answers there (Connection refused"),
+                                (http_server, "something answers there, but not a Ray cluster"),
+                                (f"http://{http_server}", "an HTTP URL")]:
+            code, _, err = cli(capsys, *argv, "--address", address)
+            assert code == 2, err
+            one_line(err, f"--address {address}: {needle}")
+    finally:
+        stop()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_probe_lets_a_real_ray_cluster_through(ray_local):
+    from pipelines.ray_session import check_address
+
+    check_address(ray_local.get_runtime_context().gcs_address)
