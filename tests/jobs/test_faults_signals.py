@@ -253,13 +253,13 @@ def test_a_signal_during_retrain_kills_the_challenger_run_and_promotes_nothing(d
     from jobs.ops.locks import lock_uri_for
     from jobs.ops.retrain import REPORT_NAME
     from jobs.training.config import load_config
-    from jobs.training.driver import train
+    from jobs.training.driver import Compute, train
     from pipelines.synthetic import write_kth_videos
 
     name = "faults-signal-retrain"
     data = shutil.copytree(dataset, tmp_path / "kth")
     train(load_config("kth-tiny", "kth", [f"registry.name={name}", "train.epochs=1", "data.batch_size=2"]),
-          str(data), workers=0)
+          str(data), compute=Compute(workers=0))
     src = shutil.copytree(videos, tmp_path / "videos")
     write_kth_videos(src, persons=[25, 3], actions=("boxing", "walking"), scenarios=("d1",), frames=10)
     config = tmp_path / "retrain.yaml"
