@@ -21,8 +21,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from jobs import paths, plots
-from jobs import signals
+from jobs import paths, plots, signals
 from jobs.errors import CommandError, NonFiniteLossError
 from jobs.registry import tracking
 from jobs.tasks import Task, get_task
