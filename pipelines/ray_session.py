@@ -8,8 +8,9 @@ RAY_enable_metrics_collection=1, set by the user, restore Ray's defaults. Call `
 every job; it is a no-op when Ray is already initialised (tests share one session-wide instance).
 `ray.init` replaces the process's SIGTERM handler with `sys.exit(15)`; the caller's handler is put
 back (the CLI's turns SIGTERM into a clean stop, exit 143), and a SIGTERM during `ray.init` goes to
-it too. An address is probed first (`check_address`): one that does not answer, or is not Ray,
-fails in seconds instead of Ray's minutes of retries.
+it too. An `address` argument (`--address`) is probed first (`check_address`): one that does not
+answer, or is not Ray, fails in seconds instead of Ray's minutes of retries; RAY_ADDRESS (which Ray
+sets for a cluster's jobs) is used as it is.
 
 Connected to a cluster (an address or RAY_ADDRESS, as in every `convlstm submit` job), the output of
 tasks and actors is forwarded to the driver even when `quiet`: the Ray Train workers' per-epoch
@@ -53,7 +54,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, quiet: boo
 
 
 class NotARayCluster(ValueError):
-    """`--address` (or RAY_ADDRESS) names nothing that answers, or something that is not Ray (exit 2)."""
+    """`--address` names nothing that answers, or something that is not Ray (exit 2)."""
 
 
 def check_address(address: str, timeout_s: float = PROBE_TIMEOUT_S) -> None:
@@ -90,9 +91,7 @@ def check_address(address: str, timeout_s: float = PROBE_TIMEOUT_S) -> None:
 
 
 def _init(ray, address: str | None, num_cpus: int | None, quiet: bool):
-    if not address and os.environ.get("RAY_ADDRESS"):
-        address = os.environ["RAY_ADDRESS"]
-        check_address(address)
+    address = address or os.environ.get("RAY_ADDRESS") or None  # RAY_ADDRESS (set by Ray on a cluster's jobs): as is
     kwargs: dict = {"log_to_driver": not quiet or bool(address), "configure_logging": True}
     if quiet:
         import ray.data  # noqa: F401  (configures the ray.data logger on import; lower it afterwards)

@@ -6,7 +6,8 @@ Where Ray is the point (train, prepare, evaluate) the command runs as a subproce
 Ray (its own RAY_TMPDIR, by which its processes are found) under a pseudo-terminal in its own process
 group, as in a shell: Ctrl-C goes to the whole group, as a terminal's does; SIGTERM to the command's
 process (`kill PID`) or to the whole group (`kill -- -PGID`), which stops Ray's own processes too.
-`submit` waits on a Jobs API that never answers. The rest runs in this process (`signalled`)."""
+`submit` waits on a Jobs API that never answers, and follows a job on a real Ray head (Ctrl-C
+detaches; the job keeps running). The rest runs in this process (`signalled`)."""
 from __future__ import annotations
 
 import os
@@ -193,6 +194,26 @@ def test_ctrl_c_while_submit_waits_for_the_jobs_api(tmp_path):
         for conn in accepted:
             conn.close()
     stopped_in_one_line(code, text, "submit", signal.SIGINT)
+
+
+@pytest.mark.slow  # starts a Ray head with its Jobs API
+def test_ctrl_c_while_submit_follows_a_job_detaches_and_the_job_keeps_running():
+    from cluster_harness import client_env, start_head
+    from ray.job_submission import JobStatus
+
+    head = start_head(num_cpus=1)
+    try:
+        submission_id = "faults-signal-submit"
+        client = head.client()
+        code, text, _ = under_pty(
+            ["submit", "--address", head.address, "--wait", "--no-upload", "--no-install", "--submission-id",
+             submission_id, "--", "python", "-c", "import time; time.sleep(600)"], signal.SIGINT, os.killpg,
+            lambda _: submission_id in {j.submission_id for j in client.list_jobs()}
+            and client.get_job_status(submission_id) == JobStatus.RUNNING, env=client_env(head.token))
+        stopped_in_one_line(code, text, "submit", signal.SIGINT)
+        assert client.get_job_status(submission_id) == JobStatus.RUNNING  # detached, not stopped
+    finally:
+        head.stop()
 
 
 # --- in this process ------------------------------------------------------------------------------
