@@ -222,7 +222,7 @@ def read_windows(path: str, split: str, columns: list[str] | None = None,
 
 def read_dataset(path: str, split: str, columns: list[str] | None = None) -> "ray.data.Dataset":
     """One split as a streaming Ray Dataset (row order unspecified); tensor columns are Ray tensor columns."""
-    import ray.data
+    import ray.data  # deferred: Ray ~2-10 s to import; the module's other users skip it
 
     manifest = _split_manifest(path, split)
     schema = manifest.column_specs()
@@ -353,6 +353,7 @@ def _empty(spec: dict) -> np.ndarray:
 
 
 def _empty_table(schema: dict, columns: list[str]) -> pa.Table:
+    # deferred: Ray ~2-10 s to import; the module's other users skip it
     from ray.data.extensions import ArrowTensorArray
 
     arrays = {}

@@ -92,7 +92,7 @@ class _S3Store:
     """Lock object on S3-compatible storage; a record's version is its ETag."""
 
     def __init__(self, uri: str):
-        import boto3
+        import boto3  # deferred: boto3 ~1.6 s to import; the module's other users skip it
 
         parsed = urlparse(uri)
         self.bucket, self.key = parsed.netloc, parsed.path.lstrip("/")

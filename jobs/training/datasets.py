@@ -21,9 +21,12 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from jobs.registry.mlflow_datasets import dataset_label
+from jobs.tasks import get_task
+from jobs.tasks import task_class
 from jobs.training.config import Config, flatten
 from pipelines import storage
-from pipelines.manifest import Manifest
+from pipelines.manifest import Manifest, fingerprint, load_manifest, manifest_path
+from pipelines.verify import check_dataset
 
 NAME_CHARS = 32
 
@@ -43,8 +46,6 @@ class TrainingData:
 
     @property
     def manifest_path(self) -> str:
-        from pipelines.manifest import manifest_path
-
         return manifest_path(self.uri)
 
     def lineage(self) -> dict[str, str]:
@@ -73,10 +74,6 @@ def load_datasets(paths: Sequence[str], cfg: Config) -> tuple[TrainingData, ...]
     docstring), then their training and validation shards against their manifests (`pipelines.verify`);
     FileNotFoundError for a missing manifest, ValueError for a dataset of another task, a repeated
     dataset, the first field two datasets disagree on, or shards unlike the manifest."""
-    from jobs.tasks import get_task
-    from pipelines.manifest import load_manifest
-    from pipelines.verify import check_dataset
-
     uris = [path if storage.is_remote(path) else os.path.abspath(path) for path in paths]
     manifests = [load_manifest(uri) for uri in uris]
     _check_distinct(uris, manifests)
@@ -108,8 +105,6 @@ def dataset_names(uris: Sequence[str], metric_names: Sequence[str] = ()) -> list
 def _check_distinct(uris: list[str], manifests: list[Manifest]) -> None:
     """Refuse a folder listed twice, or two datasets of the same content (the fingerprint recomputed
     from each manifest, so a copy whose recorded fingerprint was altered is still the same dataset)."""
-    from pipelines.manifest import fingerprint
-
     seen: dict[str, str] = {}
     for uri, manifest in zip(uris, manifests):
         keys = (uri.rstrip("/"), fingerprint(manifest))
@@ -121,8 +116,6 @@ def _check_distinct(uris: list[str], manifests: list[Manifest]) -> None:
 
 
 def _check_poolable(task: str, uris: list[str], manifests: list[Manifest]) -> None:
-    from jobs.tasks import task_class
-
     cls = task_class(task)
     first = flatten(cls.pooling_fields(manifests[0]))
     for uri, manifest in zip(uris[1:], manifests[1:]):
