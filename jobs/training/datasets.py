@@ -24,9 +24,8 @@ from jobs.registry.mlflow_datasets import dataset_label
 from jobs.tasks import get_task
 from jobs.tasks import task_class
 from jobs.training.config import Config, flatten
-from pipelines import storage
+from pipelines import storage, verify
 from pipelines.manifest import Manifest, fingerprint, load_manifest, manifest_path
-from pipelines.verify import check_dataset
 
 NAME_CHARS = 32
 
@@ -79,7 +78,8 @@ def load_datasets(paths: Sequence[str], cfg: Config) -> tuple[TrainingData, ...]
     _check_distinct(uris, manifests)
     _check_poolable(cfg.task, uris, manifests)
     for uri, manifest in zip(uris, manifests):  # shards against the manifest, from their footers
-        check_dataset(uri, manifest, [s for s in (cfg.data.train_split, cfg.data.val_split) if s in manifest.splits])
+        splits = [s for s in (cfg.data.train_split, cfg.data.val_split) if s in manifest.splits]
+        verify.check_dataset(uri, manifest, splits)
     if len(uris) == 1:
         names = [dataset_label(uris[0])]
     else:
