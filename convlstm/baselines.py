@@ -104,7 +104,9 @@ def _import_pysteps():
     pysteps is missing. pysteps prints where it found its configuration on import: kept off stdout."""
     try:
         with contextlib.redirect_stdout(io.StringIO()):
+            # deferred: pysteps is an optional extra ([pysteps])
             from pysteps.extrapolation.semilagrangian import extrapolate
+            # deferred: pysteps is an optional extra ([pysteps])
             from pysteps.motion.lucaskanade import dense_lucaskanade
     except ImportError as exc:
         raise ImportError(PYSTEPS_MISSING) from exc

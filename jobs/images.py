@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 # Lower edges (mm/h) of the rain-rate classes and their colours; below the first edge = no rain.
 RAIN_LEVELS_MMH = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 50.0, 100.0)
@@ -33,16 +34,12 @@ def colorize_rainrate(rate: np.ndarray, valid: np.ndarray | None = None) -> np.n
 
 def write_png(path: Path, rgb: np.ndarray) -> Path:
     """Write an RGB uint8 `[H, W, 3]` image."""
-    from PIL import Image
-
     Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8)).save(path)
     return Path(path)
 
 
 def write_gif(path: Path, frames: Sequence[np.ndarray], duration_ms: int = 500) -> Path:
     """Write RGB uint8 `[H, W, 3]` frames as an endlessly looping animated GIF."""
-    from PIL import Image
-
     if not frames:
         raise ValueError("frames must not be empty")
     images = [Image.fromarray(np.ascontiguousarray(f, dtype=np.uint8)) for f in frames]

@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from pipelines import storage
+
 
 def project_home() -> Path:
     env = os.environ.get("CONVLSTM_HOME")
@@ -56,7 +58,5 @@ def output_location(kind: str, *parts: str) -> str:
     path), else `<home>/outputs/<kind>/<parts>`. Kinds: train (checkpoints), evaluations, nowcasts, retrain."""
     root = storage_root()
     if root:
-        from pipelines import storage
-
         return storage.join(root, kind, *parts)
     return str(outputs_dir().joinpath(kind, *parts))

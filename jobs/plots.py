@@ -10,10 +10,10 @@ import numpy as np
 
 def pyplot():
     """matplotlib.pyplot on the headless Agg backend."""
-    import matplotlib
+    import matplotlib  # deferred: matplotlib ~5 s to import; the module's other users skip it
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # deferred: matplotlib ~5 s to import; the module's other users skip it
 
     return plt
 

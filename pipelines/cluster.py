@@ -26,6 +26,7 @@ import time
 from typing import Collection, Mapping
 
 from pipelines import storage
+from pipelines.ray_session import init_ray
 
 SHARED_PATHS_ENV = "CONVLSTM_SHARED_PATHS"
 STORAGE_ENV = "CONVLSTM_STORAGE"  # jobs.paths.storage_root: the default root of job outputs
@@ -52,7 +53,6 @@ def alive_nodes(address: str | None = None) -> list[dict] | None:
     initialized = ray is not None and ray.is_initialized()
     if not initialized and not (address or os.environ.get("RAY_ADDRESS")):
         return None
-    from pipelines.ray_session import init_ray
 
     ray = init_ray(address)
     return [node for node in ray.nodes() if node.get("Alive")]
@@ -91,7 +91,8 @@ def verify_shared(root: str, nodes: list[dict], *, option: str = "path", path: s
                   timeout_s: float = VERIFY_TIMEOUT_S) -> None:
     """Write a marker into the declared shared folder `root` from this node and read it back with one
     Ray task pinned to each of `nodes`; NodeLocalPath naming the nodes that cannot see it."""
-    import ray
+    import ray  # deferred: Ray ~2-10 s to import; the module's other users skip it
+    # deferred: Ray ~2-10 s to import; the module's other users skip it
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     shown = f"{option} {path or root}"

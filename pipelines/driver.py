@@ -32,6 +32,8 @@ from typing import Callable, Collection, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
+from tqdm import tqdm
 
 from pipelines import cluster, storage
 from pipelines import manifest as mf
@@ -329,8 +331,6 @@ def _per_class(columns: dict[str, np.ndarray], schema: dict) -> dict[str, int]:
 def _unshare(path: str, previous: dict, redo: set[str]) -> set[str]:
     """Unlink the staged shard files holding windows of `redo` sources (read from their `source`
     column); returns the sources those files held, all to be decoded again."""
-    import pyarrow.parquet as pq
-
     held = set(redo)
     for split in previous["splits"]:
         folder = split_dir(path, split)
@@ -402,8 +402,7 @@ class _ProgressBar:
 
     def __enter__(self) -> "_ProgressBar":
         if self.enabled:
-            import ray.data
-            from tqdm import tqdm
+            import ray.data  # deferred: Ray ~2-10 s to import; the module's other users skip it
 
             self.context = ray.data.DataContext.get_current()
             self.ray_bars, self.context.enable_progress_bars = self.context.enable_progress_bars, False

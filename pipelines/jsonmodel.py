@@ -6,9 +6,12 @@ field is a one-line ValueError naming the file and the field, dotted (`splits.tr
 """
 from __future__ import annotations
 
+import json
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
+
+from pipelines import storage
 
 Number = int | float  # kept as written: 300 stays 300 and 300.0 stays 300.0 (fingerprints hash the JSON)
 
@@ -27,6 +30,21 @@ class JsonModel(BaseModel):
         """The JSON value under `key`, as the file holds it: for scripts and tests that read the file as
         an object. Library code uses the attributes (tests/test_layers.py checks)."""
         return self.to_json()[key]
+
+    @classmethod
+    def read(cls, path: str, name: str, missing: str):
+        """Read and validate the file `name` in the folder `path` (or the file itself, local or a URI):
+        FileNotFoundError `no <missing> at <path>` without it, a one-line ValueError naming the file for
+        text that is not JSON or not a valid `kind`."""
+        path = str(path)
+        file = path if path.rstrip("/").endswith(name) else storage.join(path, name)
+        if not storage.exists(file):
+            raise FileNotFoundError(f"no {missing} at {path} (missing {name})")
+        try:
+            data = json.loads(storage.read_text(file))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{file}: not a readable {cls.kind} ({type(exc).__name__}: {exc})") from None
+        return cls.parse(data, file)
 
     @classmethod
     def parse(cls, data: Any, where: str):

@@ -195,7 +195,7 @@ def prepare_kth(src: str | Path, out: str, options: KthOptions = KthOptions(), *
 
 def video_windows(source: Source, *, options: KthOptions) -> Iterator[dict]:
     """Ray task body: decode one video, yield its windows {frames [T, C, H, W], label, person, ...}."""
-    import cv2
+    import cv2  # deferred: OpenCV ~4 s to import; the module's other users skip it
 
     cv2.setNumThreads(1)  # one Ray CPU per task: no oversubscription
     with storage.local_copies(source.paths[:1], prefix="convlstm-kth-") as (local,):  # object store: fetch
@@ -220,7 +220,7 @@ def decode_video(path: str, size: tuple[int, int], color: bool) -> np.ndarray:
     MAX_FRAMES frames, truncated files (fewer frames decoded than the header declares, minus one)
     and any OpenCV error on a malformed file.
     """
-    import cv2
+    import cv2  # deferred: OpenCV ~4 s to import; the module's other users skip it
 
     try:
         return _decode_video(cv2, path, size, color)

@@ -91,7 +91,7 @@ class Grid(JsonModel):
 class Manifest(JsonModel):
     """A dataset's manifest.json (see the module docstring); `columns` is the file's `schema`."""
 
-    kind: ClassVar[str] = "dataset manifest"
+    kind: ClassVar[str] = "manifest"
 
     pipeline_version: str
     task: str = Field(min_length=1)
@@ -125,15 +125,7 @@ def manifest_path(dataset: str) -> str:
 
 def load_manifest(path: str) -> Manifest:
     """Read and validate the manifest of the dataset folder `path` (or the manifest.json file itself)."""
-    path = str(path)
-    file = path if path.rstrip("/").endswith(MANIFEST_NAME) else manifest_path(path)
-    if not storage.exists(file):
-        raise FileNotFoundError(f"no published dataset at {path} (missing {MANIFEST_NAME})")
-    try:
-        data = json.loads(storage.read_text(file))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{file}: not a readable manifest ({type(exc).__name__}: {exc})") from None
-    return Manifest.parse(data, file)
+    return Manifest.read(path, MANIFEST_NAME, "published dataset")
 
 
 def write_manifest(dataset: str, manifest: Manifest) -> None:

@@ -34,7 +34,7 @@ _H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None, quiet: bool = True):
     """Initialise Ray once; returns the `ray` module. `address` wins over RAY_ADDRESS."""
-    import ray
+    import ray  # deferred: Ray ~2-10 s to import; the module's other users skip it
 
     if address:
         check_address(address)  # also when connected already (tests share one Ray): a bad --address is refused
@@ -94,6 +94,7 @@ def _init(ray, address: str | None, num_cpus: int | None, quiet: bool):
     address = address or os.environ.get("RAY_ADDRESS") or None  # RAY_ADDRESS (set by Ray on a cluster's jobs): as is
     kwargs: dict = {"log_to_driver": not quiet or bool(address), "configure_logging": True}
     if quiet:
+        # deferred: Ray ~2-10 s to import; the module's other users skip it
         import ray.data  # noqa: F401  (configures the ray.data logger on import; lower it afterwards)
 
         kwargs["logging_level"] = logging.WARNING
@@ -104,7 +105,7 @@ def _init(ray, address: str | None, num_cpus: int | None, quiet: bool):
     saved = {name: os.environ.get(name) for name in _LOCAL_ONLY}
     for name, value in _LOCAL_ONLY.items():
         os.environ.setdefault(name, value)  # read by the Ray processes this call starts
-    from ray._private import ray_constants
+    from ray._private import ray_constants  # deferred: Ray ~2-10 s to import; the module's other users skip it
 
     local_only = os.environ[_CLUSTER] == "0"
     clustered, ray_constants.ENABLE_RAY_CLUSTER = ray_constants.ENABLE_RAY_CLUSTER, not local_only  # read at import

@@ -242,7 +242,7 @@ def bounded_read_ahead(options: "ray.data.ExecutionOptions", read_ahead_mb: floa
 
 
 def _read_dataset(path: str, split: str, columns: list[str] | None) -> "ray.data.Dataset":
-    import ray.data  # deferred: Ray Data costs seconds to import; the single-process reader never needs it
+    import ray.data  # deferred: Ray ~2-10 s to import; the module's other users skip it
 
     manifest = _split_manifest(path, split)
     schema = manifest.column_specs()
@@ -373,6 +373,7 @@ def _empty(spec: dict) -> np.ndarray:
 
 
 def _empty_table(schema: dict, columns: list[str]) -> pa.Table:
+    # deferred: Ray ~2-10 s to import; the module's other users skip it
     from ray.data.extensions import ArrowTensorArray
 
     arrays = {}

@@ -10,6 +10,9 @@ from pathlib import Path
 from jobs.cli import options
 
 from jobs import paths
+from jobs.ops.demo import DemoPlan, bundled_radar_sample, run_demo, summary_table
+from jobs.registry.tracking import experiment_urls
+from pipelines.ray_session import init_ray
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -30,8 +33,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from jobs.ops.demo import DemoPlan, bundled_radar_sample, run_demo, summary_table
-
     if args.workers < 1:
         raise ValueError(f"--workers must be >= 1, got {args.workers}")
     radar_src = args.radar_src or bundled_radar_sample()
@@ -53,8 +54,6 @@ def run(args: argparse.Namespace) -> int:
         print("browse the runs and registered models (bound to 127.0.0.1):")
         print(f"  .venv/bin/mlflow ui --backend-store-uri {tracking_uri} --host 127.0.0.1 --port 5000")
         print("then open the experiments on their training runs:")
-        from jobs.registry.tracking import experiment_urls
-
         for name, url in experiment_urls(tracking_uri, "http://127.0.0.1:5000"):
             print(f"  {name}: {url}")
     else:
@@ -64,9 +63,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _start_ray_quietly(address: str | None) -> None:
     """Start (or connect to) Ray now, then lower Ray Data's log level, which Ray sets at start-up."""
-    from pipelines.ray_session import init_ray
-
     init_ray(address)
+    # deferred: Ray ~2-10 s to import; the module's other users skip it
     import ray.data  # noqa: F401  (configures its loggers on import)
 
     for name in ("ray", "ray.data", "ray.train"):

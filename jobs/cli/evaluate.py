@@ -50,6 +50,7 @@ def parse_baselines(text: str) -> tuple[str, ...]:
 
 
 def run(args: argparse.Namespace) -> int:
+    # deferred: jobs.evaluation.evaluate loads OpenCV ~4 s, torch ~5 s; the module's other users skip it
     from jobs.evaluation.evaluate import LogTo, Scoring, evaluate
 
     options.apply_storage_root(args)

@@ -8,6 +8,7 @@ import sys
 from jobs.ops import submit as jobsubmit
 from jobs.errors import CommandError
 from jobs.cli import options
+from jobs.registry.tracking import kill_job_runs, resolve_uri
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -66,7 +67,6 @@ def run(args: argparse.Namespace) -> int:
         else:
             sys.stdout.write(client.get_job_logs(args.submission_id))
         return 0
-    from jobs.registry.tracking import kill_job_runs, resolve_uri
 
     stopped = client.stop_job(args.submission_id)
     print(f"stop requested for {args.submission_id}" if stopped

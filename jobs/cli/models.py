@@ -5,6 +5,8 @@ import argparse
 import json
 
 from jobs.cli import options
+from jobs.ops import models
+from jobs.registry.history import history
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -30,9 +32,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from jobs.ops import models
-    from jobs.registry.history import history
-
     if args.action == "list":
         result = models.list_models(args.tracking_uri)
     elif args.action == "history":

@@ -5,9 +5,12 @@ import argparse
 import json
 
 from jobs.cli import options
+from jobs.nowcast.forecast import default_out, nowcast, parse_time
+from pipelines.radar.archive import unpack_limit
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    # deferred: pipelines.radar.formats loads OpenCV ~4 s, h5py ~1.4 s; the module's other users skip it
     from pipelines.radar.formats import FORMATS
 
     p = sub.add_parser(
@@ -37,9 +40,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from jobs.nowcast.forecast import default_out, nowcast, parse_time
-    from pipelines.radar.archive import unpack_limit
-
     options.apply_storage_root(args)
     out = args.out or default_out()
     with unpack_limit(args.max_unpacked_mb):

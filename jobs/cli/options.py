@@ -8,16 +8,17 @@ import argparse
 from typing import TYPE_CHECKING
 
 from jobs.ops.submit import DEFAULT_ADDRESS
+from pipelines.driver import Publish
+from jobs.paths import STORAGE_ENV
+from jobs.tasks.plugins import BUILTIN
+from pipelines.manifest import SPLITS
 
 if TYPE_CHECKING:
-    from pipelines.driver import Publish
     from pipelines.manifest import Manifest
 
 
 def task(p: argparse.ArgumentParser) -> None:
     """--task: a registered task (`jobs.tasks`); checked when the command runs, so --help stays light."""
-    from jobs.tasks.plugins import BUILTIN
-
     p.add_argument("--task", required=True, metavar="|".join(BUILTIN),
                    help="the task (dataset kind) of the data and the model")
 
@@ -51,8 +52,6 @@ def storage_root(p: argparse.ArgumentParser) -> None:
 
 def apply_storage_root(args: argparse.Namespace) -> None:
     """Make --storage-root the CONVLSTM_STORAGE of this process (every default output follows it)."""
-    from jobs.paths import STORAGE_ENV
-
     if getattr(args, "storage_root", None):
         os.environ[STORAGE_ENV] = args.storage_root
 
@@ -74,8 +73,6 @@ def dataset_output(p: argparse.ArgumentParser) -> None:
 def publish(args: argparse.Namespace) -> Publish:
     """How a `prepare` command publishes: its --overwrite, --incremental, --strict and --address, with
     a progress bar on a terminal."""
-    from pipelines.driver import Publish  # deferred: pipelines.driver loads pyarrow and numpy (~0.9 s); --help stays light
-
     return Publish(overwrite=args.overwrite, incremental=getattr(args, "incremental", False),
                    strict=getattr(args, "strict", False), address=args.address, progress=sys.stderr.isatty())
 
@@ -105,8 +102,6 @@ def dataset_summary(out: str, manifest: Manifest, seconds: float | None = None) 
     """Windows per split (and per class), rejected inputs (first five with reasons), fingerprint, path
     and, given `seconds`, how long the command took for how many sources. A standard split without
     windows is marked as empty."""
-    from pipelines.manifest import SPLITS
-
     lines = [f"{manifest.task} dataset published at {out}"]
     if seconds is not None:
         lines[0] += f" in {seconds:.1f} s ({len(manifest.sources)} sources, Ray start-up included)"

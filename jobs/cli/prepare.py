@@ -12,6 +12,10 @@ from functools import partial
 
 from jobs.cli import options, prepare_radar
 from jobs.errors import CommandError
+from pipelines.driver import RejectedSourcesError
+from pipelines.kth import KthOptions, prepare_kth
+from pipelines.mnist import MnistOptions, prepare_mnist
+from pipelines.radar.preprocess import parse_hw
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -69,10 +73,6 @@ def _register_mnist(kinds: argparse._SubParsersAction) -> None:
 
 
 def run_kth(args: argparse.Namespace) -> int:
-    from pipelines.driver import RejectedSourcesError
-    from pipelines.kth import KthOptions, prepare_kth
-    from pipelines.radar.preprocess import parse_hw
-
     started = time.monotonic()
     options.require(args, "src", "out")
     opts = KthOptions(frame_len=args.frame_len, stride=args.stride, size=parse_hw(args.size, "--size"),
@@ -86,8 +86,6 @@ def run_kth(args: argparse.Namespace) -> int:
 
 
 def run_mnist(args: argparse.Namespace) -> int:
-    from pipelines.mnist import MnistOptions, prepare_mnist
-
     started = time.monotonic()
     options.require(args, "mnist", "out")
     try:

@@ -13,8 +13,10 @@ from typing import TYPE_CHECKING
 
 from jobs.errors import CommandError
 from jobs.cli import options
+from pipelines.driver import RejectedSourcesError
 from pipelines.radar.days import SPLIT_MODES, load_days_file
-from pipelines.radar.formats import FORMATS
+from pipelines.radar.formats import FORMATS, PYSTEPS_PREFIX
+from pipelines.radar.prepare import RadarOptions, prepare_radar
 from pipelines.radar.preprocess import parse_hw
 
 if TYPE_CHECKING:
@@ -75,9 +77,6 @@ def required_splits(opts: RadarOptions) -> tuple[str, ...]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipelines.driver import RejectedSourcesError
-    from pipelines.radar.prepare import RadarOptions, prepare_radar
-
     started = time.monotonic()
     options.require(args, "src", "out")
     opts = RadarOptions(
@@ -102,7 +101,6 @@ def with_fn_pattern(fmt: str, fn_pattern: str | None) -> str:
     --fn-pattern for another format."""
     if not fn_pattern:
         return fmt
-    from pipelines.radar.formats import PYSTEPS_PREFIX
 
     if not fmt.startswith(PYSTEPS_PREFIX) or fmt.count(":") > 1:
         raise ValueError(f"--fn-pattern applies to --format pysteps:<importer> only, got --format {fmt}")

@@ -6,6 +6,8 @@ import json
 import os
 
 from jobs.cli import options
+from jobs.errors import EXIT_TEMPFAIL, CommandError, LockHeld, LockLost
+from jobs.ops.retrain import RetrainOptions, load_retrain_config, retrain
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -55,9 +57,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from jobs.errors import EXIT_TEMPFAIL, CommandError, LockHeld, LockLost
-    from jobs.ops.retrain import RetrainOptions, load_retrain_config, retrain
-
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     options.apply_storage_root(args)
     must_beat = [b.strip() for b in args.must_beat.split(",") if b.strip()] if args.must_beat else None

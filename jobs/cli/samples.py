@@ -6,6 +6,7 @@ import json
 import sys
 
 from jobs.cli import options
+from jobs.ops.samples import catalogue, fetch, fetched_files, sample, samples_dir
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,8 +29,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    from jobs.ops.samples import catalogue, fetched_files, samples_dir
-
     rows = [{"name": s.name, "files": len(s.files), "mb": round(s.size / 1e6, 1), "fetched": fetched_files(s),
              "format": s.format, "description": s.description} for s in catalogue().values()]
     if args.json:
@@ -44,8 +43,6 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_fetch(args: argparse.Namespace) -> int:
-    from jobs.ops.samples import catalogue, fetch, sample
-
     chosen = [sample(n) for n in args.names] if args.names else list(catalogue().values())
     for s in chosen:
         done = 0

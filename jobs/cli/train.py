@@ -6,6 +6,7 @@ import json
 import os
 
 from jobs.cli import options
+from jobs.training.config import load_config
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -45,11 +46,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from jobs.training.config import load_config
-
     cfg = load_config(args.config, args.task, args.overrides)
     options.apply_storage_root(args)
     # after the config check: bad configs fail without loading torch
+    # deferred: jobs.training.driver loads torch ~5 s; the module's other users skip it
     from jobs.training.driver import Compute, RunOptions, train
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")

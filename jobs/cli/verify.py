@@ -5,6 +5,8 @@ import argparse
 import json
 
 from jobs.cli import options
+from pipelines.manifest import load_manifest
+from pipelines.verify import verify_dataset
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,9 +23,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipelines.manifest import load_manifest
-    from pipelines.verify import verify_dataset
-
     report = {}
     for data in (part.strip() for part in args.data.split(",")):
         if not data:

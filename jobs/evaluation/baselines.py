@@ -22,6 +22,10 @@ from convlstm.baselines import BASELINES as CORE_BASELINES
 from convlstm.baselines import get_baseline as core_baseline
 from convlstm.checks import positive_int
 from convlstm.units import rainrate_to_scaled_pixel, scaled_pixel_to_rainrate
+from jobs.tasks import task_class
+from jobs.training.config import load_config
+from pipelines.manifest import load_manifest
+from pipelines.radar.pysteps_io import import_pysteps
 
 RAIN_THRESHOLD_MMH = 0.1
 ZERO_DB = -15.0
@@ -32,8 +36,6 @@ class PystepsNowcast:
     """A pySTEPS nowcast method as a baseline: `[B, J, C, H, W]` scaled pixels -> `[B, K, C, H, W]`."""
 
     def __init__(self, name: str, method: str, out_frames: int, **kwargs: Any) -> None:
-        from pipelines.radar.pysteps_io import import_pysteps
-
         pysteps = import_pysteps(f"--baselines {name}")
         self.name, self.method, self.kwargs = name, method, kwargs
         self.out_frames = positive_int(out_frames, "out_frames")
@@ -99,8 +101,6 @@ def check_baselines(names: tuple[str, ...]) -> None:
         raise ValueError(f"--baselines must be among {', '.join(BASELINES)}, got {', '.join(unknown)}")
     for name in names:
         if name in PYSTEPS_BASELINES or name == "pysteps":
-            from pipelines.radar.pysteps_io import import_pysteps
-
             import_pysteps(f"--baselines {name}")
 
 
@@ -108,10 +108,6 @@ def baselines_only(data: str, baselines: tuple[str, ...]) -> tuple[None, dict]:
     """What `evaluate` scores without --model: no model, and the dataset's task with its packaged
     config (`<task>.yaml`: only the task's window handling matters). ValueError naming --baselines when
     there is nothing to score (none given, or a task without forecast baselines)."""
-    from jobs.tasks import task_class
-    from jobs.training.config import load_config
-    from pipelines.manifest import load_manifest
-
     check_baselines(baselines)
     task = load_manifest(data).task
     if not baselines or not task_class(task).baselines:

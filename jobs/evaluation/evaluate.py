@@ -26,11 +26,21 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from jobs import paths
+from jobs.evaluation import report
 from jobs.evaluation.baselines import baselines_only, check_baselines, get_baseline
 from jobs.evaluation.result import EvaluationResult, evaluation_result, write_evaluation
-from jobs.tasks import task_class
+from jobs.registry import descriptions, mlflow_datasets, tracking
+from jobs.registry.modelio import load_model
+from jobs.tasks import get_task, task_class
 from jobs.tasks.base import mean_over_leads
-from pipelines.manifest import Manifest
+from jobs.training.config import from_dict
+from pipelines import cluster, storage
+from pipelines.manifest import Manifest, load_manifest, manifest_path
+from pipelines.ray_session import init_ray
+from pipelines.shards import read_dataset, read_windows
+from pipelines.verify import check_dataset
+import torch
 
 DEFAULT_BASELINES = ("persistence", "optical-flow")
 DEFAULT_BATCH_SIZE = 8
@@ -50,8 +60,6 @@ def higher_is_better(metric: str, task: str) -> bool:
 
 def resolve_device(name: str = "auto") -> str:
     """`--device`: "auto" is a CUDA GPU when one is visible, else the CPU; ValueError for "cuda" without one."""
-    import torch
-
     if name not in ("auto", "cpu", "cuda"):
         raise ValueError(f"--device must be auto, cpu or cuda, got {name!r}")
     if name == "cuda" and not torch.cuda.is_available():
@@ -67,8 +75,6 @@ def predict(model, x: np.ndarray, batch_size: int = DEFAULT_BATCH_SIZE, device: 
     bit-reproducible: CPU kernels pick their algorithm and reduction order by shape and thread count.
     On a GPU the outputs agree to float tolerance (cuDNN chooses its own algorithms).
     """
-    import torch
-
     outputs = []
     threads = torch.get_num_threads()
     model.eval().to(device)
@@ -112,8 +118,6 @@ class WindowScorer:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> list[dict[str, dict[str, dict]]]:
         """One state per window, in the batch's row order: [{method: {accumulator: state}}]."""
-        import torch
-
         frames = batch["frames"].astype(np.float32) / 255.0
         inputs, targets = self.task.inputs_targets(frames)
         outputs = {} if self.model is None else {"model": predict(self.model, inputs, self.batch_size, self.device)}
@@ -148,16 +152,11 @@ def _window_states(scorer: WindowScorer, data: str, split: str, distributed: boo
                    address: str | None) -> list[tuple[tuple, dict]]:
     """[((source, start), state)] of every window of the split, sorted by (source, start)."""
     if distributed:
-        from pipelines.ray_session import init_ray
-        from pipelines.shards import read_dataset
-
         init_ray(address)
         rows = read_dataset(data, split, scorer.columns).map_batches(
             _score_batch, fn_kwargs={"scorer": replace(scorer, device="cpu")}, batch_size=scorer.batch_size, batch_format="numpy").take_all()
         keyed = [((row["source"], row["start"]), pickle.loads(row["state"])) for row in rows]
     else:
-        from pipelines.shards import read_windows
-
         windows = read_windows(data, split, scorer.columns)
         keyed = []
         for start in range(0, len(windows["source"]), scorer.batch_size):
@@ -260,11 +259,6 @@ def score_model(model, config: dict, data: str, split: str = "test", baselines: 
     unlike every one of them (`Task.data_mismatches`: grid, format, time step) unless
     `scoring.allow_mismatch`.
     """
-    from jobs.training.config import from_dict
-    from jobs.tasks import get_task
-    from pipelines.manifest import load_manifest, manifest_path
-    from pipelines.verify import check_dataset
-
     if scoring.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {scoring.batch_size}")
     if scoring.distributed_min_windows < 0:
@@ -319,12 +313,6 @@ def evaluate(model_ref: str | None, data: str, split: str = "test", baselines: t
     (see `score_model`) and write `evaluation.json`, `evaluation.md` and lead-time plots to `out` (a folder or an object-store
     URI; default `<CONVLSTM_STORAGE>/evaluations/<timestamp>`, else `<home>/outputs/evaluations/<timestamp>`); log them to MLflow per the module docstring.
     Returns the result written to `evaluation.json` (JSON types; undefined scores are None)."""
-    from jobs import paths
-    from jobs.evaluation import report
-    from jobs.registry.modelio import load_model
-
-    from pipelines import cluster, storage
-
     if log.own_run and log.run:
         raise ValueError("give either --log (the model's own run) or --log-to-run RUN_ID, not both")
     if not model_ref and (log.own_run or log.run):
@@ -367,9 +355,7 @@ def evaluate(model_ref: str | None, data: str, split: str = "test", baselines: t
 
 def _check_run(run_id: str, tracking_uri: str | None) -> None:
     """ValueError naming `--log-to-run` when the tracking store has no active run `run_id`."""
-    from mlflow.exceptions import MlflowException
-
-    from jobs.registry import tracking
+    from mlflow.exceptions import MlflowException  # deferred: mlflow ~10 s to import; the module's other users skip it
 
     try:
         run = tracking.client(tracking_uri).get_run(run_id)
@@ -398,10 +384,7 @@ def log_evaluation(result: EvaluationResult, files: list[Path], run_id: str, tra
     description, the registered version's description and `eval.<split>` tag, and the registered
     model's description. A run other than the model's own also gets the model as an input, so the
     evaluation run names both the model and the data."""
-    from mlflow.entities import LoggedModelInput
-
-    from jobs.registry import descriptions, mlflow_datasets, tracking
-    from pipelines.manifest import load_manifest
+    from mlflow.entities import LoggedModelInput  # deferred: mlflow ~10 s to import; the module's other users skip it
 
     split, data = result.data.split, result.data.path
     dataset = mlflow_datasets.log_datasets(tracking_uri, run_id, data, load_manifest(data),
@@ -442,8 +425,6 @@ def model_score(model_ref: str, data: str, split: str = "test", metric: str | No
                 tracking_uri: str | None = None, address: str | None = None) -> float:
     """One summary score of `model_ref` on `split` (default: the task's primary metric), no baselines,
     nothing written; NaN when undefined. For champion/challenger comparisons."""
-    from jobs.registry.modelio import load_model
-
     model, info = load_model(model_ref, tracking_uri=tracking_uri)
     result = score_model(model, info["config"], data, split, (), trained_manifests=info["manifests"],
                          scoring=Scoring(address=address, device="cpu"))

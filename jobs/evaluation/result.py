@@ -120,12 +120,4 @@ def write_evaluation(result: EvaluationResult, folder) -> str:
 def load_evaluation(path: str) -> EvaluationResult:
     """Read and validate `evaluation.json` (the file, or the folder holding it); one-line ValueError
     naming the file and the first bad field."""
-    path = str(path)
-    file = path if path.rstrip("/").endswith(EVALUATION_NAME) else storage.join(path, EVALUATION_NAME)
-    if not storage.exists(file):
-        raise FileNotFoundError(f"no evaluation at {path} (missing {EVALUATION_NAME})")
-    try:
-        data = json.loads(storage.read_text(file))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{file}: not readable JSON ({type(exc).__name__}: {exc})") from None
-    return EvaluationResult.parse(data, file)
+    return EvaluationResult.read(path, EVALUATION_NAME, "evaluation")

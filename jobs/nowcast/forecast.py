@@ -15,8 +15,12 @@ from pathlib import Path
 import numpy as np
 
 from convlstm.units import pixel_to_dbz, scaled_pixel_to_rainrate
-from jobs import images
-from pipelines.radar.timeline import iso
+from jobs import images, paths
+from jobs.tasks import get_task
+from jobs.training.config import from_dict
+from pipelines import cluster, storage
+from pipelines.radar.archive import source_folder
+from pipelines.radar.timeline import infer_time_step, iso
 from pipelines.manifest import Manifest
 
 GIF_FRAME_MS = 500
@@ -57,10 +61,10 @@ def read_input(src: str | Path, fmt: str, at: datetime | None, manifest: Manifes
     Returns (pixels uint8 `[in_len, 1, H, W]`, mask uint8 (1 = valid), frame times). ValueError when
     the source does not match the training data or a needed frame is missing or unusable.
     """
-    from pipelines.radar.archive import source_folder
+    # deferred: pipelines.radar.formats loads OpenCV ~4 s, h5py ~1.4 s; the module's other users skip it
     from pipelines.radar.formats import check_has_frames, list_frames, members_of, probe_frames, resolve_format
+    # deferred: pipelines.radar.latest loads OpenCV ~4 s, h5py ~1.4 s; the module's other users skip it
     from pipelines.radar.latest import load_sequence
-    from pipelines.radar.timeline import infer_time_step
 
     with source_folder(Path(src), keep=members_of(fmt)) as root:
         check_has_frames(src, root, "nothing to forecast from")
@@ -86,8 +90,9 @@ def read_input(src: str | Path, fmt: str, at: datetime | None, manifest: Manifes
 def forecast(model, task, pixels: np.ndarray, mask: np.ndarray, device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
     """Input pixels/mask `[in_len, 1, H, W]` -> (dBZ, mm/h) float32 `[out_len, H, W]`, NaN = nodata.
     `task` (`jobs.tasks`) turns the model's output into [0, 1] frames as in training."""
-    import torch
+    import torch  # deferred: torch ~5 s to import; the module's other users skip it
 
+    # deferred: jobs.evaluation.evaluate loads OpenCV ~4 s, torch ~5 s; the module's other users skip it
     from jobs.evaluation.evaluate import predict
 
     output = torch.from_numpy(predict(model, pixels[None].astype(np.float32) / 255.0, device=device))
@@ -123,17 +128,14 @@ def write_outputs(out: Path, dbz: np.ndarray, rain: np.ndarray, valid_times: lis
 
 def default_out() -> str:
     """`<CONVLSTM_STORAGE>/nowcasts/<UTC time>`, else `<home>/outputs/nowcasts/<UTC time>`."""
-    from jobs import paths
-
     return paths.output_location("nowcasts", datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ"))
 
 
 def load_radar_model(model_ref: str, tracking_uri: str | None = None):
     """(model, task, lineage info) of a radar model whose training manifest is readable (`info["manifest"]`);
     ValueError / FileNotFoundError naming --model otherwise."""
+    # deferred: jobs.registry.modelio loads torch ~5 s; the module's other users skip it
     from jobs.registry.modelio import load_model
-    from jobs.tasks import get_task
-    from jobs.training.config import from_dict
 
     model, info = load_model(model_ref, tracking_uri=tracking_uri)
     if info["task"] != "radar":
@@ -151,8 +153,6 @@ def nowcast(model_ref: str, src: str | Path, out: str | Path | None = None, fmt:
     dict written to `<out>/forecast.json` (see `write_outputs`). `src` and `out` may be object-store
     URIs (outputs are written locally, then uploaded); `out` defaults to `default_out()`. On a
     multi-node cluster a node-local `out` is refused before any work (pipelines.cluster)."""
-    from pipelines import cluster, storage
-
     defaulted = out is None
     out = default_out() if out is None else storage.as_uri(out)
     cluster.check_paths({"--out": out}, address=address, defaulted={"--out"} if defaulted else ())
@@ -161,6 +161,7 @@ def nowcast(model_ref: str, src: str | Path, out: str | Path | None = None, fmt:
     model, task, info = load_radar_model(model_ref, tracking_uri)
     manifest = info["manifest"]
     pixels, mask, times = read_input(src, fmt, at, manifest, task.in_len)
+    # deferred: jobs.evaluation.evaluate loads OpenCV ~4 s, torch ~5 s; the module's other users skip it
     from jobs.evaluation.evaluate import resolve_device
 
     dbz, rain = forecast(model, task, pixels, mask, resolve_device(device))

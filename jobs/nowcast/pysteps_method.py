@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 
 from convlstm.units import DBZ_MIN, dbz_to_rainrate, pixel_to_dbz
+from jobs.nowcast.forecast import load_radar_model
 from pipelines.radar.pysteps_io import rain_to_dbz
 from pipelines.radar.preprocess import preprocess
 from pipelines.manifest import Manifest
@@ -37,8 +38,6 @@ MARSHALL_PALMER = {"a": 200.0, "b": 1.6}
 @lru_cache(maxsize=4)
 def _load(model: str, tracking_uri: str | None):
     """(model, task, manifest) of a radar model reference, loaded once per process."""
-    from jobs.nowcast.forecast import load_radar_model
-
     loaded, task, info = load_radar_model(model, tracking_uri)
     return loaded, task, info["manifest"]
 
@@ -85,6 +84,7 @@ def forecast(precip: np.ndarray, velocity: Any = None, timesteps: int | Sequence
     methods' options) are accepted and ignored. ValueError when `precip` does not fit the model:
     fewer than its in_len frames, or another grid than its training data's source grid.
     """
+    # deferred: jobs.evaluation.evaluate loads torch ~5 s; the module's other users skip it
     from jobs.evaluation.evaluate import predict
 
     loaded, task, manifest = _load(model, tracking_uri)
@@ -98,7 +98,7 @@ def forecast(precip: np.ndarray, velocity: Any = None, timesteps: int | Sequence
     zr = _zr(manifest)
     crop = tuple(grid.crop) if grid.crop else None
     scaled = model_input(precip[-task.in_len:], manifest)[None, :, None].astype(np.float32) / 255.0
-    import torch
+    import torch  # deferred: torch ~5 s to import; the module's other users skip it
 
     output = task.probabilities(torch.from_numpy(predict(loaded, scaled, device=device))).clamp(0, 1).numpy()
     top, left, height, width = _crop_box(source, crop)

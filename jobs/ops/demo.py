@@ -20,8 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from jobs.nowcast.forecast import nowcast
 from jobs.tasks.plugins import task_class
-from pipelines.manifest import Manifest
+from jobs.training.config import load_config
+from pipelines.driver import Publish
+from pipelines.kth import KthOptions, params, prepare_kth
+from pipelines.manifest import Manifest, load_manifest
 
 # Persons of the official KTH split (train 11-18, val 1, 4, 19-21, 23-25, test 2, 3, 5-10, 22).
 KTH_PERSONS = {"train": [11, 12, 13, 14, 15, 16, 17, 18], "val": [1, 4], "test": [2, 3]}
@@ -104,6 +108,7 @@ def run_demo(plan: DemoPlan, echo: Callable[[str], None] = print) -> dict[str, A
 
 
 def make_videos(plan: DemoPlan) -> str:
+    # deferred: pipelines.synthetic loads OpenCV ~4 s; the module's other users skip it
     from pipelines.synthetic import write_kth_videos
 
     persons = sorted(p for members in KTH_PERSONS.values() for p in members)
@@ -116,9 +121,6 @@ def make_videos(plan: DemoPlan) -> str:
 
 
 def prepare_kth_shards(plan: DemoPlan) -> str:
-    from pipelines.kth import KthOptions, params, prepare_kth
-    from pipelines.driver import Publish
-
     options = KthOptions(frame_len=KTH_FRAME_LEN, stride=KTH_STRIDE, size=KTH_SIZE, split="official")
     manifest = _reuse(plan.data("kth"), params(options))
     if manifest is None:
@@ -129,8 +131,8 @@ def prepare_kth_shards(plan: DemoPlan) -> str:
 
 
 def prepare_radar_shards(plan: DemoPlan) -> str:
+    # deferred: pipelines.radar.prepare loads OpenCV ~4 s, h5py ~1.4 s; the module's other users skip it
     from pipelines.radar.prepare import RadarOptions, prepare_radar
-    from pipelines.driver import Publish
 
     options = RadarOptions(in_len=RADAR_IN_LEN, out_len=RADAR_OUT_LEN, stride=1, size=RADAR_SIZE,
                            crop=RADAR_CROP, split="time", val_fraction=0.25, test_fraction=0.25)
@@ -145,7 +147,7 @@ def prepare_radar_shards(plan: DemoPlan) -> str:
 
 
 def train_task(plan: DemoPlan, task: str) -> str:
-    from jobs.training.config import load_config
+    # deferred: jobs.training.driver loads torch ~5 s; the module's other users skip it
     from jobs.training.driver import Compute, RunOptions, train
 
     cfg = load_config(CONFIGS[task], task)
@@ -158,6 +160,7 @@ def train_task(plan: DemoPlan, task: str) -> str:
 
 
 def evaluate_task(plan: DemoPlan, task: str) -> str:
+    # deferred: jobs.evaluation.evaluate loads OpenCV ~4 s, torch ~5 s; the module's other users skip it
     from jobs.evaluation.evaluate import LogTo, Scoring, evaluate
 
     baselines = ("persistence", "optical-flow") if task == "radar" else ()
@@ -175,8 +178,6 @@ def evaluate_task(plan: DemoPlan, task: str) -> str:
 
 
 def nowcast_from_registry(plan: DemoPlan) -> str:
-    from jobs.nowcast.forecast import nowcast
-
     out = plan.reports("nowcast")
     sidecar = nowcast("models:/convlstm-radar@champion", plan.radar_src, out, fmt="mch",
                       tracking_uri=plan.tracking_uri)
@@ -245,8 +246,6 @@ def _environ(defaults: dict[str, str]) -> Iterator[None]:
 
 def _reuse(out: Path, expected_params: dict) -> Manifest | None:
     """The existing manifest at `out` when its params include `expected_params`, else None."""
-    from pipelines.manifest import load_manifest
-
     if not (out / "manifest.json").is_file():
         return None
     manifest = load_manifest(str(out))

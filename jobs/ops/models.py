@@ -68,7 +68,7 @@ def rollback(tracking_uri: str | None, name: str, reason: str) -> dict[str, Any]
 
 
 def _registered(tracking_uri: str | None, name: str):
-    from mlflow.exceptions import MlflowException
+    from mlflow.exceptions import MlflowException  # deferred: mlflow ~10 s to import; the module's other users skip it
 
     try:
         return tracking.client(tracking_uri).get_registered_model(name)

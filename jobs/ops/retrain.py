@@ -27,14 +27,15 @@ from pydantic import Field, field_validator
 
 
 from jobs import paths
+from jobs.jsonable import to_jsonable
 from jobs.ops import models
 from jobs.ops.locks import RetrainLock, lock_uri_for
 from jobs.ops.promotion import Decision, PromotionRule, TestName, paired_test
 from jobs.registry import history, tracking
 from jobs.tasks import task_class
 from jobs.training.config import Section, load_config, read_yaml, validate
-from pipelines import versions
-from pipelines.manifest import Manifest
+from pipelines import cluster, storage, versions
+from pipelines.manifest import Manifest, load_manifest
 
 REPORT_NAME = "retrain-report.json"
 # A second run while the lock is held exits with EX_TEMPFAIL (sysexits.h): "try again later",
@@ -76,6 +77,7 @@ class RetrainConfig(Section):
     @field_validator("must_beat")
     @classmethod
     def _known_baselines(cls, value: list[str]) -> list[str]:
+        # deferred: convlstm.baselines loads OpenCV ~4 s, torch ~5 s; the module's other users skip it
         from convlstm.baselines import BASELINES
 
         unknown = [b for b in value if b not in BASELINES]
@@ -121,8 +123,6 @@ def retrain(task: str, src: str, data: str, config: RetrainConfig,
     trained on the dataset as it is (a previous run extended the shards, then died before registering
     a challenger).
     """
-    from pipelines.manifest import load_manifest
-
     fmt, tracking_uri, address, out, log = options.fmt, options.tracking_uri, options.address, options.out, options.log
     task_class(task)  # ValueError naming the known tasks
     _check_cluster_paths(src, data, config, out, address)
@@ -193,8 +193,6 @@ def _check_cluster_paths(src: str, data: str, config: RetrainConfig, out: str | 
     """On a multi-node cluster, refuse node-local paths before any work (pipelines.cluster): the dataset
     (extended by decode tasks), the checkpoints, the report, and a folder `src` (read by decode tasks;
     an archive or file `src` is read by this driver only)."""
-    from pipelines import cluster, storage
-
     local_folder = not storage.is_remote(src) and Path(src).is_dir()
     cluster.check_paths({"--data": data, "--src": src if local_folder else None,
                          "--storage": config.storage or paths.output_location("train"),
@@ -234,6 +232,7 @@ def _train_and_compare(task: str, data: str, train_cfg, config: RetrainConfig, r
                        tracking_uri: str | None, address: str | None, out: str | None,
                        log: Callable[[str], None]) -> dict[str, Any]:
     """Steps (4)-(7) of the module docstring on the dataset version `data`."""
+    # deferred: jobs.training.driver loads torch ~5 s; the module's other users skip it
     from jobs.training.driver import Compute, RunOptions, train
 
     name = train_cfg.registered_model_name
@@ -300,8 +299,8 @@ def _score(name: str, version: str, data: str, config: RetrainConfig, metric: st
            tracking_uri: str | None, address: str | None) -> dict[str, Any]:
     """Evaluate `name` v`version` with the baselines on the split (report files under `target`, logged
     to the version's run and page); {value, baselines: {name: value}, per_window: {method: [...]}}."""
+    # deferred: jobs.evaluation.evaluate loads OpenCV ~4 s, torch ~5 s; the module's other users skip it
     from jobs.evaluation.evaluate import DEFAULT_BASELINES, LogTo, Scoring, evaluate
-    from pipelines import storage
 
     baselines = tuple(dict.fromkeys([*DEFAULT_BASELINES, *config.must_beat]))
     result = evaluate(f"models:/{name}/{version}", data, config.split, baselines,
@@ -332,7 +331,7 @@ def _g(value: float | None) -> str:
 
 def _version_by_alias(client, name: str, alias: str):
     """The ModelVersion behind `name@alias`, or None when the model or the alias does not exist."""
-    from mlflow.exceptions import MlflowException
+    from mlflow.exceptions import MlflowException  # deferred: mlflow ~10 s to import; the module's other users skip it
 
     try:
         return client.get_model_version_by_alias(name, alias)
@@ -354,17 +353,12 @@ def _report(task: str, data: str, manifest: Manifest, name: str, config: Retrain
 def _report_target(out: str | None, name: str) -> str:
     """Where this run's report goes: `out`, else `<CONVLSTM_STORAGE>/retrain/<model>/<time>`, else under
     the project outputs."""
-    from pipelines import storage
-
     return storage.as_uri(out) if out else paths.output_location("retrain", name, _stamp())
 
 
 def _finish(report: dict, target: str, run_id: str | None, tracking_uri: str | None,
             log: Callable[[str], None]) -> dict:
     """Write the report to `<target>/retrain-report.json` (strict JSON) and log it to the challenger's run."""
-    from jobs.jsonable import to_jsonable
-    from pipelines import storage
-
     report["finished"] = _now()
     with storage.staged_output(target, prefix="convlstm-retrain-") as folder:  # a URI: written here, uploaded
         path = folder / REPORT_NAME

@@ -31,6 +31,8 @@ from typing import TYPE_CHECKING, Iterator, TextIO
 import yaml
 
 from jobs.errors import CommandError
+from jobs.registry.lineage import COMMIT_ENV, SUBMISSION_ENV, git_commit
+from packaging.requirements import Requirement
 
 if TYPE_CHECKING:
     from ray.job_submission import JobStatus, JobSubmissionClient
@@ -120,7 +122,8 @@ def _address_env_hidden() -> Iterator[None]:
 
 def connect(address: str | None = None) -> JobSubmissionClient:
     """A Jobs API client for `resolve_address(address)`; unreachable or unauthorised -> CommandError."""
-    from ray.exceptions import AuthenticationError
+    from ray.exceptions import AuthenticationError  # deferred: Ray ~2-10 s to import; the module's other users skip it
+    # deferred: Ray ~2-10 s to import; the module's other users skip it
     from ray.job_submission import JobSubmissionClient
 
     url = resolve_address(address)
@@ -145,8 +148,6 @@ def source_checkout() -> Path | None:
 
 def cluster_requirements() -> list[str]:
     """This project's runtime requirements (no extras) minus those the cluster image provides."""
-    from packaging.requirements import Requirement
-
     keep = []
     for line in md.requires(DISTRIBUTION) or []:
         req = Requirement(line)
@@ -231,8 +232,6 @@ def build_submission(argv: list[str], upload: bool = True, install: bool = True,
                      submission_id: str | None = None) -> Submission:
     """Entrypoint, submission id, runtime_env and metadata for `argv` (the command after `--`). The job's
     env records the submission id and the git commit of this checkout (MLflow runs of the job carry both)."""
-    from jobs.registry.lineage import COMMIT_ENV, SUBMISSION_ENV, git_commit
-
     entrypoint = cluster_entrypoint(argv, upload)
     submission_id = submission_id or default_submission_id(argv)
     commit = git_commit()  # here, before the upload (which leaves .git behind)

@@ -45,7 +45,7 @@ class AliasDecision:
 
 def record(tracking_uri: str | None, decision: AliasDecision) -> str:
     """Log one decision as a finished run; its `scores` become metrics `<role>_<metric>`. Returns the run id."""
-    from mlflow.entities import Metric
+    from mlflow.entities import Metric  # deferred: mlflow ~10 s to import; the module's other users skip it
 
     d = decision
     values = {"model": d.model, "action": d.action, "champion_before": d.champion_before,

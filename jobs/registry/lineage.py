@@ -54,6 +54,7 @@ def source_tags() -> dict[str, str]:
     `mlflow.source.type` (LOCAL), `mlflow.source.name` (`convlstm <command>` when run by the CLI, else
     the program) and `mlflow.source.git.commit` of the checkout holding this package (`-dirty` with
     local changes; absent for an installed, non-git copy)."""
+    # deferred: mlflow ~10 s to import; the module's other users skip it
     from mlflow.tracking.context.registry import resolve_tags
 
     tags = {k: v for k, v in resolve_tags().items() if k.startswith("mlflow.")}

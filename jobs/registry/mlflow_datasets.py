@@ -38,7 +38,9 @@ def shard_dataset(data: str, manifest: Manifest, split: str, label: str | None =
     `mlflow.data.get_source(...)` finds it); digest: the first `DIGEST_CHARS` hex digits of the
     manifest fingerprint; schema: the manifest's columns (`mlflow_colspec`, type = dtype and shape per
     window); profile: task, windows of this split and of every split, sources, fingerprint, manifest."""
+    # deferred: mlflow ~10 s to import; the module's other users skip it
     from mlflow.data.dataset_source_registry import resolve_dataset_source
+    # deferred: mlflow ~10 s to import; the module's other users skip it
     from mlflow.entities import Dataset as DatasetEntity
 
     root = str(data) if storage.is_remote(str(data)) else os.path.abspath(str(data))
@@ -63,6 +65,7 @@ def log_datasets(tracking_uri: str | None, run_id: str, data: str, manifest: Man
     """Attach the `splits` ({split: context}) of the shard set at `data` as dataset inputs of the run,
     each with its `mlflow.data.context` (named `<label or folder name>/<split>`); returns {split:
     dataset entity}. Logging a dataset the run already has is a no-op."""
+    # deferred: mlflow ~10 s to import; the module's other users skip it
     from mlflow.entities import DatasetInput, InputTag
 
     datasets = {split: shard_dataset(data, manifest, split, label) for split in splits}

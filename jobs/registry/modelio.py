@@ -17,7 +17,7 @@ import torch
 
 from jobs import checkpoints
 from jobs.registry import tracking
-from pipelines.manifest import Manifest
+from pipelines.manifest import Manifest, load_manifest
 
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 MODEL_CHECKPOINT = f"extra_files/{checkpoints.CHECKPOINT_FILE}"
@@ -40,6 +40,7 @@ def load_model(ref: str, tracking_uri: str | None = None) -> tuple[torch.nn.Modu
 
 def build_from_spec(spec: dict[str, Any]) -> torch.nn.Module:
     """An untrained model from `convlstm.factory.model_spec(...)`'s output."""
+    # deferred: convlstm.factory loads OpenCV ~4 s; the module's other users skip it
     from convlstm.factory import build_model
 
     return build_model(spec["name"], **spec["kwargs"])
@@ -61,8 +62,6 @@ def lineage(state: dict[str, Any], ref: str) -> dict[str, Any]:
 
 
 def _manifest_or_none(path: str) -> Manifest | None:
-    from pipelines.manifest import load_manifest
-
     try:
         return load_manifest(path)
     except (FileNotFoundError, OSError, ValueError):
@@ -86,8 +85,8 @@ def load_state(ref: str, tracking_uri: str | None = None) -> dict[str, Any]:
 
 
 def _from_mlflow(uri: str, tracking_uri: str | None) -> dict[str, Any]:
-    import mlflow.artifacts
-    from mlflow.exceptions import MlflowException
+    import mlflow.artifacts  # deferred: mlflow ~10 s to import; the module's other users skip it
+    from mlflow.exceptions import MlflowException  # deferred: mlflow ~10 s to import; the module's other users skip it
 
     with tempfile.TemporaryDirectory() as tmp, tracking.fluent(tracking_uri) as resolved:
         try:

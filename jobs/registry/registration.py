@@ -57,9 +57,9 @@ def log_and_register_model(tracking_uri: str | None, run_id: str, files: ModelFi
     `champion` when the name has none, else `challenger`. Returns the registration (name/version/alias
     None without a name) and the LoggedModel id.
     """
-    import mlflow
-    import mlflow.pytorch
-    from mlflow.models import infer_signature
+    import mlflow  # deferred: mlflow ~10 s to import; the module's other users skip it
+    import mlflow.pytorch  # deferred: mlflow ~10 s to import; the module's other users skip it
+    from mlflow.models import infer_signature  # deferred: mlflow ~10 s to import; the module's other users skip it
 
     name = registration.name
     signature = infer_signature(files.example, files.output)

@@ -38,7 +38,7 @@ def resolve_uri(tracking_uri: str | None) -> str:
 
 
 def client(tracking_uri: str | None = None):
-    from mlflow.tracking import MlflowClient
+    from mlflow.tracking import MlflowClient  # deferred: mlflow ~10 s to import; the module's other users skip it
 
     uri = resolve_uri(tracking_uri)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
@@ -50,6 +50,7 @@ def fluent(tracking_uri: str | None) -> Iterator[str]:
     follows the tracking URI) at `tracking_uri` for the block, then restore the process state:
     `mlflow.set_tracking_uri` also exports MLFLOW_TRACKING_URI, which would otherwise redirect
     every later default-store call of this process."""
+    # deferred: mlflow ~10 s to import; the module's other users skip it
     from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
     saved = os.environ.get("MLFLOW_TRACKING_URI")
@@ -110,7 +111,7 @@ def ensure_experiment_kind(tracking_uri: str | None, experiment_id: str) -> None
 def create_run(tracking_uri: str | None, experiment_id: str, run_name: str, tags: dict[str, str],
                params: dict[str, Any]) -> str:
     """A new RUNNING run with `tags` and `params` (values stringified); returns its id."""
-    from mlflow.entities import Param, RunTag
+    from mlflow.entities import Param, RunTag  # deferred: mlflow ~10 s to import; the module's other users skip it
 
     c = client(tracking_uri)
     run = c.create_run(experiment_id, run_name=run_name, tags=tags)
@@ -140,7 +141,7 @@ def param_value(value: Any) -> str:
 
 def reopen_run(tracking_uri: str | None, run_id: str) -> None:
     """Mark an existing run RUNNING again (resume); FileNotFoundError if the store lacks it or it was deleted."""
-    from mlflow.exceptions import MlflowException
+    from mlflow.exceptions import MlflowException  # deferred: mlflow ~10 s to import; the module's other users skip it
 
     c = client(tracking_uri)
     try:
@@ -176,7 +177,7 @@ def log_metrics(tracking_uri: str | None, run_id: str, rows: Iterable[tuple[str,
     """Log `(key, value, step)` rows in batches of 1000 (MLflow's limit). With `model_id` (a LoggedModel)
     and `dataset` (an `mlflow.entities.Dataset`, see `shard_dataset`) the values are also the model's
     metrics on that dataset, as MLflow 3's `log_metrics(model_id=..., dataset=...)` records them."""
-    from mlflow.entities import Metric
+    from mlflow.entities import Metric  # deferred: mlflow ~10 s to import; the module's other users skip it
 
     now = int(time.time() * 1000)
     linked = {"model_id": model_id, "dataset_name": dataset.name if dataset is not None else None,
@@ -193,7 +194,7 @@ def link_metrics(tracking_uri: str | None, run_id: str, prefix: str, step: int, 
     on `dataset` (None: on no dataset): the points are logged again with their own timestamps, which the
     run's history already holds (MLflow deduplicates them there), so only the model's metrics gain rows.
     Returns the number of metrics."""
-    from mlflow.entities import Metric
+    from mlflow.entities import Metric  # deferred: mlflow ~10 s to import; the module's other users skip it
 
     c = client(tracking_uri)
     linked = {"model_id": model_id, "dataset_name": dataset.name if dataset is not None else None,
@@ -244,6 +245,7 @@ def logged_model_id(tracking_uri: str | None, run_id: str) -> str | None:
 def version_model_id(version) -> str | None:
     """The LoggedModel behind a registered version: `model_id` where the registry stores it, else the
     `models:/<model_id>` source that MLflow 3 registers from (the OSS stores keep only the source)."""
+    # deferred: mlflow ~10 s to import; the module's other users skip it
     from mlflow.store.artifact.utils.models import _parse_model_id_if_present
 
     return getattr(version, "model_id", None) or _parse_model_id_if_present(version.source or "")
@@ -252,7 +254,7 @@ def version_model_id(version) -> str | None:
 def versions_of(tracking_uri: str | None, ref: str, run_id: str | None) -> list:
     """Registered versions behind a model reference: the one `models:/NAME@ALIAS` or
     `models:/NAME/VERSION` names, else every version registered from `run_id`."""
-    from mlflow.exceptions import MlflowException
+    from mlflow.exceptions import MlflowException  # deferred: mlflow ~10 s to import; the module's other users skip it
 
     c = client(tracking_uri)
     if ref.startswith("models:/"):

@@ -11,7 +11,7 @@ __all__ = ["Evaluator", "ForecastTask", "Task", "check_name", "get_task", "regis
 
 def __getattr__(name: str):
     if name in ("Evaluator", "ForecastTask", "Task"):
-        from jobs.tasks import base
+        from jobs.tasks import base  # deferred: jobs.tasks.base loads torch (~5 s); config validation must not
 
         return getattr(base, name)
     raise AttributeError(f"module 'jobs.tasks' has no attribute {name!r}")

@@ -20,8 +20,13 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
+from PIL import Image, ImageDraw
 
+from convlstm import losses
+from convlstm.augment import random_crop, random_dihedral
+from convlstm.metrics import VideoScores
 from jobs import plots
+from jobs.images import write_gif
 from jobs.jsonable import to_jsonable
 from pipelines.manifest import Manifest
 
@@ -157,6 +162,7 @@ class Task:
     def with_data_params(self) -> TaskConfig:
         """The config with every `data_params` key that `model.params` leaves out filled in from the
         manifest (tiny configs rely on this); explicit values are kept and checked by `check_model`."""
+        # deferred: convlstm.factory loads OpenCV ~4 s; the module's other users skip it
         from convlstm.factory import MODELS
 
         accepted = inspect.signature(MODELS[self.cfg.model.name]).parameters if self.cfg.model.name in MODELS else {}
@@ -295,6 +301,7 @@ class ForecastTask(Task):
             if cfg.model.name != "encoder_forecaster":
                 raise ValueError(f"data.crop: needs a convolutional model (encoder_forecaster), {cfg.model.name} "
                                  f"is built for one frame size")
+            # deferred: convlstm.networks loads OpenCV ~4 s; the module's other users skip it
             from convlstm.networks import EncoderForecaster
 
             height, width = self.frames_shape[2:]
@@ -306,7 +313,6 @@ class ForecastTask(Task):
         if (cfg.loss.name == "bce") != self.logits:
             raise ValueError("model.params.output_activation: the bce loss takes logits (null), the other "
                              "losses [0, 1] frames (sigmoid)")
-        from convlstm import losses
 
         self._loss_fn = {"bce": losses.bce_loss, "mse": losses.mse_loss, "mae": losses.mae_loss,
                          "balanced_mse": losses.balanced_mse, "balanced_mae": losses.balanced_mae}[cfg.loss.name]
@@ -348,7 +354,6 @@ class ForecastTask(Task):
         window, frames and mask alike."""
         if not (self.cfg.data.crop or self.cfg.data.augment == "dihedral"):
             return batch
-        from convlstm.augment import random_crop, random_dihedral
 
         names = [c for c in self.columns if c in batch]
         tensors = [batch[c] for c in names]
@@ -373,8 +378,6 @@ class ForecastTask(Task):
     video_metrics: tuple[str, ...] = ("mse", "mae")
 
     def evaluator(self) -> Evaluator:
-        from convlstm.metrics import VideoScores
-
         return Evaluator(self, {"video": VideoScores(self.out_len)})
 
     def score(self, accumulators, output, batch, raw=True):
@@ -423,10 +426,6 @@ def side_by_side_gif(path: Path, left: list[np.ndarray], right: list[np.ndarray]
                      titles: tuple[str, str], min_size: int = 160) -> Path:
     """A looping GIF of RGB frames `[H, W, 3]`: `left[t]` beside `right[t]`, upscaled (nearest) to at least
     `min_size` pixels, a caption row with `titles` and `labels[t]` above."""
-    from PIL import Image, ImageDraw
-
-    from jobs.images import write_gif
-
     height, width = left[0].shape[:2]
     scale = max(1, -(-min_size // max(1, min(height, width))))
     gap, caption = 6, 16

@@ -13,9 +13,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from convlstm.metrics import ClassificationScores
 from jobs import plots
 from jobs.tasks.base import Evaluator, Task, scaled
 from jobs.tasks.plugins import register
+from pipelines.driver import Publish
+from pipelines.kth import KthOptions
+from pipelines.kth import plan
+from pipelines.kth import prepare_kth
 from pipelines.manifest import Manifest
 
 KTH_TUTORIAL = {
@@ -53,25 +58,18 @@ class KthTask(Task):
 
     @classmethod
     def new_sources(cls, src, manifest, prepare, fmt, known):
-        from pipelines.kth import plan
-
         with tempfile.TemporaryDirectory(prefix="retrain-") as tmp:
             planned = [source.name for source in plan(src, cls.options(manifest, prepare, Path(tmp)))[0]]
         return [name for name in planned if name not in known]
 
     @classmethod
     def extend_dataset(cls, src, data, manifest, prepare, fmt, address):
-        from pipelines.kth import prepare_kth
-        from pipelines.driver import Publish
-
         with tempfile.TemporaryDirectory(prefix="retrain-") as tmp:
             options = cls.options(manifest, prepare, Path(tmp))
             return prepare_kth(src, data, options, publish=Publish(incremental=True, address=address, progress=False))
 
     @staticmethod
     def options(manifest: Manifest, prepare: dict[str, Any], workdir: Path):
-        from pipelines.kth import KthOptions
-
         return KthOptions.from_manifest(manifest, workdir, **prepare)
 
     def data_params(self) -> dict[str, Any]:
@@ -96,8 +94,6 @@ class KthTask(Task):
         return frames, None
 
     def evaluator(self) -> Evaluator:
-        from convlstm.metrics import ClassificationScores
-
         return Evaluator(self, {"classification": ClassificationScores(len(self.class_names), self.class_names)})
 
     def score(self, accumulators, output, batch, raw=True):

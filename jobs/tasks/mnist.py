@@ -9,7 +9,11 @@ from pathlib import Path
 
 from jobs.tasks.base import ForecastTask
 from jobs.tasks.plugins import register
+from pipelines.driver import Publish
 from pipelines.manifest import Manifest
+from pipelines.mnist import MnistOptions
+from pipelines.mnist import plan
+from pipelines.mnist import prepare_mnist
 
 SHI_TABLE1 = {
     "source": "Shi et al. 2015, Table 1 (Moving MNIST, 10 -> 10 frames at 64x64; cross-entropy summed over frames)",
@@ -52,17 +56,12 @@ class MnistTask(ForecastTask):
     @classmethod
     def new_sources(cls, src, manifest, prepare, fmt, known):
         """Chunks that larger `prepare.counts` add (sequence i depends only on (seed, split, i))."""
-        from pipelines.mnist import plan
-
         if not Path(src).is_file():
             raise FileNotFoundError(f"--src {src}: no such MNIST file")
         return [source.name for source in plan(src, cls.options(manifest, prepare)) if source.name not in known]
 
     @classmethod
     def extend_dataset(cls, src, data, manifest, prepare, fmt, address):
-        from pipelines.mnist import prepare_mnist
-        from pipelines.driver import Publish
-
         # Moving MNIST has no incremental mode: regenerating with the larger counts reproduces the
         # old windows and adds the new ones.
         return prepare_mnist(src, data, cls.options(manifest, prepare),
@@ -70,8 +69,6 @@ class MnistTask(ForecastTask):
 
     @staticmethod
     def options(manifest: Manifest, prepare: dict):
-        from pipelines.mnist import MnistOptions
-
         return MnistOptions.from_params(manifest.params, **prepare)
 
     def summarize(self, accumulators):

@@ -12,8 +12,13 @@ from pathlib import Path
 
 import numpy as np
 
+from convlstm.metrics import (FSS_SCALES, FSS_THRESHOLDS_MMH, HKO7_THRESHOLDS_MMH, CategoricalScores, CorrelationScore,
+                              FractionsSkillScore, RainfallErrors)
+from convlstm.units import scaled_pixel_to_rainrate
+from jobs.images import colorize_rainrate
 from jobs.tasks.base import Evaluator, ForecastTask, mean_over_leads
 from jobs.tasks.plugins import register
+from pipelines.driver import Publish
 from pipelines.manifest import Manifest
 
 SHI_TABLE2 = {
@@ -59,8 +64,6 @@ class RadarTask(ForecastTask):
 
     @classmethod
     def protocol(cls, manifest, split, in_len=None, out_len=None):
-        from convlstm.metrics import FSS_SCALES, FSS_THRESHOLDS_MMH, HKO7_THRESHOLDS_MMH
-
         return {**super().protocol(manifest, split, in_len, out_len), "time_step_s": manifest.time_step_s,
                 "thresholds_mmh": list(HKO7_THRESHOLDS_MMH), "fss_thresholds_mmh": list(FSS_THRESHOLDS_MMH),
                 "fss_scales_px": list(FSS_SCALES)}
@@ -69,14 +72,15 @@ class RadarTask(ForecastTask):
     def new_sources(cls, src, manifest, prepare, fmt, known):
         """UTC days (`YYYY-MM-DD`) with frames under `src` that the dataset has not seen, by frame time
         (pipelines.radar.seen), whatever the split: new frames of a known day count too."""
+        # deferred: pipelines.radar.prepare loads OpenCV ~4 s, h5py ~1.4 s; the module's other users skip it
         from pipelines.radar.prepare import new_days
 
         return new_days(str(src), manifest, fmt)
 
     @classmethod
     def extend_dataset(cls, src, data, manifest, prepare, fmt, address):
+        # deferred: pipelines.radar.prepare loads OpenCV ~4 s, h5py ~1.4 s; the module's other users skip it
         from pipelines.radar.prepare import RadarOptions, prepare_radar
-        from pipelines.driver import Publish
 
         params = manifest.params
         return prepare_radar(Path(src), data, fmt or params["format"], RadarOptions.from_params(params, **prepare),
@@ -111,9 +115,6 @@ class RadarTask(ForecastTask):
 
     def preview_rgb(self, frames, mask=None):
         """Rain rates (mm/h) on the nowcast palette; nodata (mask 0) grey."""
-        from convlstm.units import scaled_pixel_to_rainrate
-        from jobs.images import colorize_rainrate
-
         rates = scaled_pixel_to_rainrate(np.asarray(frames, dtype=np.float32)[:, 0] / 255.0)
         valid = None if mask is None else np.asarray(mask)[:, 0]
         return np.stack([colorize_rainrate(r, None if valid is None else valid[t]) for t, r in enumerate(rates)])
@@ -122,9 +123,6 @@ class RadarTask(ForecastTask):
         return f"+{lead * self.time_step_s / 60:g} min" if self.time_step_s else super().lead_label(lead)
 
     def evaluator(self) -> Evaluator:
-        from convlstm.metrics import (FSS_SCALES, FSS_THRESHOLDS_MMH, HKO7_THRESHOLDS_MMH, CategoricalScores,
-                                      CorrelationScore, FractionsSkillScore, RainfallErrors)
-
         return Evaluator(self, {
             "rainfall": RainfallErrors(self.out_len),
             "categorical": CategoricalScores(HKO7_THRESHOLDS_MMH, self.out_len),
@@ -133,8 +131,6 @@ class RadarTask(ForecastTask):
         })
 
     def score(self, accumulators, output, batch, raw=True):
-        from convlstm.units import scaled_pixel_to_rainrate
-
         _, target, mask = self._split(batch)
         pred_mmh = scaled_pixel_to_rainrate(self.probabilities(output, raw).clamp(0, 1).cpu().numpy())
         target_mmh = scaled_pixel_to_rainrate(target.cpu().numpy())

@@ -17,6 +17,7 @@ import torch
 from jobs import checkpoints, paths
 from jobs.errors import CommandError
 from jobs.registry.descriptions import digest
+from jobs.registry.modelio import load_state
 from jobs.tasks import Task
 from jobs.training.config import Config
 from jobs.training.datasets import TrainingData
@@ -109,6 +110,7 @@ def with_monitor_mode(cfg: Config, task: Task) -> Config:
 def check_model(cfg: Config, task: Task) -> dict[str, Any]:
     """Build the model on the driver and run it on one blank window, so `model.*` settings that
     cannot be built or do not fit the data fail before any cluster work; returns the model spec."""
+    # deferred: convlstm.factory loads OpenCV ~4 s; the module's other users skip it
     from convlstm.factory import build_model, model_spec
 
     try:
@@ -124,8 +126,6 @@ def check_model(cfg: Config, task: Task) -> dict[str, Any]:
 
 def init_weights(ref: str, spec: dict[str, Any], tracking_uri: str | None) -> dict[str, torch.Tensor]:
     """The weights of the model `ref` for a warm start; ValueError when it is another model than `spec`."""
-    from jobs.registry.modelio import load_state
-
     state = load_state(ref, tracking_uri)
     if state["model_spec"] != spec:
         raise ValueError(f"init_from: {ref} is a {state['model_spec']}, the config builds {spec}")

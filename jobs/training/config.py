@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from jobs.tasks.plugins import check_name
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 Name = Annotated[str, Field(min_length=1)]
@@ -146,8 +147,6 @@ class Config(Section):
     @field_validator("task")
     @classmethod
     def _known_task(cls, value: str) -> str:
-        from jobs.tasks.plugins import check_name
-
         try:
             return check_name(value)
         except ValueError as exc:
@@ -181,8 +180,6 @@ def config_path(name_or_path: str | Path) -> Path:
 def load_config(config: str | Path | None, task: str, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Read `config` (path or packaged name; None = the task's packaged config), apply
     `key.sub=value` overrides (values parsed as YAML) and validate. ValueError names the key."""
-    from jobs.tasks.plugins import check_name
-
     check_name(task)
     path = config_path(config if config is not None else task)
     raw = read_yaml(path, "config")

@@ -21,9 +21,11 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from jobs.registry.mlflow_datasets import dataset_label
+from jobs.tasks import get_task
+from jobs.tasks import task_class
 from jobs.training.config import Config, flatten
-from pipelines import storage
-from pipelines.manifest import Manifest
+from pipelines import storage, verify
+from pipelines.manifest import Manifest, fingerprint, load_manifest, manifest_path
 
 NAME_CHARS = 32
 
@@ -43,8 +45,6 @@ class TrainingData:
 
     @property
     def manifest_path(self) -> str:
-        from pipelines.manifest import manifest_path
-
         return manifest_path(self.uri)
 
     def lineage(self) -> dict[str, str]:
@@ -73,16 +73,13 @@ def load_datasets(paths: Sequence[str], cfg: Config) -> tuple[TrainingData, ...]
     docstring), then their training and validation shards against their manifests (`pipelines.verify`);
     FileNotFoundError for a missing manifest, ValueError for a dataset of another task, a repeated
     dataset, the first field two datasets disagree on, or shards unlike the manifest."""
-    from jobs.tasks import get_task
-    from pipelines.manifest import load_manifest
-    from pipelines.verify import check_dataset
-
     uris = [path if storage.is_remote(path) else os.path.abspath(path) for path in paths]
     manifests = [load_manifest(uri) for uri in uris]
     _check_distinct(uris, manifests)
     _check_poolable(cfg.task, uris, manifests)
     for uri, manifest in zip(uris, manifests):  # shards against the manifest, from their footers
-        check_dataset(uri, manifest, [s for s in (cfg.data.train_split, cfg.data.val_split) if s in manifest.splits])
+        splits = [s for s in (cfg.data.train_split, cfg.data.val_split) if s in manifest.splits]
+        verify.check_dataset(uri, manifest, splits)
     if len(uris) == 1:
         names = [dataset_label(uris[0])]
     else:
@@ -108,8 +105,6 @@ def dataset_names(uris: Sequence[str], metric_names: Sequence[str] = ()) -> list
 def _check_distinct(uris: list[str], manifests: list[Manifest]) -> None:
     """Refuse a folder listed twice, or two datasets of the same content (the fingerprint recomputed
     from each manifest, so a copy whose recorded fingerprint was altered is still the same dataset)."""
-    from pipelines.manifest import fingerprint
-
     seen: dict[str, str] = {}
     for uri, manifest in zip(uris, manifests):
         keys = (uri.rstrip("/"), fingerprint(manifest))
@@ -121,8 +116,6 @@ def _check_distinct(uris: list[str], manifests: list[Manifest]) -> None:
 
 
 def _check_poolable(task: str, uris: list[str], manifests: list[Manifest]) -> None:
-    from jobs.tasks import task_class
-
     cls = task_class(task)
     first = flatten(cls.pooling_fields(manifests[0]))
     for uri, manifest in zip(uris[1:], manifests[1:]):

@@ -79,6 +79,7 @@ def train_loop(spec: WorkerSpec) -> dict[str, Any]:
     `train_windows` / `val_windows` (windows the last epoch trained on and scored, all ranks; the
     driver registers nothing when they fall short of the manifests), and `message` when the loss
     became non-finite."""
+    # deferred: convlstm.factory loads OpenCV ~4 s; the module's other users skip it
     from convlstm.factory import build_model, model_spec
 
     cfg = spec.config
@@ -316,6 +317,7 @@ def _system_metrics(spec: WorkerSpec):
     sampled every `MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL` seconds (MLflow's default 10), continuing the
     run's steps after a restart. None (training goes on) when psutil is missing or the monitor cannot start."""
     try:
+        # deferred: mlflow ~10 s to import; the module's other users skip it
         from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 
         monitor = SystemMetricsMonitor(spec.run_id, resume_logging=True, tracking_uri=spec.tracking_uri)

@@ -14,6 +14,7 @@ from jobs import checkpoints, signals
 from jobs.registry import tracking
 from jobs.registry.lineage import TAG_PREFIX, run_tags
 from jobs.registry.mlflow_datasets import log_datasets
+from jobs.registry.modelio import build_from_spec
 from jobs.registry.registration import ModelFiles, Registration, log_and_register_model
 from jobs.tasks import Task
 from jobs.training import report
@@ -88,8 +89,6 @@ def finish_run(cfg: Config, task: Task, run: TrainingRun, outcome: dict,
     """Artifacts (evaluation JSON, plots), the best checkpoint as a registered model whose LoggedModel
     holds the best epoch's validation scores (linked to the validation datasets), and descriptions of
     the run, the version and the registered model."""
-    from jobs.registry.modelio import build_from_spec
-
     last = checkpoints.load(checkpoints.latest(run.storage_path, run.run_name))
     best_dir = checkpoints.best(run.storage_path, run.run_name, cfg.train.monitor, cfg.train.mode)
     best = checkpoints.load(best_dir)

@@ -15,14 +15,13 @@ from jobs.training.loop import WorkerSpec, ray_worker
 from jobs.training.placement import placement_strategy
 from jobs.training.sessions import val_dataset_key
 from pipelines.manifest import Manifest
+from pipelines.ray_session import init_ray
 from pipelines.shards import bounded_read_ahead, read_dataset
 
 
 def fit_ray(spec: WorkerSpec, workers: int, address: str | None, cpus_per_worker: float | None) -> dict[str, Any]:
     """Run `ray_worker(spec)` on `workers` Ray Train workers; returns rank 0's outcome."""
-    import ray.train  # deferred: Ray Train costs seconds to import; `--workers 0` never needs it
-
-    from pipelines.ray_session import init_ray
+    import ray.train  # deferred: Ray Train ~8 s to import; `--workers 0` never needs it
 
     cfg = spec.config
     ray = init_ray(address)
@@ -66,8 +65,8 @@ def stoppable_trainer():
     """TorchTrainer whose Ctrl-C (and SIGTERM) aborts the Ray Train controller and then raises
     KeyboardInterrupt (Terminated) in the driver, so the run ends KILLED and nothing is registered.
     Ray Train's own SIGINT handler aborts and returns normally, or calls sys.exit (exit 1, silent)."""
-    import ray
-    from ray.train.torch import TorchTrainer
+    import ray  # deferred: Ray ~2-10 s to import; the module's other users skip it
+    from ray.train.torch import TorchTrainer  # deferred: Ray ~2-10 s to import; the module's other users skip it
 
     class StoppableTrainer(TorchTrainer):
         def _register_sigint_handler(self, controller) -> None:  # Ray Train v2's hook, main thread only
@@ -113,7 +112,7 @@ def materialized(spec: WorkerSpec, ds, rows: int):
 def ordered_ingest(read_ahead_mb: float):
     """Ray Train's default ingest options with `preserve_order`, which also turns off the output
     splitter's locality-driven (timing-dependent) block assignment, and the read-ahead cap."""
-    import ray.train
+    import ray.train  # deferred: Ray ~2-10 s to import; the module's other users skip it
 
     options = ray.train.DataConfig.default_ingest_options()
     options.preserve_order = True

@@ -20,6 +20,8 @@ import numpy as np
 import torch
 
 from jobs import checkpoints
+from pipelines.shards import concatenate
+from pipelines.shards import read_windows
 
 
 def val_dataset_key(index: int, rank: int) -> str:
@@ -35,7 +37,6 @@ class LocalSession:
     world_size = 1
 
     def __init__(self, spec):  # jobs.training.loop.WorkerSpec
-        from pipelines.shards import read_windows
 
         cfg = spec.config
         if spec.use_gpu and not torch.cuda.is_available():
@@ -100,8 +101,6 @@ def _limited(columns: dict[str, np.ndarray], limit: int | None) -> dict[str, np.
 
 def _concatenated(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """The windows of several datasets, one after the other."""
-    from pipelines.shards import concatenate
-
     return parts[0] if len(parts) == 1 else {k: concatenate([part[k] for part in parts]) for k in parts[0]}
 
 
@@ -112,8 +111,8 @@ class RaySession:
     once per epoch and the SUM-merged scores equal a single-process evaluation."""
 
     def __init__(self, batch_size: int, val_batch_size: int, shuffle_buffer: int, resume_from: str | None):
-        import ray.train
-        import ray.train.torch
+        import ray.train  # deferred: Ray ~2-10 s to import; the module's other users skip it
+        import ray.train.torch  # deferred: Ray ~2-10 s to import; the module's other users skip it
 
         ctx = ray.train.get_context()
         self.world_rank, self.world_size = ctx.get_world_rank(), ctx.get_world_size()
@@ -125,7 +124,7 @@ class RaySession:
     def restore(self) -> dict[str, Any] | None:
         """The checkpoint Ray Train restored (worker-group restart, rerun with the same name), else
         the driver's `resume_from`, else None."""
-        import ray.train
+        import ray.train  # deferred: Ray ~2-10 s to import; the module's other users skip it
 
         restored = ray.train.get_checkpoint()
         if restored is not None:
@@ -134,7 +133,7 @@ class RaySession:
         return checkpoints.load(self._resume_from) if self._resume_from else None
 
     def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
-        import ray.train.torch
+        import ray.train.torch  # deferred: Ray ~2-10 s to import; the module's other users skip it
 
         return ray.train.torch.prepare_model(model)
 
@@ -144,7 +143,7 @@ class RaySession:
         return tensor
 
     def train_batches(self, epoch: int) -> Iterator[dict[str, torch.Tensor]]:
-        import ray.train
+        import ray.train  # deferred: Ray ~2-10 s to import; the module's other users skip it
 
         shard = ray.train.get_dataset_shard("train")
         yield from shard.iter_torch_batches(batch_size=self._batch, device=self.device,
@@ -152,14 +151,14 @@ class RaySession:
                                             local_shuffle_seed=epoch if self._shuffle else None)
 
     def val_batches(self, index: int = 0) -> Iterator[dict[str, torch.Tensor]]:
-        import ray.train
+        import ray.train  # deferred: Ray ~2-10 s to import; the module's other users skip it
 
         shard = ray.train.get_dataset_shard(val_dataset_key(index, self.world_rank))
         yield from shard.iter_torch_batches(batch_size=self._val_batch, device=self.device)
 
     def report(self, metrics: dict[str, Any], state: dict[str, Any] | None, epoch: int) -> None:
         """Every rank calls this once per epoch (it is a barrier); only rank 0 passes a state."""
-        import ray.train
+        import ray.train  # deferred: Ray ~2-10 s to import; the module's other users skip it
 
         if state is None:
             ray.train.report(metrics)

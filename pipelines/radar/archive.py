@@ -33,6 +33,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Callable, Iterator
 
 from pipelines import storage
+from pipelines.publish import claim, sweep_stale
 
 DEFAULT_MAX_UNPACKED_MB = 10_240  # 10 GiB: decades of 5-minute frames of one radar composite
 MAX_RATIO = 100  # radar frames are already compressed (GIF, PNG, gzip, HDF5): ~1-10x in practice
@@ -45,6 +46,7 @@ _max_unpacked_mb: ContextVar[float] = ContextVar("max_unpacked_mb", default=DEFA
 
 def radar_member(name: str) -> bool:
     """True for a file a radar source needs: a frame of any format (by extension) or an HKO-7 mask."""
+    # deferred: pipelines.radar.formats loads OpenCV ~4 s, h5py ~1.4 s; the module's other users skip it
     from pipelines.radar.formats import FORMATS
 
     base = PurePosixPath(name.replace("\\", "/")).name
@@ -141,7 +143,6 @@ def source_folder(src: Path, workdir: Path | None = None, *, keep: Callable[[str
     folder = remote and storage.is_dir(src)
     if not folder and not is_archive(src):
         raise ValueError(f"--src {src} is neither a folder nor a .tar/.zip archive")
-    from pipelines.publish import claim, sweep_stale
 
     sweep_stale(workdir or tempfile.gettempdir(), UNPACK_PREFIX)  # left by killed runs (owner marker)
     with tempfile.TemporaryDirectory(prefix=UNPACK_PREFIX, dir=workdir) as tmp:

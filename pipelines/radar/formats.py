@@ -19,8 +19,10 @@ from typing import Callable, Iterable
 import numpy as np
 
 from pipelines.radar import bom, fmi, hko, knmi, mch, odim
+from pipelines.radar.archive import radar_member
 from pipelines.radar.frame_format import FrameError, RadarFormat
 from pipelines.radar.preprocess import LIBRARY_ERRORS
+from pipelines.radar.pysteps_io import radar_format
 
 PYSTEPS_PREFIX = "pysteps:"  # pySTEPS importers (pipelines.radar.pysteps_io), built on first use
 FORMATS: dict[str, RadarFormat] = {f.name: f for f in (hko.FORMAT, mch.FORMAT, fmi.FORMAT, knmi.FORMAT,
@@ -41,8 +43,6 @@ def get_format(name: str) -> RadarFormat:
     """The format called `name` (hko, mch, fmi, knmi, odim, bom, or `pysteps:<importer>[:<fn_pattern>]`,
     see `pysteps_io`); ValueError naming --format otherwise."""
     if name.startswith(PYSTEPS_PREFIX):
-        from pipelines.radar.pysteps_io import radar_format
-
         return radar_format(name)
     if name not in FORMATS:
         raise ValueError(f"--format must be one of {', '.join(FORMATS)}, {PYSTEPS_PREFIX}<importer> or auto, "
@@ -71,8 +71,6 @@ def detect_format(files: Iterable[str | Path]) -> RadarFormat:
 def members_of(fmt: str) -> Callable[[str], bool]:
     """What a source of `fmt` needs from an archive or object-store folder: `archive.radar_member` (frames
     of the built-in formats, HKO-7 masks), and for a `pysteps:` format also files of its extensions."""
-    from pipelines.radar.archive import radar_member
-
     if not fmt.startswith(PYSTEPS_PREFIX):
         return radar_member
     own = get_format(fmt)

@@ -75,7 +75,7 @@ def hdf5_scalar(value):
 def sniff_hdf5(path: Path, read_time: Callable[[h5py.File, str], datetime | None]) -> datetime | None:
     """Content sniffing shared by the HDF5-based formats: `read_time(file, conventions)` of an HDF5 file
     (its root `Conventions` attribute as text, "" if absent), None for anything unreadable or not HDF5."""
-    import h5py
+    import h5py  # deferred: h5py ~1.4 s to import; the module's other users skip it
 
     try:
         if not h5py.is_hdf5(path):

@@ -63,9 +63,10 @@ def import_pysteps(what: str = "--format pysteps:...") -> Any:
     and the extra when it is not installed."""
     try:
         with contextlib.redirect_stdout(io.StringIO()):
-            import pysteps
-            import pysteps.io  # noqa: F401  (importers, and the plugins pySTEPS discovers)
-            import pysteps.utils  # noqa: F401
+            import pysteps  # deferred: pysteps is an optional extra ([pysteps])
+            # deferred: pysteps is an optional extra; importing pysteps.io registers its importers and plugins
+            import pysteps.io  # noqa: F401
+            import pysteps.utils  # noqa: F401  # deferred: pysteps is an optional extra ([pysteps])
     except ImportError as exc:
         raise PystepsMissing(f"{what} needs pySTEPS, which is not installed: {INSTALL}") from exc
     return pysteps
@@ -136,7 +137,7 @@ def radar_format(name: str) -> PystepsFormat:
     (PystepsMissing without pySTEPS)."""
     importer, _, fn_pattern = name[len(PREFIX):].partition(":")
     pysteps = import_pysteps(f"--format {name}")
-    from pysteps.io import interface
+    from pysteps.io import interface  # deferred: pysteps is an optional extra ([pysteps])
 
     if importer not in interface._importer_methods:
         raise ValueError(f"--format {name}: pySTEPS has no importer {importer!r} "
@@ -162,7 +163,7 @@ def radar_format(name: str) -> PystepsFormat:
 
 def _import_pygrib():
     try:
-        import pygrib
+        import pygrib  # deferred: pygrib is an optional extra ([pysteps])
     except ImportError as exc:
         raise PystepsMissing(f"GRIB2 frames need pygrib, which is not installed: {INSTALL}") from exc
     return pygrib
@@ -203,7 +204,7 @@ def _probe(importer: str, kwargs: dict, path: Path) -> tuple[int, int]:
 
 
 def _read(importer: str, kwargs: dict, path: Path) -> tuple[np.ndarray, dict]:
-    from pysteps.io import get_method
+    from pysteps.io import get_method  # deferred: pysteps is an optional extra ([pysteps])
 
     _check_size(path)
     _grib_points(path)
@@ -223,7 +224,7 @@ def _read(importer: str, kwargs: dict, path: Path) -> tuple[np.ndarray, dict]:
 
 def to_dbz(precip: np.ndarray, metadata: dict) -> np.ndarray:
     """An importer's field and metadata -> dBZ float32 `[H, W]` (NaN = nodata, -inf = no echo)."""
-    from pysteps.utils import to_rainrate
+    from pysteps.utils import to_rainrate  # deferred: pysteps is an optional extra ([pysteps])
 
     unit, transform = metadata.get("unit"), metadata.get("transform")
     precip = np.asarray(precip, dtype=np.float64)
