@@ -233,7 +233,7 @@ def _train_rates(dataset: str, data: str, args: argparse.Namespace) -> dict:
     cfg = load_config(name, name, [])
     manifest = load_manifest(data)
     begin, batches, first, first_s = time.perf_counter(), 0, None, 0.0
-    ds = read_dataset(data, "train", columns, read_ahead_mb=cfg.data.read_ahead_mb)  # as training reads it
+    ds = read_dataset(data, "train", columns)
     for batch in ds.iter_batches(batch_size=cfg.data.batch_size, batch_format="numpy"):
         batches += 1
         if first is None:

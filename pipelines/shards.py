@@ -220,28 +220,8 @@ def read_windows(path: str, split: str, columns: list[str] | None = None,
     return {c: _to_numpy(table.column(c), schema[c]) for c in wanted}
 
 
-def read_dataset(path: str, split: str, columns: list[str] | None = None,
-                 read_ahead_mb: float | None = None) -> "ray.data.Dataset":
-    """One split as a streaming Ray Dataset (row order unspecified); tensor columns are Ray tensor columns.
-    `read_ahead_mb` caps what a streamed read holds ahead of its consumer (`bounded_read_ahead`)."""
-    ds = _read_dataset(path, split, columns)
-    if read_ahead_mb is not None:
-        bounded_read_ahead(ds.context.execution_options, read_ahead_mb)
-    return ds
-
-
-def bounded_read_ahead(options: "ray.data.ExecutionOptions", read_ahead_mb: float) -> "ray.data.ExecutionOptions":
-    """Cap Ray Data's object-store budget in `options` (in place; returned) at `read_ahead_mb` MB.
-
-    Without a cap the streaming executor reads ahead up to its share of the node's object store (about
-    30 % of RAM), so a consumer that lags (a training step) lets the read path's memory grow with the
-    split: 2.5x from 1 to 16 days of radar in benchmarks/scale.py. With it, memory is bounded by the cap."""
-    limits = options.resource_limits
-    options.resource_limits = limits.copy(object_store_memory=int(read_ahead_mb * 2**20))
-    return options
-
-
-def _read_dataset(path: str, split: str, columns: list[str] | None) -> "ray.data.Dataset":
+def read_dataset(path: str, split: str, columns: list[str] | None = None) -> "ray.data.Dataset":
+    """One split as a streaming Ray Dataset (row order unspecified); tensor columns are Ray tensor columns."""
     import ray.data  # deferred: Ray ~2-10 s to import; the module's other users skip it
 
     manifest = _split_manifest(path, split)

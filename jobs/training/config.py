@@ -73,8 +73,7 @@ class DataConfig(Section):
     of that many rows; a full permutation without Ray). Forecasting: the first `in_len` frames of a
     window are the input, the rest the target (None = the manifest's `in_len`, else half the window);
     `in_len >= 2` so every encoder weight gets a gradient (DDP needs that). `materialize_mb`: splits
-    up to that size are read once into Ray's object store; larger ones stream, holding at most
-    `read_ahead_mb` of decoded windows in the object store ahead of the training step. `paths`: the datasets to train on when
+    up to that size are read once into Ray's object store. `paths`: the datasets to train on when
     `convlstm train` gets no `--data` (which wins); several are pooled (`jobs.training.datasets`):
     `limit_*` then cap each dataset's split, and with a shuffle Ray Data first puts the pooled blocks
     in a seeded random order (the buffer then mixes the datasets). A string is a comma-separated list;
@@ -93,7 +92,6 @@ class DataConfig(Section):
     limit_val: int | None = Field(None, ge=1)
     in_len: int | None = Field(None, ge=2)
     materialize_mb: float = Field(256.0, ge=0)
-    read_ahead_mb: float = Field(256.0, gt=0)
 
     @field_validator("paths", mode="before")
     @classmethod

@@ -16,7 +16,7 @@ from jobs.training.placement import placement_strategy
 from jobs.training.sessions import val_dataset_key
 from pipelines.manifest import Manifest
 from pipelines.ray_session import init_ray
-from pipelines.shards import bounded_read_ahead, read_dataset
+from pipelines.shards import read_dataset
 
 
 def fit_ray(spec: WorkerSpec, workers: int, address: str | None, cpus_per_worker: float | None) -> dict[str, Any]:
@@ -51,7 +51,7 @@ def fit_ray(spec: WorkerSpec, workers: int, address: str | None, cpus_per_worker
             failure_config=ray.train.FailureConfig(max_failures=cfg.train.max_failures)),
         datasets=datasets,
         # Deterministic shards: the streaming split hands the same blocks to the same rank in every run.
-        dataset_config=ray.train.DataConfig(datasets_to_split=["train"], execution_options=ordered_ingest(cfg.data.read_ahead_mb)),
+        dataset_config=ray.train.DataConfig(datasets_to_split=["train"], execution_options=ordered_ingest()),
     )
     try:
         with signals.kept():  # Ray Train's handler must not outlive fit()
@@ -98,7 +98,7 @@ def training_windows(spec: WorkerSpec):
 
 def read_split(spec: WorkerSpec, data: TrainingData, split: str, limit: int | None) -> tuple[Any, int]:
     """(Ray Dataset of one dataset's split, in a fixed order and cut to `limit` windows, its row count)."""
-    ds = read_dataset(data.uri, split, columns=list(spec.columns), read_ahead_mb=spec.config.data.read_ahead_mb)
+    ds = read_dataset(data.uri, split, columns=list(spec.columns))
     ds.context.execution_options.preserve_order = True  # same windows, same order, every run
     return (ds.limit(limit) if limit else ds), split_rows(data.manifest, split, limit)
 
@@ -109,14 +109,14 @@ def materialized(spec: WorkerSpec, ds, rows: int):
     return ds.materialize() if small else ds
 
 
-def ordered_ingest(read_ahead_mb: float):
+def ordered_ingest():
     """Ray Train's default ingest options with `preserve_order`, which also turns off the output
-    splitter's locality-driven (timing-dependent) block assignment, and the read-ahead cap."""
+    splitter's locality-driven (timing-dependent) block assignment."""
     import ray.train  # deferred: Ray ~2-10 s to import; the module's other users skip it
 
     options = ray.train.DataConfig.default_ingest_options()
     options.preserve_order = True
-    return bounded_read_ahead(options, read_ahead_mb)
+    return options
 
 
 def window_bytes(manifest: Manifest, columns: list[str]) -> int:

@@ -110,11 +110,8 @@ def test_ray_read_path_cuts_the_same_windows(both_layouts, sample):
     runs, windows = both_layouts[sample]
     split = max(load_manifest(runs)["splits"].items(), key=lambda item: item[1]["count"])[0]
     keyed = {}
-    for path, read_ahead_mb in ((runs, 1.0), (windows, None)):  # the runs read under a tight read-ahead cap
-        ds = read_dataset(str(path), split, ["frames", "mask", "start"], read_ahead_mb=read_ahead_mb)
-        if read_ahead_mb:
-            assert ds.context.execution_options.resource_limits.object_store_memory == 2**20
-        rows = ds.take_all()
+    for path in (runs, windows):
+        rows = read_dataset(str(path), split, ["frames", "mask", "start"]).take_all()
         keyed[path] = {row["start"]: (np.asarray(row["frames"]), np.asarray(row["mask"])) for row in rows}
     assert keyed[runs].keys() == keyed[windows].keys() and keyed[runs]
     for start, (frames, mask) in keyed[runs].items():
