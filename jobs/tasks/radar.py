@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jobs.tasks.base import Evaluator, ForecastTask, mean_over_leads
+from jobs.tasks.base import FORECAST_LOSSES, Evaluator, ForecastTask, mean_over_leads
 from jobs.tasks.plugins import register
 
 SHI_TABLE2 = {
@@ -50,6 +50,7 @@ def fss_name(threshold: float, scale: int) -> str:
 class RadarTask(ForecastTask):
     name = "radar"
     primary_metric = "rainfall_mse"
+    losses = FORECAST_LOSSES + ("rainfall_mse",)
     lower_is_better = frozenset({"rainfall_mse", "rainfall_mae", "b_mse", "b_mae", "far"})
     table_metrics = ("rainfall_mse", "rainfall_mae", "csi_ge_0.5", "far_ge_0.5", "pod_ge_0.5", "hss_ge_0.5",
                      "correlation")
