@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> dict:
               f"({training['wall_s']:.0f} wall s); best {summary.monitor} {summary.best_score:.4g} at epoch "
               f"{summary.best_epoch}", flush=True)
         model, info = load_model(summary.best_checkpoint)
-    baselines = ("persistence", "optical-flow") + (("pysteps",) if pysteps_available() else ())
+    baselines = ("persistence", "optical-flow") + (("pysteps-extrapolation",) if pysteps_available() else ())
     if args.baselines is not None:
         baselines = tuple(b for b in args.baselines.split(",") if b and b != "none")
     started = time.perf_counter()

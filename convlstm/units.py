@@ -7,6 +7,8 @@ HKO-7 uses a = 58.53, b = 1.56 (the defaults here).
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 HKO_ZR_A = 58.53
@@ -70,10 +72,6 @@ def scaled_pixel_to_rainrate_torch(scaled: "torch.Tensor", a: float = HKO_ZR_A, 
 def rainrate_to_scaled_pixel_torch(rate: "torch.Tensor", a: float = HKO_ZR_A, b: float = HKO_ZR_B) -> "torch.Tensor":
     """`rainrate_to_scaled_pixel` on a tensor, differentiable above -10 dBZ: mm/h -> p in [0, 1]
     (rates at or below -10 dBZ, 0 included, give 0; no upper clip)."""
-    import math
-
-    import torch
-
     floor = (10.0 ** (DBZ_MIN / 10.0) / a) ** (1.0 / b)
-    dbz = 10.0 * b * torch.log10(rate.clamp(min=floor)) + 10.0 * math.log10(a)
+    dbz = 10.0 * b * rate.clamp(min=floor).log10() + 10.0 * math.log10(a)
     return (dbz - DBZ_MIN) / DBZ_RANGE
