@@ -1,6 +1,6 @@
 """Forecast skill on the real radar samples, prepared, trained and scored by the product's own functions.
 
-1. Prepares every archive in `--data` (MeteoSwiss, FMI, KNMI, BoM, OPERA) with `prepare radar`
+1. Prepares every archive in `--data-dir` (MeteoSwiss, FMI, KNMI, BoM, OPERA) with `prepare radar`
    (`pipelines.radar.prepare.prepare_radar`) by the fixed protocol: `--in-len 5 --out-len 12 --stride 1
    --size 128x128`, a chronological split per archive (`--split time`: the first frames train, the
    last `TEST_FRACTION[archive]` test; the samples are 24-144 frames, too short for a validation block
@@ -17,9 +17,10 @@
    Writes `skill.json` (per archive and pooled, per lead and mean) and each one's lead-time plots
    (`jobs.evaluation.report.plot_lead_times`) under `--out/<archive>/`.
 
-    python benchmarks/skill.py --out skill-motion
-    python benchmarks/skill.py --out skill-plain --set model.params.motion=null
-    python benchmarks/skill.py --out skill-short --set train.epochs=10
+    python benchmarks/skill.py --data-dir /work/shared/data --out skill-motion
+    python benchmarks/skill.py --data-dir /work/shared/data --out skill-plain --set model.params.motion=null \
+        --set model.params.smoothing=null
+    python benchmarks/skill.py --out skill-smoke --set train.epochs=1     # the trimmed samples of tests/data
 """
 from __future__ import annotations
 
@@ -45,8 +46,10 @@ REPORTED = ("rainfall_mse", "correlation", "csi_ge_0.5", "csi_ge_2", "csi_ge_5",
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", type=Path, help="folder of the samples (default: $CONVLSTM_SHARED_DATA, else ../shared/data)",
-                        default=Path(os.environ.get("CONVLSTM_SHARED_DATA", REPO.parent / "shared" / "data")))
+    parser.add_argument("--data-dir", type=Path, default=REPO / "tests" / "data",
+                        help="folder holding the archives' radar-*-sample folders (default: the trimmed samples in "
+                             "tests/data, a smoke run; the recorded runs use the full archives, e.g. "
+                             "/work/shared/data)")
     parser.add_argument("--archives", default=",".join(ARCHIVES), help="comma-separated, of " + ", ".join(ARCHIVES))
     parser.add_argument("--work", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "convlstm-skill",
                         help="prepared datasets (reused), checkpoints and the MLflow store")
@@ -64,16 +67,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     unknown = [a for a in args.archives.split(",") if a not in ARCHIVES]
     if unknown:
         parser.error(f"--archives: unknown {unknown} (have {', '.join(ARCHIVES)})")
+    missing = [ARCHIVES[a] for a in args.archives.split(",") if not (args.data_dir / ARCHIVES[a]).is_dir()]
+    if missing:
+        parser.error(f"--data-dir {args.data_dir}: no {', '.join(missing)} folder there (give the folder of the "
+                     f"radar archives, e.g. --data-dir /work/shared/data)")
     return args
 
 
 def prepare(archives: list[str], data: Path, work: Path) -> dict[str, Path]:
-    """`prepare radar` of each archive by the protocol (skipped where the dataset is already there)."""
+    """`prepare radar` of each archive by the protocol (skipped where the dataset is already there, under a
+    name that holds a hash of `data`: the trimmed and the full samples never share a prepared dataset)."""
+    import hashlib
+
     from pipelines.radar.prepare import RadarOptions, prepare_radar
 
-    out = {}
+    out, source = {}, hashlib.sha1(str(data.resolve()).encode()).hexdigest()[:8]
     for name in archives:
-        path = work / "data" / f"{name}-{SIZE}-{IN_LEN}-{OUT_LEN}"
+        path = work / "data" / f"{name}-{SIZE}-{IN_LEN}-{OUT_LEN}-{source}"
         if not (path / "manifest.json").exists():
             options = RadarOptions(in_len=IN_LEN, out_len=OUT_LEN, stride=1, size=(SIZE, SIZE), split="time",
                                    val_fraction=0.0, test_fraction=TEST_FRACTION[name])
@@ -128,6 +138,14 @@ def summaries(scorer, keyed: list, protocol: dict, archives: list[str]) -> dict:
             "methods": methods}
 
 
+def process_tree_cpu_s() -> float:
+    """CPU seconds (user + system) of this process and its finished children."""
+    import resource
+
+    usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    return sum(u.ru_utime + u.ru_stime for u in usage)
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     import torch
@@ -145,7 +163,7 @@ def main(argv: list[str] | None = None) -> dict:
     args.out.mkdir(parents=True, exist_ok=True)
     archives = args.archives.split(",")
     started = time.perf_counter()
-    paths = prepare(archives, args.data, args.work)
+    paths = prepare(archives, args.data_dir, args.work)
     prepare_s = time.perf_counter() - started
     trained_on = training_datasets(paths)
     cfg = load_config(args.config, "radar", args.set)
@@ -156,10 +174,10 @@ def main(argv: list[str] | None = None) -> dict:
         cfg = from_dict(info["config"])
         training = {"checkpoint": args.checkpoint, "epoch": info.get("epoch"), "note": args.training_note}
     else:
-        cpu, wall = time.process_time(), time.perf_counter()
+        cpu, wall = process_tree_cpu_s(), time.perf_counter()
         summary = train(cfg, [str(paths[n]) for n in trained_on], workers=0,
                         tracking_uri=f"sqlite:///{args.work / 'mlflow.db'}", storage_path=str(args.work / "train"))
-        training = {"cpu_s": time.process_time() - cpu, "wall_s": time.perf_counter() - wall, **summary.to_dict(),
+        training = {"cpu_s": process_tree_cpu_s() - cpu, "wall_s": time.perf_counter() - wall, **summary.to_dict(),
                     "load_average_after": list(os.getloadavg())}
         print(f"trained {summary.epochs} epochs ({summary.steps} steps) in {training['cpu_s']:.0f} CPU s "
               f"({training['wall_s']:.0f} wall s); best {summary.monitor} {summary.best_score:.4g} at epoch "
