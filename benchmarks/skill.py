@@ -108,7 +108,7 @@ def score(model, cfg, paths: dict[str, Path], baselines: tuple[str, ...]) -> dic
     """`convlstm evaluate`'s scores of the model and baselines on each archive's test windows and pooled
     over all of them: {archive | "pooled": {task, protocol, primary_metric, data, methods}}. Windows are
     scored once into per-window states (`jobs.evaluation.evaluate`), summed per archive and over all."""
-    from jobs.evaluation.evaluate import WindowScorer, _window_states
+    from jobs.evaluation.evaluate import WindowScorer, window_states
     from jobs.tasks import get_task
     from pipelines.manifest import load_manifest
 
@@ -119,7 +119,7 @@ def score(model, cfg, paths: dict[str, Path], baselines: tuple[str, ...]) -> dic
             continue
         task = get_task(cfg, manifest)
         scorer = WindowScorer(task, model, baselines)
-        keyed = _window_states(scorer, str(path), "test", False, None)
+        keyed = window_states(scorer, str(path), "test")
         everything += keyed
         results[name] = summaries(scorer, keyed, task.protocol(manifest, "test", task.in_len, task.out_len), [name])
     results["pooled"] = summaries(scorer, everything, results[next(iter(results))]["protocol"], list(results))
@@ -128,9 +128,9 @@ def score(model, cfg, paths: dict[str, Path], baselines: tuple[str, ...]) -> dic
 
 def summaries(scorer, keyed: list, protocol: dict, archives: list[str]) -> dict:
     """A `score_model`-shaped result of the summed per-window states (what the lead-time plots read)."""
-    from jobs.evaluation.evaluate import _merge
+    from jobs.evaluation.evaluate import merge_states
 
-    methods = {name: scorer.task.summarize(acc) for name, acc in _merge(scorer, keyed).items()}
+    methods = {name: scorer.task.summarize(acc) for name, acc in merge_states(scorer, keyed).items()}
     primary = scorer.task.primary_metric
     return {"task": "radar", "protocol": protocol, "data": {"windows": len(keyed), "archives": archives},
             "primary_metric": {"name": primary, "higher_is_better": scorer.task.higher_is_better,

@@ -54,7 +54,7 @@ ALLOWED_INLINE: set[str] = {
     "jobs/evaluation/baselines.py:check_baselines",
     "jobs/evaluation/evaluate.py:__call__",
     "jobs/evaluation/evaluate.py:_check_run",
-    "jobs/evaluation/evaluate.py:_window_states",
+    "jobs/evaluation/evaluate.py:window_states",
     "jobs/evaluation/evaluate.py:evaluate",
     "jobs/evaluation/evaluate.py:log_evaluation",
     "jobs/evaluation/evaluate.py:model_score",
