@@ -10,7 +10,7 @@ Frames of a real radar sample are decoded and preprocessed the way `prepare rada
 - `optical-flow-v1`: the first optical-flow baseline (DIS on the last 3 consecutive pairs, motion
   smoothed over 0.125 x the frame size), kept here for comparison;
 - `optical-flow`: the current default of `convlstm.baselines.optical_flow`;
-- `pysteps`: pySTEPS' dense Lucas-Kanade motion (last 3 frames) + semi-Lagrangian extrapolation,
+- `pysteps-extrapolation`: pySTEPS' nowcast (`jobs.evaluation.baselines`: Lucas-Kanade motion of the last 3 frames, semi-Lagrangian extrapolation of dB rain rates),
   where pysteps is installed (`pip install 'convlstm-pipeline[pysteps]'`).
 
 Scores, on valid target pixels (mask = 1) of all windows: CSI of the event dBZ >= `--threshold`
@@ -57,7 +57,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--stride", type=int, default=1)
     parser.add_argument("--threshold", type=float, default=20.5, help="CSI event: dBZ >= threshold")
     parser.add_argument("--methods", default=None,
-                        help="comma-separated subset of persistence,optical-flow-v1,optical-flow,pysteps")
+                        help="comma-separated subset of persistence,optical-flow-v1,optical-flow,pysteps-extrapolation")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     args = parser.parse_args(argv)
     for name in ("in_len", "out_len", "stride"):
@@ -98,7 +98,9 @@ def methods(out_len: int, names: list[str] | None) -> dict:
         "optical-flow": get_baseline("optical-flow", out_len),
     }
     if pysteps_available():
-        available["pysteps"] = get_baseline("pysteps", out_len)
+        from jobs.evaluation.baselines import get_baseline as evaluation_baseline
+
+        available["pysteps-extrapolation"] = evaluation_baseline("pysteps-extrapolation", out_len)
     if names is None:
         return available
     unknown = [n for n in names if n not in available]

@@ -1,6 +1,6 @@
 """Forecast skill on the real radar samples, prepared, trained and scored by the product's own functions.
 
-1. Prepares every archive in `--data` (MeteoSwiss, FMI, KNMI, BoM, OPERA) with `prepare radar`
+1. Prepares every archive in `--data-dir` (MeteoSwiss, FMI, KNMI, BoM, OPERA) with `prepare radar`
    (`pipelines.radar.prepare.prepare_radar`) by the fixed protocol: `--in-len 5 --out-len 12 --stride 1
    --size 128x128`, a chronological split per archive (`--split time`: the first frames train, the
    last `TEST_FRACTION[archive]` test; the samples are 24-144 frames, too short for a validation block
@@ -17,9 +17,12 @@
    Writes `skill.json` (per archive and pooled, per lead and mean) and each one's lead-time plots
    (`jobs.evaluation.report.plot_lead_times`) under `--out/<archive>/`.
 
-    python benchmarks/skill.py --out skill-motion
-    python benchmarks/skill.py --out skill-plain --set model.params.motion=null
-    python benchmarks/skill.py --out skill-short --set train.epochs=10
+    python benchmarks/skill.py --data-dir /work/shared/data --out skill-motion
+    python benchmarks/skill.py --data-dir /work/shared/data --out skill-plain --set model.params.motion=null \
+        --set model.params.smoothing=null --set loss.name=balanced_mse --set optim.lr=1e-4
+
+`--data-dir` defaults to the repository's tests/data, whose trimmed samples (4-24 frames) are shorter
+than the protocol's 17-frame windows: the benchmark needs the full archives.
 """
 from __future__ import annotations
 
@@ -45,9 +48,9 @@ REPORTED = ("rainfall_mse", "correlation", "csi_ge_0.5", "csi_ge_2", "csi_ge_5",
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", type=Path,
-                        help="folder of the samples (default: $CONVLSTM_SHARED_DATA, else ../shared/data)",
-                        default=Path(os.environ.get("CONVLSTM_SHARED_DATA", REPO.parent / "shared" / "data")))
+    parser.add_argument("--data-dir", type=Path, default=REPO / "tests" / "data",
+                        help="folder holding the archives' radar-*-sample folders, e.g. /work/shared/data (default: "
+                             "tests/data, whose trimmed samples are too short for the protocol's 17-frame windows)")
     parser.add_argument("--archives", default=",".join(ARCHIVES), help="comma-separated, of " + ", ".join(ARCHIVES))
     parser.add_argument("--work", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "convlstm-skill",
                         help="prepared datasets (reused), checkpoints and the MLflow store")
@@ -65,17 +68,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     unknown = [a for a in args.archives.split(",") if a not in ARCHIVES]
     if unknown:
         parser.error(f"--archives: unknown {unknown} (have {', '.join(ARCHIVES)})")
+    missing = [ARCHIVES[a] for a in args.archives.split(",") if not (args.data_dir / ARCHIVES[a]).is_dir()]
+    if missing:
+        parser.error(f"--data-dir {args.data_dir}: no {', '.join(missing)} folder there (give the folder of the "
+                     f"radar archives, e.g. --data-dir /work/shared/data)")
     return args
 
 
 def prepare(archives: list[str], data: Path, work: Path) -> dict[str, Path]:
-    """`prepare radar` of each archive by the protocol (skipped where the dataset is already there)."""
+    """`prepare radar` of each archive by the protocol (skipped where the dataset is already there, under a
+    name that holds a hash of `data`: the trimmed and the full samples never share a prepared dataset)."""
+    import hashlib
+
     from pipelines.radar.prepare import RadarOptions, prepare_radar
     from pipelines.driver import Publish
 
-    out = {}
+    out, source = {}, hashlib.sha1(str(data.resolve()).encode()).hexdigest()[:8]
     for name in archives:
-        path = work / "data" / f"{name}-{SIZE}-{IN_LEN}-{OUT_LEN}"
+        path = work / "data" / f"{name}-{SIZE}-{IN_LEN}-{OUT_LEN}-{source}"
         if not (path / "manifest.json").exists():
             options = RadarOptions(in_len=IN_LEN, out_len=OUT_LEN, stride=1, size=(SIZE, SIZE), split="time",
                                    val_fraction=0.0, test_fraction=TEST_FRACTION[name])
@@ -100,7 +110,7 @@ def score(model, cfg, paths: dict[str, Path], baselines: tuple[str, ...]) -> dic
     """`convlstm evaluate`'s scores of the model and baselines on each archive's test windows and pooled
     over all of them: {archive | "pooled": {task, protocol, primary_metric, data, methods}}. Windows are
     scored once into per-window states (`jobs.evaluation.evaluate`), summed per archive and over all."""
-    from jobs.evaluation.evaluate import WindowScorer, _window_states
+    from jobs.evaluation.evaluate import WindowScorer, window_states
     from jobs.tasks import get_task
     from pipelines.manifest import load_manifest
 
@@ -111,7 +121,7 @@ def score(model, cfg, paths: dict[str, Path], baselines: tuple[str, ...]) -> dic
             continue
         task = get_task(cfg, manifest)
         scorer = WindowScorer(task, model, baselines)
-        keyed = _window_states(scorer, str(path), "test", False, None)
+        keyed = window_states(scorer, str(path), "test")
         everything += keyed
         results[name] = summaries(scorer, keyed, task.protocol(manifest, "test", task.in_len, task.out_len), [name])
     results["pooled"] = summaries(scorer, everything, results[next(iter(results))]["protocol"], list(results))
@@ -120,15 +130,23 @@ def score(model, cfg, paths: dict[str, Path], baselines: tuple[str, ...]) -> dic
 
 def summaries(scorer, keyed: list, protocol: dict, archives: list[str]) -> dict:
     """A `score_model`-shaped result of the summed per-window states (what the lead-time plots read)."""
-    from jobs.evaluation.evaluate import _merge
+    from jobs.evaluation.evaluate import merge_states
 
-    methods = {name: scorer.task.summarize(acc) for name, acc in _merge(scorer, keyed).items()}
+    methods = {name: scorer.task.summarize(acc) for name, acc in merge_states(scorer, keyed).items()}
     primary = scorer.task.primary_metric
     data = {"path": ",".join(archives), "manifest": "", "fingerprint": "", "split": "test", "windows": len(keyed)}
     return {"task": "radar", "protocol": protocol, "data": {**data, "archives": archives},
             "primary_metric": {"name": primary, "higher_is_better": scorer.task.higher_is_better,
                                "value": methods["model"]["summary"][primary]},
             "methods": methods}
+
+
+def process_tree_cpu_s() -> float:
+    """CPU seconds (user + system) of this process and its finished children."""
+    import resource
+
+    usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    return sum(u.ru_utime + u.ru_stime for u in usage)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -149,7 +167,7 @@ def main(argv: list[str] | None = None) -> dict:
     args.out.mkdir(parents=True, exist_ok=True)
     archives = args.archives.split(",")
     started = time.perf_counter()
-    paths = prepare(archives, args.data, args.work)
+    paths = prepare(archives, args.data_dir, args.work)
     prepare_s = time.perf_counter() - started
     trained_on = training_datasets(paths)
     cfg = load_config(args.config, "radar", args.set)
@@ -160,17 +178,17 @@ def main(argv: list[str] | None = None) -> dict:
         cfg = from_dict(info["config"])
         training = {"checkpoint": args.checkpoint, "epoch": info.get("epoch"), "note": args.training_note}
     else:
-        cpu, wall = time.process_time(), time.perf_counter()
+        cpu, wall = process_tree_cpu_s(), time.perf_counter()
         summary = train(cfg, [str(paths[n]) for n in trained_on], compute=Compute(workers=0),
                         run=RunOptions(tracking_uri=f"sqlite:///{args.work / 'mlflow.db'}",
                                        storage_path=str(args.work / "train")))
-        training = {"cpu_s": time.process_time() - cpu, "wall_s": time.perf_counter() - wall, **summary.to_dict(),
+        training = {"cpu_s": process_tree_cpu_s() - cpu, "wall_s": time.perf_counter() - wall, **summary.to_dict(),
                     "load_average_after": list(os.getloadavg())}
         print(f"trained {summary.epochs} epochs ({summary.steps} steps) in {training['cpu_s']:.0f} CPU s "
               f"({training['wall_s']:.0f} wall s); best {summary.monitor} {summary.best_score:.4g} at epoch "
               f"{summary.best_epoch}", flush=True)
         model, info = load_model(summary.best_checkpoint)
-    baselines = ("persistence", "optical-flow") + (("pysteps",) if pysteps_available() else ())
+    baselines = ("persistence", "optical-flow") + (("pysteps-extrapolation",) if pysteps_available() else ())
     if args.baselines is not None:
         baselines = tuple(b for b in args.baselines.split(",") if b and b != "none")
     started = time.perf_counter()

@@ -2,16 +2,12 @@
 
 All take the models' input windows `[B, J, C, H, W]` (float, [0, 1], torch tensor or numpy array) and
 return `[B, K, C, H, W]` forecasts of the same type, dtype and device (K = `out_frames`). The optical-flow
-baseline works on the CPU in float32 (OpenCV), in the spirit of the ConvLSTM paper's ROVER baseline;
-"pysteps" runs pySTEPS' Lucas-Kanade + semi-Lagrangian extrapolation for comparison, where the optional
-pysteps package is installed (imported on first use only).
+baseline works on the CPU in float32 (OpenCV), in the spirit of the ConvLSTM paper's ROVER baseline.
+pySTEPS' nowcasts (`pysteps-extrapolation`, `pysteps-sprog`) are in `jobs.evaluation.baselines`.
 """
 from __future__ import annotations
 
-import contextlib
 import importlib.util
-import io
-
 from typing import Any, Protocol
 
 import numpy as np
@@ -19,7 +15,7 @@ import torch
 
 from convlstm.checks import positive_int
 from convlstm.motion import FLOW_METHODS, advect, motion_field_array
-from convlstm.units import DBZ_MIN, DBZ_RANGE
+
 
 class Baseline(Protocol):
     """A forecaster of fixed lead time: `[B, J, C, H, W]` -> `[B, out_frames, C, H, W]`, same type as x."""
@@ -90,58 +86,10 @@ def optical_flow(x: Any, out_frames: int, method: str = "dis", pairs: int | None
     return forecast.astype(x.dtype, copy=False)
 
 
-PYSTEPS_MISSING = ("the 'pysteps' baseline needs the pysteps package, which is not installed: "
-                   "pip install 'convlstm-pipeline[pysteps]' (or pip install pysteps)")
-
-
 def pysteps_available() -> bool:
-    """Whether pysteps can be imported (without importing it)."""
+    """Whether pysteps can be imported (without importing it): `jobs.evaluation.baselines` then offers
+    pySTEPS' nowcasts (`pysteps-extrapolation`, `pysteps-sprog`)."""
     return importlib.util.find_spec("pysteps") is not None
-
-
-def _import_pysteps():
-    """pysteps' dense Lucas-Kanade and semi-Lagrangian extrapolation; ImportError naming the extra if
-    pysteps is missing. pysteps prints where it found its configuration on import: kept off stdout."""
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            # deferred: pysteps is an optional extra ([pysteps])
-            from pysteps.extrapolation.semilagrangian import extrapolate
-            # deferred: pysteps is an optional extra ([pysteps])
-            from pysteps.motion.lucaskanade import dense_lucaskanade
-    except ImportError as exc:
-        raise ImportError(PYSTEPS_MISSING) from exc
-    return dense_lucaskanade, extrapolate
-
-
-def pysteps_extrapolation(x: Any, out_frames: int, frames: int = 3) -> Any:
-    """pySTEPS' Lucas-Kanade + semi-Lagrangian extrapolation, as in its nowcasting examples:
-    `[B, J, C, H, W]` in [0, 1] -> `[B, out_frames, C, H, W]`, same type as x.
-
-    The inputs are scaled HKO-7 pixels, i.e. linear in dBZ (a log scale like pysteps' dB-transformed
-    rain rates), so they go to pysteps as dBZ = 70 x - 10 (no echo at the -10 dBZ floor). The motion
-    field comes from the channel mean of the last `frames` frames (`dense_lucaskanade` defaults:
-    Shi-Tomasi corners, pyramidal LK, outlier removal, declustering, RBF interpolation), and each
-    channel's last frame is extrapolated backward along it (`semilagrangian.extrapolate`, bilinear);
-    pixels advected in from outside the domain are no echo. Needs pysteps (`pip install pysteps`).
-    """
-    dense_lucaskanade, extrapolate = _import_pysteps()
-    _check_window(x)
-    out_frames = positive_int(out_frames, "out_frames")
-    frames = positive_int(frames, "frames")
-    if x.shape[1] < 2:
-        raise ValueError(f"x needs at least 2 input frames (axis 1) for optical flow, got {x.shape[1]}")
-    windows = x.detach().cpu().double().numpy() if isinstance(x, torch.Tensor) else x.astype(np.float64)
-    dbz = windows * DBZ_RANGE + DBZ_MIN
-    forecast = np.empty((len(windows), out_frames) + windows.shape[2:], np.float32)
-    for b, window in enumerate(dbz):
-        field = dense_lucaskanade(window[-min(frames, len(window)):].mean(axis=1), verbose=False)
-        for channel, last in enumerate(window[-1]):
-            extrapolated = extrapolate(last, field, out_frames, outval=DBZ_MIN)
-            extrapolated = np.nan_to_num(extrapolated, nan=DBZ_MIN)
-            forecast[b, :, channel] = np.clip((extrapolated - DBZ_MIN) / DBZ_RANGE, 0.0, 1.0)
-    if isinstance(x, torch.Tensor):
-        return torch.from_numpy(forecast).to(device=x.device, dtype=x.dtype)
-    return forecast.astype(x.dtype, copy=False)
 
 
 class Persistence:
@@ -171,28 +119,17 @@ class OpticalFlow:
         return optical_flow(x, self.out_frames, self.method, self.pairs, self.smoothing, self.span)
 
 
-class PystepsExtrapolation:
-    """`pysteps_extrapolation` as a callable baseline; ImportError (naming the extra) when pysteps is
-    missing, raised on construction."""
-
-    name = "pysteps"
-
-    def __init__(self, out_frames: int, frames: int = 3) -> None:
-        _import_pysteps()
-        self.out_frames = positive_int(out_frames, "out_frames")
-        self.frames = positive_int(frames, "frames")
-
-    def __call__(self, x: Any) -> Any:
-        return pysteps_extrapolation(x, self.out_frames, self.frames)
-
-
-BASELINES = {Persistence.name: Persistence, OpticalFlow.name: OpticalFlow, PystepsExtrapolation.name: PystepsExtrapolation}
+BASELINES = {Persistence.name: Persistence, OpticalFlow.name: OpticalFlow}
+# pySTEPS' extrapolation has one implementation, `jobs.evaluation.baselines` (pySTEPS' nowcast API).
+RENAMED = {"pysteps": "pysteps-extrapolation"}
 
 
 def get_baseline(name: str, out_frames: int, **options: Any) -> Baseline:
-    """Baseline by name ("persistence", "optical-flow" or "pysteps"); `options` go to its constructor,
-    e.g. `get_baseline("optical-flow", 15, method="farneback")`. "pysteps" raises ImportError when the
-    pysteps package is missing."""
+    """Baseline by name ("persistence" or "optical-flow"); `options` go to its constructor,
+    e.g. `get_baseline("optical-flow", 15, method="farneback")`."""
+    if name in RENAMED:
+        raise ValueError(f"baseline {name!r} is now {RENAMED[name]!r} (jobs.evaluation.baselines; "
+                         f"convlstm evaluate --baselines {RENAMED[name]})")
     if name not in BASELINES:
         raise ValueError(f"name must be one of {sorted(BASELINES)}, got {name!r}")
     return BASELINES[name](out_frames, **options)

@@ -81,6 +81,14 @@ def balanced_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | 
     return _per_frame_mean(weights * (pred - target).square(), mask)
 
 
+def rainfall_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Squared error of rain rates in (mm/h)^2 (HKO-7 scaled pixels -> mm/h, `convlstm.units`), summed per
+    frame, mean over frames and sequences: the radar task's primary metric (rainfall MSE) as a loss."""
+    mask = _checked_mask(pred, target, mask)
+    error = units.scaled_pixel_to_rainrate_torch(pred) - units.scaled_pixel_to_rainrate_torch(target)
+    return _per_frame_mean(error.square(), mask)
+
+
 def balanced_mae(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """HKO-7 B-MAE on scaled pixels: weighted absolute error summed per frame, mean over frames and sequences."""
     mask = _checked_mask(pred, target, mask)

@@ -16,7 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from convlstm.cell import ConvLSTMCell, kernel_pair
-from convlstm.motion import advect, motion_field
+from convlstm.motion import LeadSmoothing, advect, motion_field
 from convlstm.sa_cell import SAConvLSTMCell
 from convlstm.stack import ConvLSTM, Kernel
 
@@ -69,7 +69,9 @@ class EncoderForecaster(nn.Module):
     optical-flow baseline's) advects the last input frame to every lead (`convlstm.motion.advect`); the
     forecasting stack reads these K advected frames as its input, and the head's output is a correction
     added to them, clamped to [0, 1] pixels (so `output_activation` must be "sigmoid"). The head starts
-    at zero, so the untrained model forecasts exactly the optical-flow baseline.
+    at zero, so the untrained model forecasts exactly the optical-flow baseline. `smoothing=[s1, ...]`
+    (pixels; motion models only) adds a learned lead-dependent smoothing of the advected rain above
+    `smoothing_threshold` mm/h (`convlstm.motion.LeadSmoothing`, also zero at the start) to the forecast.
     """
 
     def __init__(
@@ -84,6 +86,8 @@ class EncoderForecaster(nn.Module):
         output_activation: str | None = "sigmoid",
         cell: str = "conv",
         motion: str | None = None,
+        smoothing: Sequence[float] | None = None,
+        smoothing_threshold: float = 2.0,
     ):
         super().__init__()
         _check_activation(output_activation)
@@ -93,6 +97,8 @@ class EncoderForecaster(nn.Module):
         if motion and output_activation != "sigmoid":
             raise ValueError(f"motion={motion!r} corrects [0, 1] pixels: output_activation must be 'sigmoid', "
                              f"got {output_activation!r}")
+        if smoothing and not motion:
+            raise ValueError("smoothing smooths the advection forecast: it needs motion='advection'")
         if patch_size < 1:
             raise ValueError(f"patch_size must be >= 1, got {patch_size}")
         if out_frames < 1:
@@ -105,6 +111,8 @@ class EncoderForecaster(nn.Module):
             self.config["cell"] = cell
         if motion:
             self.config["motion"] = motion
+        if smoothing:
+            self.config.update(smoothing=[float(s) for s in smoothing], smoothing_threshold=float(smoothing_threshold))
         self.motion = motion
         self.in_channels = in_channels
         self.patch_size = patch_size
@@ -118,6 +126,7 @@ class EncoderForecaster(nn.Module):
         self.forecaster = ConvLSTM(patch_channels if motion else 0, hidden, *kernels, peephole=peephole,
                                    return_all_layers=True, cell_factory=cell_factory)
         self.head = nn.Conv2d(sum(hidden), patch_channels, kernel_size=1)
+        self.smoothing = LeadSmoothing(out_frames, smoothing, smoothing_threshold) if smoothing else None
         if motion:
             nn.init.zeros_(self.head.weight)
             nn.init.zeros_(self.head.bias)
@@ -134,6 +143,8 @@ class EncoderForecaster(nn.Module):
         hidden = torch.cat(outputs, dim=2)  # [B, K, sum(C_h), H/P, W/P]
         y = depth_to_space(self.head(hidden.flatten(0, 1)).unflatten(0, hidden.shape[:2]), self.patch_size)
         if self.motion:
+            if self.smoothing is not None:
+                y = y + self.smoothing(advected)
             return (advected + y).clamp(0.0, 1.0)
         return torch.sigmoid(y) if self.output_activation == "sigmoid" else y
 

@@ -7,6 +7,8 @@ HKO-7 uses a = 58.53, b = 1.56 (the defaults here).
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 HKO_ZR_A = 58.53
@@ -58,3 +60,18 @@ def rainrate_to_scaled_pixel(rate, a: float = HKO_ZR_A, b: float = HKO_ZR_B):
     """Rain rate in mm/h -> HKO-7 pixel scaled to [0, 1], unrounded; rain below -10 dBZ (0 included) maps to 0."""
     scaled = (rainrate_to_dbz(np.maximum(rate, 0.0), a, b) - DBZ_MIN) / DBZ_RANGE
     return np.maximum(scaled, 0.0, dtype=np.float32)
+
+
+def scaled_pixel_to_rainrate_torch(scaled: "torch.Tensor", a: float = HKO_ZR_A, b: float = HKO_ZR_B) -> "torch.Tensor":
+    """`scaled_pixel_to_rainrate` on a tensor, differentiable: p in [0, 1] -> mm/h (p = 0 gives the
+    rain rate of -10 dBZ, about 0.017 mm/h)."""
+    dbz = scaled * DBZ_RANGE + DBZ_MIN
+    return (10.0 ** (dbz / 10.0) / a) ** (1.0 / b)
+
+
+def rainrate_to_scaled_pixel_torch(rate: "torch.Tensor", a: float = HKO_ZR_A, b: float = HKO_ZR_B) -> "torch.Tensor":
+    """`rainrate_to_scaled_pixel` on a tensor, differentiable above -10 dBZ: mm/h -> p in [0, 1]
+    (rates at or below -10 dBZ, 0 included, give 0; no upper clip)."""
+    floor = (10.0 ** (DBZ_MIN / 10.0) / a) ** (1.0 / b)
+    dbz = 10.0 * b * rate.clamp(min=floor).log10() + 10.0 * math.log10(a)
+    return (dbz - DBZ_MIN) / DBZ_RANGE

@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                                  "also for a model trained on several")
     p.add_argument("--split", default="test", help="split to score (default: test)")
     p.add_argument("--baselines", default="persistence,optical-flow",
-                   help="comma-separated baselines, or 'none': persistence, optical-flow, pysteps, and with "
+                   help="comma-separated baselines, or 'none': persistence, optical-flow, and with "
                         "pip install 'convlstm-pipeline[pysteps]' pySTEPS' nowcasts pysteps-extrapolation, "
                         "pysteps-sprog (default: persistence,optical-flow)")
     p.add_argument("--out", help="output folder or s3:// URI (default: <CONVLSTM_STORAGE>/evaluations/<time>, "

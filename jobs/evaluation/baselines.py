@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from convlstm.baselines import BASELINES as CORE_BASELINES
+from convlstm.baselines import RENAMED
 from convlstm.baselines import get_baseline as core_baseline
 from convlstm.checks import positive_int
 from convlstm.units import rainrate_to_scaled_pixel, scaled_pixel_to_rainrate
@@ -96,11 +97,14 @@ def get_baseline(name: str, out_frames: int, **options: Any):
 def check_baselines(names: tuple[str, ...]) -> None:
     """ValueError naming --baselines for an unknown name; PystepsMissing (one line naming the extra) for
     a pySTEPS baseline without pySTEPS. Before any work."""
+    renamed = [f"{b!r} is now {RENAMED[b]!r}" for b in names if b in RENAMED]
+    if renamed:
+        raise ValueError(f"--baselines: {', '.join(renamed)}")
     unknown = [b for b in names if b not in BASELINES]
     if unknown:
         raise ValueError(f"--baselines must be among {', '.join(BASELINES)}, got {', '.join(unknown)}")
     for name in names:
-        if name in PYSTEPS_BASELINES or name == "pysteps":
+        if name in PYSTEPS_BASELINES:
             import_pysteps(f"--baselines {name}")
 
 

@@ -148,9 +148,11 @@ def _score_batch(batch: dict[str, np.ndarray], scorer: WindowScorer) -> dict[str
             "state": np.array([pickle.dumps(s) for s in states], dtype=object)}
 
 
-def _window_states(scorer: WindowScorer, data: str, split: str, distributed: bool,
-                   address: str | None) -> list[tuple[tuple, dict]]:
-    """[((source, start), state)] of every window of the split, sorted by (source, start)."""
+def window_states(scorer: WindowScorer, data: str, split: str = "test", distributed: bool = False,
+                  address: str | None = None) -> list[tuple[tuple, dict]]:
+    """[((source, start), state)] of every window of the split, sorted by (source, start): each window's
+    accumulator states per method, to sum over any set of windows or datasets with `merge_states`
+    (benchmarks/skill.py pools archives so). `distributed`: score on Ray Data at `address`."""
     if distributed:
         init_ray(address)
         rows = read_dataset(data, split, scorer.columns).map_batches(
@@ -165,8 +167,9 @@ def _window_states(scorer: WindowScorer, data: str, split: str, distributed: boo
     return sorted(keyed, key=lambda item: item[0])
 
 
-def _merge(scorer: WindowScorer, keyed_states: list[tuple[tuple, dict]]) -> dict[str, dict[str, Any]]:
-    """Sum the per-window states in the given order into one accumulator per method and metric."""
+def merge_states(scorer: WindowScorer, keyed_states: list[tuple[tuple, dict]]) -> dict[str, dict[str, Any]]:
+    """Sum the per-window states (`window_states`) in the given order into one accumulator per method and
+    metric: {method: {name: accumulator}}, for `task.summarize`."""
     totals: dict[str, dict[str, dict]] = {}
     for _, state in keyed_states:
         for method, parts in state.items():
@@ -186,7 +189,7 @@ def _per_window(scorer: WindowScorer, keyed_states: list[tuple[tuple, dict]], me
     name) of every window on its own, in (source, start) order, for paired tests; None where undefined."""
     scores: dict[str, list] = {method: [] for method in scorer.methods}
     for _, state in keyed_states:
-        merged = _merge(scorer, [(None, state)])
+        merged = merge_states(scorer, [(None, state)])
         for method in scores:
             value = scorer.task.summarize(merged[method])["summary"].get(metric) if method in state else None
             scores[method].append(None if value is None or not math.isfinite(value) else float(value))
@@ -285,8 +288,8 @@ def score_model(model, config: dict, data: str, split: str = "test", baselines: 
         baselines = ()
     scorer = WindowScorer(task, model, tuple(baselines), scoring.batch_size, resolve_device(scoring.device))
     distributed = counts[split] >= scoring.distributed_min_windows
-    keyed = _window_states(scorer, str(data), split, distributed, scoring.address)
-    methods = {name: task.summarize(acc) for name, acc in _merge(scorer, keyed).items()}
+    keyed = window_states(scorer, str(data), split, distributed, scoring.address)
+    methods = {name: task.summarize(acc) for name, acc in merge_states(scorer, keyed).items()}
     name, higher = task.primary_metric, task.higher_is_better
     per_window = scoring.per_window
     if per_window is not None and per_window not in methods["model"]["summary"]:

@@ -315,7 +315,8 @@ class ForecastTask(Task):
                              "losses [0, 1] frames (sigmoid)")
 
         self._loss_fn = {"bce": losses.bce_loss, "mse": losses.mse_loss, "mae": losses.mae_loss,
-                         "balanced_mse": losses.balanced_mse, "balanced_mae": losses.balanced_mae}[cfg.loss.name]
+                         "balanced_mse": losses.balanced_mse, "balanced_mae": losses.balanced_mae,
+                         "rainfall_mse": losses.rainfall_mse}[cfg.loss.name]
 
     def data_params(self) -> dict[str, Any]:
         _, channels, height, width = self.frames_shape

@@ -16,7 +16,7 @@ from convlstm.metrics import (FSS_SCALES, FSS_THRESHOLDS_MMH, HKO7_THRESHOLDS_MM
                               FractionsSkillScore, RainfallErrors)
 from convlstm.units import scaled_pixel_to_rainrate
 from jobs.images import colorize_rainrate
-from jobs.tasks.base import Evaluator, ForecastTask, mean_over_leads
+from jobs.tasks.base import FORECAST_LOSSES, Evaluator, ForecastTask, mean_over_leads
 from jobs.tasks.plugins import register
 from pipelines.driver import Publish
 from pipelines.manifest import Manifest
@@ -56,6 +56,7 @@ def fss_name(threshold: float, scale: int) -> str:
 class RadarTask(ForecastTask):
     name = "radar"
     primary_metric = "rainfall_mse"
+    losses = FORECAST_LOSSES + ("rainfall_mse",)
     lower_is_better = frozenset({"rainfall_mse", "rainfall_mae", "b_mse", "b_mae", "far"})
     table_metrics = ("rainfall_mse", "rainfall_mae", "csi_ge_0.5", "far_ge_0.5", "pod_ge_0.5", "hss_ge_0.5",
                      "correlation")

@@ -35,9 +35,10 @@ class ModelConfig(Section):
 class LossConfig(Section):
     """Training loss (`convlstm.losses`). KTH: `cross_entropy` over classes. Forecasting: `bce`
     (per-pixel binary cross-entropy on logits: the model needs `output_activation: null`), or
-    `mse`, `mae`, `balanced_mse`, `balanced_mae` (HKO-7 weights) on [0, 1] outputs."""
+    `mse`, `mae`, `balanced_mse`, `balanced_mae` (HKO-7 weights) on [0, 1] outputs; radar also
+    `rainfall_mse` (squared error of rain rates in mm/h, the primary metric)."""
 
-    name: Literal["cross_entropy", "bce", "mse", "mae", "balanced_mse", "balanced_mae"]
+    name: Literal["cross_entropy", "bce", "mse", "mae", "balanced_mse", "balanced_mae", "rainfall_mse"]
 
 
 class OptimConfig(Section):

@@ -1,14 +1,11 @@
-"""Forecast baselines: persistence, optical-flow and pySTEPS extrapolation on a moving Gaussian blob."""
+"""Forecast baselines: persistence and optical-flow on a moving Gaussian blob (pySTEPS' nowcasts: tests/pipelines/test_pysteps_io.py)."""
 from __future__ import annotations
-
-import sys
 
 import numpy as np
 import pytest
 import torch
 
-from convlstm.baselines import (OpticalFlow, Persistence, get_baseline, optical_flow, persistence,
-                                pysteps_available, pysteps_extrapolation)
+from convlstm.baselines import OpticalFlow, Persistence, get_baseline, optical_flow, persistence
 
 SIZE, VX, VY = 64, 2.0, 1.0  # blob velocity in px/frame: right and down
 
@@ -99,32 +96,11 @@ def test_bad_arguments_raise_value_errors_naming_them():
         optical_flow(x, 2, smoothing=0.0)
 
 
-def test_pysteps_baseline_runs_where_installed_else_says_how_to_install():
-    """Runs either way: with pysteps it must track the blob like our flow; without it, the
-    baseline must fail with an ImportError that names the install command."""
-    sequence = moving_blob()
-    x, future = sequence[:, :5], sequence[:, 5:]
-    if not pysteps_available():
-        with pytest.raises(ImportError, match=r"pip install 'convlstm-pipeline\[pysteps\]'"):
-            get_baseline("pysteps", 10)
-        return
-    baseline = get_baseline("pysteps", 10)
-    assert baseline.name == "pysteps"
-    forecast = baseline(x)
-    assert forecast.shape == (1, 10, 1, SIZE, SIZE) and forecast.dtype == np.float32
-    assert 0 <= forecast.min() and forecast.max() <= 1
-    start = centroid(x[0, -1, 0])
-    velocity = (centroid(forecast[0, -1, 0]) - start) / 10
-    assert np.abs(velocity - [VX, VY]).max() < 0.5, velocity
-    assert np.mean((forecast - future) ** 2) * 3 < np.mean((persistence(x, 10) - future) ** 2)
-    from_torch = baseline(torch.from_numpy(x))
-    assert isinstance(from_torch, torch.Tensor) and from_torch.dtype == torch.float32
+def test_the_old_pysteps_name_names_the_one_pysteps_extrapolation():
+    from jobs.evaluation.baselines import check_baselines
 
+    with pytest.raises(ValueError, match="'pysteps' is now 'pysteps-extrapolation'"):
+        get_baseline("pysteps", 10)
+    with pytest.raises(ValueError, match="--baselines: 'pysteps' is now 'pysteps-extrapolation'"):
+        check_baselines(("persistence", "pysteps"))
 
-def test_pysteps_baseline_without_pysteps_raises_a_clear_import_error(monkeypatch):
-    for name in [m for m in sys.modules if m == "pysteps" or m.startswith("pysteps.")] + ["pysteps"]:
-        monkeypatch.setitem(sys.modules, name, None)  # `import pysteps...` now raises ImportError
-    x = moving_blob(frames=5)
-    for call in (lambda: get_baseline("pysteps", 2), lambda: pysteps_extrapolation(x, 2)):
-        with pytest.raises(ImportError, match="needs the pysteps package.*pip install 'convlstm-pipeline"):
-            call()

@@ -86,3 +86,20 @@ def test_bad_shapes_raise():
         balanced_mse(pred, target, torch.ones(2, 2, 1, 4, 5))
     with pytest.raises(ValueError, match="pred"):
         bce_loss(pred[0], target[0])
+
+
+def test_rainfall_mse_is_the_metrics_squared_rain_rate_error_per_frame():
+    from convlstm.losses import rainfall_mse
+    from convlstm.metrics import RainfallErrors
+
+    rng = np.random.default_rng(0)
+    pred, target = (torch.from_numpy(rng.uniform(0, 0.9, (2, 3, 1, 8, 8)).astype(np.float64)) for _ in range(2))
+    mask = torch.from_numpy(rng.uniform(size=(2, 3, 1, 8, 8)) > 0.3)
+    metric = RainfallErrors(3)
+    metric.update(units.scaled_pixel_to_rainrate(pred.numpy()), units.scaled_pixel_to_rainrate(target.numpy()),
+                  mask.numpy())
+    squared_sum = float(metric.compute()["mse_overall"]) * float(mask.sum())
+    assert float(rainfall_mse(pred, target, mask)) == pytest.approx(squared_sum / 6, rel=1e-5)
+    pred.requires_grad_(True)
+    rainfall_mse(pred, target).backward()
+    assert torch.isfinite(pred.grad).all() and pred.grad.abs().sum() > 0

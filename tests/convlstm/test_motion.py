@@ -95,3 +95,49 @@ def test_spec_round_trips_and_the_plain_model_is_unchanged():
         EncoderForecaster(1, [4], 3, 3, patch_size=2, out_frames=3, motion="advection", output_activation=None)
     with pytest.raises(ValueError, match="motion must be one of"):
         EncoderForecaster(1, [4], motion="flow")
+
+
+@pytest.mark.parametrize("cell", ["conv", "sa"])
+def test_untrained_smoothing_model_still_forecasts_exactly_the_optical_flow_baseline(cell):
+    x = moving_blobs()
+    model = EncoderForecaster(1, [8, 8], 3, 3, patch_size=2, out_frames=6, motion="advection", cell=cell,
+                              smoothing=[1.0, 2.0])
+    with torch.no_grad():
+        assert torch.equal(model(x), optical_flow(x, 6))
+    assert model.config["smoothing"] == [1.0, 2.0] and model.config["smoothing_threshold"] == 2.0
+    spec = model_spec(model)
+    assert model_spec(build_model(spec["name"], **spec["kwargs"]))["kwargs"] == spec["kwargs"]
+
+
+def test_lead_smoothing_spreads_only_the_rain_above_its_threshold_and_keeps_it_above():
+    from convlstm.motion import SMOOTHING_GAIN, LeadSmoothing
+    from convlstm.units import scaled_pixel_to_rainrate_torch
+
+    frames = moving_blobs()[:1, :2].double()  # [1, 2 leads, 1, 32, 32], peak 0.8: about 65 mm/h
+    smoothing = LeadSmoothing(2, [2.0], threshold_mmh=2.0).double()
+    with torch.no_grad():
+        smoothing.weights[1, 0] = 1.0 / SMOOTHING_GAIN  # lead 2 fully blurred, lead 1 unchanged
+        out = frames + smoothing(frames)
+    before, after = scaled_pixel_to_rainrate_torch(frames), scaled_pixel_to_rainrate_torch(out)
+    assert torch.equal(out[:, 0], frames[:, 0])
+    assert float(after[:, 1].max()) < 0.8 * float(before[:, 1].max())  # the peak spreads
+    heavy = before[:, 1] >= 2.0
+    assert bool((after[:, 1][heavy] >= 2.0 - 1e-6).all())  # what was above the threshold stays above
+    light = before[:, 1] < 2.0
+    assert bool((after[:, 1][light] >= before[:, 1][light] - 1e-9).all())  # light rain only gains
+    # mass above the threshold is conserved away from the edges
+    excess = lambda r: (r - 2.0).clamp(min=0).sum()  # noqa: E731
+    assert float(after[:, 1].sum() - before[:, 1].sum()) == pytest.approx(0.0, abs=1e-6 * float(excess(before[:, 1])))
+
+
+def test_smoothing_weights_get_gradients_and_smoothing_needs_motion():
+    x, target = moving_blobs(), moving_blobs(frames=9)[:, 5:]
+    model = EncoderForecaster(1, [4], 3, 3, patch_size=2, out_frames=4, motion="advection", smoothing=[1.0])
+    from convlstm.losses import rainfall_mse
+
+    rainfall_mse(model(x), target).backward()
+    assert model.smoothing.weights.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="smoothing"):
+        EncoderForecaster(1, [4], smoothing=[1.0])
+    with pytest.raises(ValueError, match="scales"):
+        EncoderForecaster(1, [4], motion="advection", smoothing=[0.0])

@@ -187,3 +187,19 @@ def test_the_task_alone_says_which_way_a_metric_is_better(task, metric, higher):
     assert cls.metric_higher_is_better(metric) is higher
     assert cls.monitor_mode(metric) == ("max" if higher else "min")
 
+
+
+def test_rainfall_mse_is_a_radar_loss_only():
+    import torch
+
+    from jobs.tasks import get_task
+
+    task = get_task(load_config("radar-tiny", "radar", ["loss.name=rainfall_mse"]), radar_manifest(6, 6))
+    frames = torch.full((2, 4, 1, 6, 6), 200, dtype=torch.uint8)
+    batch = {"frames": frames, "mask": torch.ones_like(frames, dtype=torch.bool)}
+    model = lambda x: torch.zeros(x.shape[0], 2, 1, 6, 6)  # noqa: E731  a dry forecast
+    rain = float(((10 ** ((200 * 70 / 255 - 10) / 10)) / 58.53) ** (1 / 1.56))
+    assert float(task.loss(model, batch, train=False)) == pytest.approx((rain - 0.0169) ** 2 * 36, rel=1e-2)
+    with pytest.raises(ValueError, match="loss.name: mnist trains with one of"):
+        get_task(load_config("mnist-tiny", "mnist", ["loss.name=rainfall_mse"]),
+                 {"task": "mnist", "params": {}, "schema": {"frames": {"shape": [4, 1, 8, 8]}}})

@@ -303,3 +303,24 @@ def test_published_figures_only_where_the_protocol_matches():
     assert "## Published figures (the papers' numbers, not ours)" in markdown
     assert "| ConvLSTM(3x3)-3x3-64-3x3-64 | 1.42 | 0.577 | 0.195 | 0.66 | 0.908 |" in markdown
     assert "| model | 1.25 | — |" in markdown
+
+
+def test_window_states_sum_to_the_same_scores_in_any_grouping(radar_data):
+    """The public per-window API benchmarks/skill.py pools archives with: states merged in two groups
+    and in reverse order give the persistence scores straight from the shards."""
+    from jobs.evaluation.baselines import baselines_only
+    from jobs.evaluation.evaluate import WindowScorer, merge_states, window_states
+    from jobs.tasks import get_task
+    from jobs.training.config import from_dict
+    from pipelines.manifest import load_manifest
+
+    _, info = baselines_only(str(radar_data), ("persistence",))
+    task = get_task(from_dict(info["config"]), load_manifest(str(radar_data)))
+    scorer = WindowScorer(task, None, ("persistence",))
+    keyed = window_states(scorer, str(radar_data), "test")
+    assert len(keyed) == 15 and keyed == sorted(keyed, key=lambda item: item[0])
+    expected = independent_persistence(radar_data)
+    for order in (keyed, keyed[::-1], keyed[1::2] + keyed[::2]):
+        scores = task.summarize(merge_states(scorer, order)["persistence"])["per_lead"]
+        for name in ("rainfall_mse", "csi_ge_0.5"):
+            np.testing.assert_allclose(np.asarray(scores[name], dtype=float), expected[name], rtol=1e-5)
