@@ -202,4 +202,4 @@ def test_rainfall_mse_is_a_radar_loss_only():
     assert float(task.loss(model, batch, train=False)) == pytest.approx((rain - 0.0169) ** 2 * 36, rel=1e-2)
     with pytest.raises(ValueError, match="loss.name: mnist trains with one of"):
         get_task(load_config("mnist-tiny", "mnist", ["loss.name=rainfall_mse"]),
-                 {"task": "mnist", "params": {}, "schema": {"frames": {"shape": [4, 1, 8, 8]}}})
+                 manifest_of("mnist", schema={"frames": {"shape": [4, 1, 8, 8], "dtype": "uint8"}}))
