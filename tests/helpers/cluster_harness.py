@@ -216,7 +216,11 @@ class S3Server:
         with open(self.log, "wb") as out:
             self.proc = subprocess.Popen([str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(self.port)],
                                          stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        wait_http(f"{self.endpoint}/", 120, self.proc, self.log)
+        try:
+            wait_http(f"{self.endpoint}/", 120, self.proc, self.log)
+        except BaseException:
+            self.stop()
+            raise
         import boto3
 
         boto3.client("s3", **self.boto_kwargs()).create_bucket(Bucket=self.bucket)
@@ -354,7 +358,11 @@ class MlflowServer:
         with open(self.log, "wb") as out:
             self.proc = subprocess.Popen(["sh", str(ENTRYPOINT)], cwd=folder, env=env, stdout=out,
                                          stderr=subprocess.STDOUT, start_new_session=True)
-        wait_http(f"{self.uri}/health", timeout_s, self.proc, self.log)
+        try:
+            wait_http(f"{self.uri}/health", timeout_s, self.proc, self.log)
+        except BaseException:  # the caller never gets this object to stop: do not leave the server behind
+            self.stop()
+            raise
         return self
 
     @property
