@@ -1,5 +1,5 @@
-"""Shared test fixtures: one local Ray per test session (per xdist worker: pyproject runs four), a private
-project home, the real samples, a real `mlflow server` per test module; and the test tiers.
+"""Shared test fixtures: one local Ray per test session (per xdist worker with `-n`), a private project
+home, the real samples, a real `mlflow server` per test module; and the test tiers.
 
 Tiers: `pytest -m unit` is the fast tier (no Ray, no servers, no training beyond a few steps in this
 process). A test is marked `unit` automatically unless it is marked `slow` or `integration`, or uses a
