@@ -63,16 +63,10 @@ def project_home() -> Path:
 @pytest.fixture(scope="session")
 def ray_local():
     """One local Ray instance for the whole session (2 CPUs, as on CI), shut down at the end."""
+    from cluster_harness import retry_ray_start
     from pipelines.ray_session import init_ray
 
-    for attempt in range(3):  # Ray gives a raylet a fixed 30 s to register; busy cores can run out of it
-        try:
-            ray = init_ray(num_cpus=2)
-            break
-        except Exception as exc:
-            if "timed out during startup" not in str(exc) or attempt == 2:
-                raise
-            _kill_ray_processes_under(_RAY_TMP)
+    ray = retry_ray_start(lambda: init_ray(num_cpus=2), cleanup=lambda: _kill_ray_processes_under(_RAY_TMP))
     yield ray
     ray.shutdown()
 

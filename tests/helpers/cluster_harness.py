@@ -158,19 +158,30 @@ def head_command(temp_dir: Path, num_cpus: float, ports: list[int], *extra: str)
             f"--temp-dir={temp_dir}", f"--num-cpus={num_cpus:g}", "--disable-usage-stats", *extra]
 
 
+RAY_START_TIMED_OUT = "timed out during startup"  # Ray's error when a raylet misses its fixed 30 s to register
+
+
+def retry_ray_start(start, attempts: int = 3, cleanup=None):
+    """`start()`, again (after `cleanup()`) while it fails with Ray's "timed out during startup": Ray gives a
+    node's raylet a fixed 30 s to register with its GCS (`ray/_private/node.py`), which busy cores can miss."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return start()
+        except Exception as exc:
+            if RAY_START_TIMED_OUT not in str(exc) or attempt == attempts:
+                raise
+            if cleanup is not None:
+                cleanup()
+    raise AssertionError("unreachable")
+
+
 def start_head(num_cpus: float = 2, *extra: str, env: dict[str, str] | None = None,
                timeout_s: float = 180, nice: int = 0, attempts: int = 3) -> Cluster:
     """`ray start --head` (not blocking: its daemons stay in the group of the `ray start` process).
     `nice`: the niceness of the head's processes and of the job drivers it starts (they inherit it).
-    Ray gives the head's raylet a fixed 30 s to register with its GCS (`ray/_private/node.py`); with the
-    suite's xdist workers starting nodes at once on 2 cores that can run out, so the start is retried."""
-    for attempt in range(1, attempts + 1):
-        try:
-            return _start_head_once(num_cpus, *extra, env=env, timeout_s=timeout_s, nice=nice)
-        except RuntimeError as exc:
-            if "timed out during startup" not in str(exc) or attempt == attempts:
-                raise
-    raise AssertionError("unreachable")
+    A start that misses Ray's registration window is retried (`retry_ray_start`)."""
+    return retry_ray_start(lambda: _start_head_once(num_cpus, *extra, env=env, timeout_s=timeout_s, nice=nice),
+                           attempts)
 
 
 def _start_head_once(num_cpus: float, *extra: str, env: dict[str, str] | None, timeout_s: float,
