@@ -13,12 +13,10 @@ from __future__ import annotations
 from importlib.resources import files
 
 import json
-import os
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 from jobs.nowcast.forecast import nowcast
 from jobs.tasks.plugins import task_class
@@ -39,10 +37,6 @@ RADAR_CROP = (640, 640)
 # The demo's own configs (jobs/configs/<task>-demo.yaml), tuned so both champions beat their
 # baselines in a few minutes on 2 CPU cores; the tiny configs stay the one-minute smoke tests.
 CONFIGS = {"kth": "kth-demo", "radar": "radar-demo"}
-# Ray Train's controller collects each epoch's report on a 2 s poll, so an epoch never takes less than
-# 2 s; the radar's 250 epochs of 3 steps would spend most of their time waiting. Ray Train passes this
-# variable from the driver to its controller; the demo polls every 0.25 s unless it is set already.
-RAY_TRAIN_CONTROLLER_POLL = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.25"}
 # Radar scores shown in the summary (evaluation.json summary names), and which way is better.
 RADAR_SCORES = ("rainfall_mse", "correlation", "csi_ge_0.5")  # which way each is better: the radar task says
 
@@ -151,9 +145,8 @@ def train_task(plan: DemoPlan, task: str) -> str:
     from jobs.training.driver import Compute, RunOptions, train
 
     cfg = load_config(CONFIGS[task], task)
-    with _environ(RAY_TRAIN_CONTROLLER_POLL):
-        summary = train(cfg, plan.data(task), compute=Compute(workers=plan.workers, address=plan.address),
-                        run=RunOptions(tracking_uri=plan.tracking_uri))
+    summary = train(cfg, plan.data(task), compute=Compute(workers=plan.workers, address=plan.address),
+                    run=RunOptions(tracking_uri=plan.tracking_uri))
     plan.results[f"{task}_train"] = summary.to_dict()
     return (f"{summary.monitor}={summary.best_score:.4g}; registered {summary.registered_name} "
             f"v{summary.model_version} @{summary.alias}")
@@ -202,46 +195,35 @@ def summary_table(results: dict[str, Any]) -> str:
                     f"{name} {_fmt(primary.get('value'))} | {baselines} |")
     radar = results.get("radar_evaluation")
     if radar:
+        baselines = [m for m in radar["methods"] if m != "model"]
         rows += ["", "| radar test windows | " + " | ".join(f"{n} (mean / last lead)" for n in RADAR_SCORES)
-                 + " | beats persistence |", "|---|" + "---|" * (len(RADAR_SCORES) + 1)]
+                 + "".join(f" | model beats {b}" for b in baselines) + " |",
+                 "|---|" + "---|" * (len(RADAR_SCORES) + len(baselines))]
         for method, summary in radar["methods"].items():
             last = radar.get("last_lead", {}).get(method, {})
             cells = " | ".join(f"{_fmt(summary.get(n))} / {_fmt(last.get(n))}" for n in RADAR_SCORES)
-            rows.append(f"| {method} | {cells} | {_versus_persistence(radar, method)} |")
+            verdicts = "".join(f" | {_verdict(radar, b) if method == 'model' else ''}" for b in baselines)
+            rows.append(f"| {method} | {cells}{verdicts} |")
     return "\n".join(rows)
 
 
-def beats_persistence(radar_evaluation: dict[str, Any], method: str = "model") -> dict[str, bool]:
-    """{`<score>` and `<score>@last`: whether `method` is better than persistence there} for RADAR_SCORES."""
+def beats(radar_evaluation: dict[str, Any], baseline: str, method: str = "model") -> dict[str, bool]:
+    """{`<score>` and `<score>@last`: whether `method` is better than `baseline` there} for RADAR_SCORES
+    (means over the lead times, and the last lead); each score's direction from the radar task."""
     means, last = radar_evaluation["methods"], radar_evaluation.get("last_lead", {})
     verdict = {}
     higher = task_class("radar").metric_higher_is_better
     for name in RADAR_SCORES:
         for key, table in ((name, means), (f"{name}@last", last)):
-            mine, theirs = table.get(method, {}).get(name), table.get("persistence", {}).get(name)
+            mine, theirs = table.get(method, {}).get(name), table.get(baseline, {}).get(name)
             verdict[key] = (mine is not None and theirs is not None
                             and (mine > theirs if higher(name) else mine < theirs))
     return verdict
 
 
-def _versus_persistence(radar_evaluation: dict[str, Any], method: str) -> str:
-    if method == "persistence" or "persistence" not in radar_evaluation["methods"]:
-        return ""
-    verdict = beats_persistence(radar_evaluation, method)
-    missed = [k for k, ok in verdict.items() if not ok]
+def _verdict(radar_evaluation: dict[str, Any], baseline: str) -> str:
+    missed = [k for k, ok in beats(radar_evaluation, baseline).items() if not ok]
     return "yes, all" if not missed else "no: " + ", ".join(missed)
-
-
-@contextmanager
-def _environ(defaults: dict[str, str]) -> Iterator[None]:
-    """Set the environment variables in `defaults` that are not set, and unset them afterwards."""
-    added = {k: v for k, v in defaults.items() if k not in os.environ}
-    os.environ.update(added)
-    try:
-        yield
-    finally:
-        for key in added:
-            os.environ.pop(key, None)
 
 
 def _reuse(out: Path, expected_params: dict) -> Manifest | None:

@@ -269,3 +269,17 @@ def test_killed_worker_restarts_from_the_last_checkpoint(kth_data, tmp_path):
     assert [r.info.run_id for r in runs] == [summary.run_id]
     assert steps_of(summary.run_id, "train_loss") == list(range(2, 13, 2))
     assert steps_of(summary.run_id, "epoch") == [3, 6, 9, 12]
+
+
+def test_ray_train_poll_default_is_set_for_the_run_only_and_a_users_value_wins(monkeypatch):
+    from jobs.training.ray_fit import CONTROLLER_POLL, environ_defaults
+
+    (name, value), = CONTROLLER_POLL.items()
+    monkeypatch.delenv(name, raising=False)
+    with environ_defaults(CONTROLLER_POLL):
+        assert os.environ[name] == value
+    assert name not in os.environ
+    monkeypatch.setenv(name, "3")
+    with environ_defaults(CONTROLLER_POLL):
+        assert os.environ[name] == "3"
+    assert os.environ[name] == "3"
