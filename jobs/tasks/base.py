@@ -24,7 +24,7 @@ from PIL import Image, ImageDraw
 
 from convlstm import losses
 from convlstm.augment import random_crop, random_dihedral
-from convlstm.metrics import VideoScores
+from convlstm.metrics.video import VideoScores
 from jobs import plots
 from jobs.images import write_gif
 from jobs.jsonable import to_jsonable

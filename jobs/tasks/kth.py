@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from convlstm.metrics import ClassificationScores
+from convlstm.metrics.classification import ClassificationScores
 from jobs import plots
 from jobs.tasks.base import Evaluator, Task, scaled
 from jobs.tasks.plugins import register
