@@ -15,7 +15,8 @@ import torch.nn.functional as F
 
 from convlstm.metrics.classification import ClassificationScores
 from jobs import plots
-from jobs.tasks.base import Evaluator, Task, scaled
+from jobs.tasks.base import Task, scaled
+from jobs.tasks.evaluator import Evaluator
 from jobs.tasks.plugins import register
 from pipelines.driver import Publish
 from pipelines.kth import KthOptions
