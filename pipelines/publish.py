@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from pipelines import storage
+from pipelines import exclusive_writes, renames, storage
 from pipelines.manifest import MANIFEST_NAME, Manifest, load_manifest, manifest_path, manifest_text, write_manifest
 
 OWNER_FILE = ".convlstm-owner.json"
@@ -84,7 +84,7 @@ class Stage:
         stage, target = storage.resolve(self.path)[1], self.target
         if self.seen is None or not os.path.lexists(target):
             try:
-                storage.rename_noreplace(stage, target)
+                renames.rename_noreplace(stage, target)
             except FileExistsError:
                 raise self._changed() from None
             return
@@ -95,7 +95,7 @@ class Stage:
         """Swap the stage in, check that what came out is the dataset seen at the start, else swap back;
         under `_publish_lock`, so concurrent replacements cannot interleave their swaps."""
         try:
-            storage.exchange(stage, target)  # atomic swap: `stage` now holds what was at `out`
+            renames.exchange(stage, target)  # atomic swap: `stage` now holds what was at `out`
         except OSError as exc:
             if exc.errno != errno.ENOSYS:
                 raise
@@ -103,7 +103,7 @@ class Stage:
             return
         if _local_identity(stage) != self.seen or not _is_dataset(stage):
             try:
-                storage.exchange(stage, target)
+                renames.exchange(stage, target)
             except OSError:
                 self.keep = True
                 raise FileExistsError(f"--out {self.out}: changed while this run was preparing; what was "
@@ -117,10 +117,10 @@ class Stage:
         retired = f"{target}.old-{uuid.uuid4().hex[:12]}"
         os.rename(target, retired)
         if _local_identity(retired) != self.seen or not _is_dataset(retired):
-            storage.rename_noreplace(retired, target)
+            renames.rename_noreplace(retired, target)
             raise self._changed()
         try:
-            storage.rename_noreplace(stage, target)
+            renames.rename_noreplace(stage, target)
         except FileExistsError:
             raise FileExistsError(f"--out {self.out}: something was created there while this run was "
                                   f"publishing; the replaced dataset is kept at {retired}") from None
@@ -139,9 +139,9 @@ class Stage:
             storage.remove(self.out)
             storage.move(self.path, self.out)
             text = manifest_text(manifest)
-            if not storage.conditional_writes(self.out):
+            if not exclusive_writes.conditional_writes(self.out):
                 storage.write_text(manifest_path(self.out), text)
-            elif storage.create_exclusive(manifest_path(self.out), text) is None:
+            elif exclusive_writes.create_exclusive(manifest_path(self.out), text) is None:
                 raise self._changed()
 
 
@@ -153,12 +153,12 @@ def _claim(out: str) -> Iterator[None]:
     """Hold `<out>.publish-claim`, created only if absent (S3 `If-None-Match: *`), while committing to
     the object-store prefix `out`; FileExistsError naming it when another commit holds it (or a
     killed run left it: its owner and time are in it). Stores without conditional writes: no claim."""
-    if not storage.conditional_writes(out):
+    if not exclusive_writes.conditional_writes(out):
         yield
         return
     claim = storage.sibling(out, CLAIM_SUFFIX)
     record = {"owner": f"{socket.gethostname()}:{os.getpid()}", "created": time.time()}
-    if storage.create_exclusive(claim, json.dumps(record) + "\n") is None:
+    if exclusive_writes.create_exclusive(claim, json.dumps(record) + "\n") is None:
         try:
             holder = json.loads(storage.read_text(claim))
             since = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(holder["created"])))
