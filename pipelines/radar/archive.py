@@ -33,7 +33,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Callable, Iterator
 
 from pipelines import storage
-from pipelines.publish import claim, sweep_stale
+from pipelines.owner_markers import claim, sweep_stale
 
 DEFAULT_MAX_UNPACKED_MB = 10_240  # 10 GiB: decades of 5-minute frames of one radar composite
 MAX_RATIO = 100  # radar frames are already compressed (GIF, PNG, gzip, HDF5): ~1-10x in practice
