@@ -349,7 +349,7 @@ def lean_prepare(*, sources, windows_fn, out, schema, stages: dict, **_ignored) 
     import pyarrow.parquet as pq
 
     from pipelines.sources import Dropped
-    from pipelines.shards import stack_windows, to_table
+    from pipelines.shard_writer import stack_windows, to_table
 
     clock = partial(_timed, stages)
     parts: dict[str, list[dict]] = {}

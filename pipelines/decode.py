@@ -24,7 +24,8 @@ from tqdm import tqdm
 from pipelines import manifest as mf
 from pipelines.ray_session import init_ray
 from pipelines.runs import frame_schema
-from pipelines.shards import SchemaError, split_dir, stack_runs, stack_windows, to_table, with_starts, write_shard
+from pipelines.shard_writer import SchemaError, stack_runs, stack_windows, to_table, with_starts, write_shard
+from pipelines.shards import split_dir
 from pipelines.sources import Dropped, Rejected, Source, WindowsFn
 
 log = logging.getLogger(__name__)
