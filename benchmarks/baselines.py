@@ -35,7 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO)]
 
 from convlstm.baselines import get_baseline, optical_flow, pysteps_available  # noqa: E402
-from convlstm.metrics import CategoricalScores  # noqa: E402
+from convlstm.metrics.categorical import CategoricalScores  # noqa: E402
 from convlstm.units import pixel_to_dbz  # noqa: E402
 from pipelines.radar.formats import get_format, list_frames, probe_frames  # noqa: E402
 from pipelines.radar.preprocess import parse_hw  # noqa: E402

@@ -320,10 +320,10 @@ def _pipeline(dataset: str, src: str, out: str, args: argparse.Namespace, stages
     import logging
 
     records: list[str] = []
-    if args.stages:  # pipelines.driver logs Ray Data's execution stats at DEBUG
+    if args.stages:  # pipelines.decode logs Ray Data's execution stats at DEBUG
         handler = logging.Handler()
         handler.emit = lambda record: records.append(record.getMessage())
-        logger = logging.getLogger("pipelines.driver")
+        logger = logging.getLogger("pipelines.decode")
         logger.addHandler(handler)
         logger.setLevel(logging.DEBUG)
     _prepare(dataset, src, out, args)
@@ -348,8 +348,8 @@ def lean_prepare(*, sources, windows_fn, out, schema, stages: dict, **_ignored) 
     import numpy as np
     import pyarrow.parquet as pq
 
-    from pipelines.driver import Dropped
-    from pipelines.shards import stack_windows, to_table
+    from pipelines.sources import Dropped
+    from pipelines.shard_writer import stack_windows, to_table
 
     clock = partial(_timed, stages)
     parts: dict[str, list[dict]] = {}

@@ -12,7 +12,7 @@
    ConvLSTM, `--set train.epochs=N` the budget). The process CPU time of training is recorded.
 3. Scores the best checkpoint (or `--checkpoint`, without training), persistence, our optical flow and,
    where pySTEPS is installed, pySTEPS' extrapolation on every archive's test windows with
-   `convlstm evaluate`'s scoring (`jobs.evaluation.evaluate`: per-window states of the task's scores,
+   `convlstm evaluate`'s scoring (`jobs.evaluation.window_scores`: per-window states of the task's scores,
    rainfall MSE, correlation, CSI/HSS at the HKO-7 thresholds, FSS), summed per archive and pooled.
    Writes `skill.json` (per archive and pooled, per lead and mean) and each one's lead-time plots
    (`jobs.evaluation.report.plot_lead_times`) under `--out/<archive>/`.
@@ -109,8 +109,8 @@ def training_datasets(paths: dict[str, Path]) -> list[str]:
 def score(model, cfg, paths: dict[str, Path], baselines: tuple[str, ...]) -> dict[str, dict]:
     """`convlstm evaluate`'s scores of the model and baselines on each archive's test windows and pooled
     over all of them: {archive | "pooled": {task, protocol, primary_metric, data, methods}}. Windows are
-    scored once into per-window states (`jobs.evaluation.evaluate`), summed per archive and over all."""
-    from jobs.evaluation.evaluate import WindowScorer, window_states
+    scored once into per-window states (`jobs.evaluation.window_scores`), summed per archive and over all."""
+    from jobs.evaluation.window_scores import WindowScorer, window_states
     from jobs.tasks import get_task
     from pipelines.manifest import load_manifest
 
@@ -130,7 +130,7 @@ def score(model, cfg, paths: dict[str, Path], baselines: tuple[str, ...]) -> dic
 
 def summaries(scorer, keyed: list, protocol: dict, archives: list[str]) -> dict:
     """A `score_model`-shaped result of the summed per-window states (what the lead-time plots read)."""
-    from jobs.evaluation.evaluate import merge_states
+    from jobs.evaluation.window_scores import merge_states
 
     methods = {name: scorer.task.summarize(acc) for name, acc in merge_states(scorer, keyed).items()}
     primary = scorer.task.primary_metric

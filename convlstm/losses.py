@@ -66,7 +66,7 @@ def hko_thresholds_scaled() -> torch.Tensor:
 
 def hko_balance_weights(target: torch.Tensor) -> torch.Tensor:
     """HKO-7 balancing weights (`convlstm.units.BALANCING_WEIGHTS`) for scaled pixels `target` (p/255):
-    1 below 2 mm/h, 2 in [2, 5), ..., 30 at >= 30 mm/h, as `convlstm.metrics.balancing_weights` in mm/h."""
+    1 below 2 mm/h, 2 in [2, 5), ..., 30 at >= 30 mm/h, as `convlstm.metrics.continuous.balancing_weights` in mm/h."""
     thresholds = hko_thresholds_scaled().to(device=target.device, dtype=target.dtype)
     weights = torch.tensor(units.BALANCING_WEIGHTS, device=target.device, dtype=target.dtype)
     return weights[torch.bucketize(target.contiguous(), thresholds, right=True)]

@@ -1,4 +1,5 @@
-"""Radar images of a nowcast: rain rates in mm/h on a log-spaced palette, PNG frames and a looping GIF.
+"""Radar images of a nowcast: rain rates in mm/h on a log-spaced palette, PNG frames and a looping GIF;
+and the side-by-side GIF of training previews (truth beside forecast).
 
 Nodata is grey, < 0.1 mm/h white.
 """
@@ -8,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
 
 # Lower edges (mm/h) of the rain-rate classes and their colours; below the first edge = no rain.
 RAIN_LEVELS_MMH = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 50.0, 100.0)
@@ -45,3 +46,24 @@ def write_gif(path: Path, frames: Sequence[np.ndarray], duration_ms: int = 500) 
     images = [Image.fromarray(np.ascontiguousarray(f, dtype=np.uint8)) for f in frames]
     images[0].save(path, save_all=True, append_images=images[1:], duration=duration_ms, loop=0)
     return Path(path)
+
+
+def side_by_side_gif(path: Path, left: Sequence[np.ndarray], right: Sequence[np.ndarray], labels: Sequence[str],
+                     titles: tuple[str, str], min_size: int = 160) -> Path:
+    """A looping GIF of RGB frames `[H, W, 3]`: `left[t]` beside `right[t]`, upscaled (nearest) to at least
+    `min_size` pixels, a caption row with `titles` and `labels[t]` above."""
+    height, width = left[0].shape[:2]
+    scale = max(1, -(-min_size // max(1, min(height, width))))
+    gap, caption = 6, 16
+    frames = []
+    for a, b, label in zip(left, right, labels):
+        canvas = Image.new("RGB", (2 * width * scale + gap, height * scale + caption), (255, 255, 255))
+        for i, image in enumerate((a, b)):
+            tile = Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8)).resize(
+                (width * scale, height * scale), Image.NEAREST)
+            canvas.paste(tile, (i * (width * scale + gap), caption))
+        draw = ImageDraw.Draw(canvas)
+        for i, title in enumerate(titles):
+            draw.text((i * (width * scale + gap) + 3, 2), f"{title} {label}", fill=(0, 0, 0))
+        frames.append(np.asarray(canvas))
+    return write_gif(path, frames, duration_ms=600)

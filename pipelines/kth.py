@@ -25,7 +25,8 @@ import numpy as np
 
 from pipelines import cluster, storage
 from pipelines import kth_splits as person_split
-from pipelines.driver import DatasetSpec, Publish, Rejected, Source, build_options, run_prepare
+from pipelines.driver import DatasetSpec, Publish, run_prepare
+from pipelines.sources import Rejected, Source, build_options
 from pipelines.kth_sequences import load_sequences
 from pipelines.manifest import Manifest
 

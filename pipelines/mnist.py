@@ -18,7 +18,8 @@ from typing import Iterator
 
 import numpy as np
 
-from pipelines.driver import DatasetSpec, Publish, Source, build_options, run_prepare
+from pipelines.driver import DatasetSpec, Publish, run_prepare
+from pipelines.sources import Source, build_options
 from pipelines.manifest import SPLITS, Manifest
 
 TASK = "mnist"

@@ -17,12 +17,8 @@ created last (`If-None-Match: *` again), so readers that go through the manifest
 half-written dataset as finished. Object stores without conditional writes (not s3://) re-check
 `<out>` just before writing, with a narrow race left.
 
-Staging folders left behind by a killed run (kill -9, power loss) are swept by later runs: each
-staging folder holds an owner marker (OWNER_FILE: pid, host, boot id, process start time, creation
-time), removed just before publishing. `staging` removes the `<out>.tmp-*` siblings whose owner is
-gone: a dead (or reused) pid on this host, or, for another host, a marker older than STALE_AFTER_S.
-Folders without a readable marker are never touched. Radar archive unpacking (`.radar-src-*`)
-uses the same markers (`claim`, `sweep_stale`). Local paths only: object stores are not swept.
+Staging folders carry owner markers so that later runs sweep the ones a killed run left behind
+(`pipelines.owner_markers`). Local paths only: object stores are not swept.
 """
 from __future__ import annotations
 
@@ -39,11 +35,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from pipelines import storage
+from pipelines import exclusive_writes, renames, storage
 from pipelines.manifest import MANIFEST_NAME, Manifest, load_manifest, manifest_path, manifest_text, write_manifest
-
-OWNER_FILE = ".convlstm-owner.json"
-STALE_AFTER_S = 7 * 24 * 3600  # a marker from another host this old belongs to a dead run
+from pipelines.owner_markers import OWNER_FILE, claim, sweep_stale
 
 
 @dataclass
@@ -84,7 +78,7 @@ class Stage:
         stage, target = storage.resolve(self.path)[1], self.target
         if self.seen is None or not os.path.lexists(target):
             try:
-                storage.rename_noreplace(stage, target)
+                renames.rename_noreplace(stage, target)
             except FileExistsError:
                 raise self._changed() from None
             return
@@ -95,7 +89,7 @@ class Stage:
         """Swap the stage in, check that what came out is the dataset seen at the start, else swap back;
         under `_publish_lock`, so concurrent replacements cannot interleave their swaps."""
         try:
-            storage.exchange(stage, target)  # atomic swap: `stage` now holds what was at `out`
+            renames.exchange(stage, target)  # atomic swap: `stage` now holds what was at `out`
         except OSError as exc:
             if exc.errno != errno.ENOSYS:
                 raise
@@ -103,7 +97,7 @@ class Stage:
             return
         if _local_identity(stage) != self.seen or not _is_dataset(stage):
             try:
-                storage.exchange(stage, target)
+                renames.exchange(stage, target)
             except OSError:
                 self.keep = True
                 raise FileExistsError(f"--out {self.out}: changed while this run was preparing; what was "
@@ -117,10 +111,10 @@ class Stage:
         retired = f"{target}.old-{uuid.uuid4().hex[:12]}"
         os.rename(target, retired)
         if _local_identity(retired) != self.seen or not _is_dataset(retired):
-            storage.rename_noreplace(retired, target)
+            renames.rename_noreplace(retired, target)
             raise self._changed()
         try:
-            storage.rename_noreplace(stage, target)
+            renames.rename_noreplace(stage, target)
         except FileExistsError:
             raise FileExistsError(f"--out {self.out}: something was created there while this run was "
                                   f"publishing; the replaced dataset is kept at {retired}") from None
@@ -139,9 +133,9 @@ class Stage:
             storage.remove(self.out)
             storage.move(self.path, self.out)
             text = manifest_text(manifest)
-            if not storage.conditional_writes(self.out):
+            if not exclusive_writes.conditional_writes(self.out):
                 storage.write_text(manifest_path(self.out), text)
-            elif storage.create_exclusive(manifest_path(self.out), text) is None:
+            elif exclusive_writes.create_exclusive(manifest_path(self.out), text) is None:
                 raise self._changed()
 
 
@@ -153,12 +147,12 @@ def _claim(out: str) -> Iterator[None]:
     """Hold `<out>.publish-claim`, created only if absent (S3 `If-None-Match: *`), while committing to
     the object-store prefix `out`; FileExistsError naming it when another commit holds it (or a
     killed run left it: its owner and time are in it). Stores without conditional writes: no claim."""
-    if not storage.conditional_writes(out):
+    if not exclusive_writes.conditional_writes(out):
         yield
         return
     claim = storage.sibling(out, CLAIM_SUFFIX)
     record = {"owner": f"{socket.gethostname()}:{os.getpid()}", "created": time.time()}
-    if storage.create_exclusive(claim, json.dumps(record) + "\n") is None:
+    if exclusive_writes.create_exclusive(claim, json.dumps(record) + "\n") is None:
         try:
             holder = json.loads(storage.read_text(claim))
             since = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(holder["created"])))
@@ -293,70 +287,3 @@ def _target(out: str) -> str:
         return out
     path = storage.resolve(out)[1]
     return os.path.realpath(path) if os.path.islink(path) else path
-
-
-# --- owner markers of staging folders -----------------------------------------------------------------
-
-def claim(folder: str | Path) -> None:
-    """Write this process's owner marker into the (new, local) staging `folder`."""
-    marker = {"pid": os.getpid(), "host": socket.gethostname(), "boot_id": _boot_id(),
-              "start": _start_time(os.getpid()), "created": time.time()}
-    (Path(folder) / OWNER_FILE).write_text(json.dumps(marker) + "\n")
-
-
-def sweep_stale(parent: str | Path, prefix: str) -> list[Path]:
-    """Remove the folders in `parent` named `prefix*` whose owner marker says their run is gone
-    (see the module docstring); returns them. Errors (permissions, races with another sweeper) are
-    ignored: sweeping never fails a run."""
-    removed = []
-    try:
-        candidates = [p for p in Path(parent).iterdir() if p.name.startswith(prefix) and p.is_dir()]
-    except OSError:
-        return removed
-    for folder in candidates:
-        try:
-            marker = json.loads((folder / OWNER_FILE).read_text())
-        except (OSError, ValueError):
-            continue  # no marker (being created, or not ours): never touched
-        if isinstance(marker, dict) and owner_is_gone(marker):
-            shutil.rmtree(folder, ignore_errors=True)
-            removed.append(folder)
-    return removed
-
-
-def owner_is_gone(marker: dict, now: float | None = None) -> bool:
-    """True when the process that wrote `marker` no longer runs: on this host (same hostname and boot
-    id) its pid is dead or belongs to a later process; elsewhere its marker is older than STALE_AFTER_S."""
-    try:
-        if marker.get("host") == socket.gethostname() and marker.get("boot_id") == _boot_id():
-            return not _alive(int(marker["pid"]), marker.get("start"))
-        return (now if now is not None else time.time()) - float(marker["created"]) > STALE_AFTER_S
-    except (KeyError, TypeError, ValueError):
-        return False  # a marker we cannot read is left alone
-
-
-def _alive(pid: int, start: str | None) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # exists, another user's
-    current = _start_time(pid)
-    return start is None or current is None or current == start
-
-
-def _start_time(pid: int) -> str | None:
-    """The process's start time since boot (Linux /proc, clock ticks) to tell a reused pid; None elsewhere."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return fields[19]
-    except (OSError, IndexError):
-        return None
-
-
-def _boot_id() -> str | None:
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return None

@@ -8,7 +8,8 @@ dropped (`frames` uint8 `[T, 1, H, W]` -> `[1, H, W]` per row) and its scalar co
 where windows start; window `k` is rows `starts[k] .. starts[k] + T - 1` of the tensor columns and
 the scalar columns of its first row, which is exactly the window the windows layout stores whole.
 
-This module is the arithmetic (numpy only); `pipelines.shards` reads and writes the files.
+This module is the arithmetic (numpy only); `pipelines.shards` reads the files, `pipelines.shard_writer`
+writes them.
 """
 from __future__ import annotations
 

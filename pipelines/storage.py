@@ -11,10 +11,11 @@ compression guessed from a `.gz` name), `local_copies` gives a decode task local
 inputs (fetched into a temporary folder, removed after), `staged_output` lets a job write reports
 into a local folder that is uploaded to a URI at the end, and `open_seekable` reads an archive
 object with ranged reads. `as_uri` undoes what `pathlib.Path` does to a URI (`s3:/b/k`).
+
+Create-if-absent writes are in `pipelines.exclusive_writes`, local atomic renames in `pipelines.renames`.
 """
 from __future__ import annotations
 
-import ctypes
 import errno
 import io
 import os
@@ -24,7 +25,7 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 import pyarrow.fs as pafs
 
@@ -130,58 +131,6 @@ def write_text(path: str, text: str) -> None:
         f.write(text.encode("utf-8"))
 
 
-def conditional_writes(path: str) -> bool:
-    """Whether `create_exclusive` is atomic at `path`: local paths (O_EXCL) and s3:// (S3 conditional writes)."""
-    return not is_remote(path) or urlsplit(as_uri(path)).scheme == "s3"
-
-
-def create_exclusive(path: str, text: str) -> str | None:
-    """Write `text` to the file or object `path` only if nothing is there, atomically: locally with
-    O_CREAT | O_EXCL, on s3:// with PutObject `If-None-Match: *` (S3 conditional writes, through boto3;
-    pyarrow's S3 filesystem has no conditional write). Returns the object's version (its ETag on S3,
-    "" locally), or None when something is there already or a concurrent conditional write to the
-    same key won (S3's 409 ConditionalRequestConflict). Other object stores: NotImplementedError."""
-    if not is_remote(path):
-        local = resolve(path)[1]
-        try:
-            fd = os.open(local, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            return None
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        return ""
-    if not conditional_writes(path):
-        raise NotImplementedError(f"{path}: no conditional writes on this object store")
-    client, bucket, key = s3_object(path)
-    try:
-        return client.put_object(Bucket=bucket, Key=key, Body=text.encode("utf-8"), IfNoneMatch="*")["ETag"]
-    except client.exceptions.ClientError as exc:
-        if s3_error_code(exc) in ("PreconditionFailed", "ConditionalRequestConflict"):
-            return None
-        raise
-
-
-def s3_object(uri: str):
-    """(boto3 S3 client, bucket, key) for `s3://bucket/key[?endpoint_override=host:port&scheme=http&region=r]`;
-    without those query parameters the client follows the AWS environment (AWS_ENDPOINT_URL, ...)."""
-    import boto3  # deferred: only for s3:// URIs
-
-    parts = urlsplit(as_uri(uri))
-    query = parse_qs(parts.query)
-    kwargs = {}
-    if "endpoint_override" in query:
-        endpoint = query["endpoint_override"][0]
-        kwargs["endpoint_url"] = endpoint if "://" in endpoint else f"{query.get('scheme', ['https'])[0]}://{endpoint}"
-    if "region" in query:
-        kwargs["region_name"] = query["region"][0]
-    return boto3.client("s3", **kwargs), parts.netloc, parts.path.lstrip("/")
-
-
-def s3_error_code(exc: Exception) -> str | None:
-    """The S3 error code of a botocore ClientError (`PreconditionFailed`, `NoSuchKey`, ...)."""
-    return getattr(exc, "response", {}).get("Error", {}).get("Code")
-
-
 def list_files(path: str, suffix: str = "") -> list[str]:
     """Files under `path` (recursive) ending in `suffix`, relative to `path`, sorted.
 
@@ -220,49 +169,6 @@ def move(src: str, dst: str) -> None:
         return
     _copy_objects(fs, s, d)
     remove(src)
-
-
-_RENAME_NOREPLACE, _RENAME_EXCHANGE, _AT_FDCWD = 1, 2, -100
-
-
-def rename_noreplace(src: str | Path, dst: str | Path) -> None:
-    """Local atomic rename of `src` to `dst` that fails with FileExistsError when anything (a file, a
-    folder, a link) is at `dst`: Linux renameat2(RENAME_NOREPLACE), so no check-then-rename window."""
-    if not _renameat2(src, dst, _RENAME_NOREPLACE):
-        if os.path.lexists(dst):  # no renameat2 here (old kernel, other OS): a narrow check-then-rename
-            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(dst))
-        os.rename(src, dst)
-
-
-def exchange(a: str | Path, b: str | Path) -> None:
-    """Swap the local paths `a` and `b` atomically (renameat2(RENAME_EXCHANGE)); both must exist.
-    OSError(ENOSYS) where the kernel or filesystem cannot."""
-    if not _renameat2(a, b, _RENAME_EXCHANGE):
-        raise OSError(errno.ENOSYS, "atomic exchange is not supported here", str(b))
-
-
-def _renameat2(src: str | Path, dst: str | Path, flags: int) -> bool:
-    """renameat2(2); False when unavailable (no such call, or the filesystem refuses the flag),
-    OSError naming `dst` for any other failure."""
-    call = getattr(_libc(), "renameat2", None)
-    if call is None:
-        return False
-    if call(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), flags) == 0:
-        return True
-    code = ctypes.get_errno()
-    if code in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
-        return False
-    raise OSError(code, os.strerror(code), str(dst))
-
-
-def _libc():
-    global _LIBC
-    if _LIBC is None:
-        _LIBC = ctypes.CDLL(None, use_errno=True)
-    return _LIBC
-
-
-_LIBC = None
 
 
 def link_tree(src: str, dst: str) -> None:

@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 from pipelines import storage
 from pipelines.manifest import Manifest, fingerprint, manifest_path
 from pipelines.runs import frame_schema
-from pipelines.shards import _DTYPE_KEY, _SHAPE_KEY, footer_windows, read_windows
+from pipelines.shards import DTYPE_KEY, SHAPE_KEY, footer_windows, read_windows
 
 
 def footer_rows(dataset: str, split: str) -> dict[str, tuple[int, pa.Schema]]:
@@ -111,9 +111,9 @@ def _check_columns(file: str, split: str, schema: pa.Schema, columns: dict) -> N
 def _stored_spec(field: pa.Field) -> tuple[list, str] | None:
     """(shape, dtype) a tensor column's Parquet field metadata records (`pipelines.shards`), if any."""
     meta = field.metadata or {}
-    if _SHAPE_KEY not in meta or _DTYPE_KEY not in meta:
+    if SHAPE_KEY not in meta or DTYPE_KEY not in meta:
         return None
-    return json.loads(meta[_SHAPE_KEY]), meta[_DTYPE_KEY].decode()
+    return json.loads(meta[SHAPE_KEY]), meta[DTYPE_KEY].decode()
 
 
 def verify_dataset(dataset: str, manifest: Manifest) -> dict[str, int]:

@@ -7,7 +7,8 @@ import os
 
 from jobs.cli import options
 from jobs.errors import EXIT_TEMPFAIL, CommandError, LockHeld, LockLost
-from jobs.ops.retrain import RetrainOptions, load_retrain_config, retrain
+from jobs.ops.retrain import retrain
+from jobs.ops.retrain_config import RetrainOptions, load_retrain_config
 
 
 def register(sub: argparse._SubParsersAction) -> None:

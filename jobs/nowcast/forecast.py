@@ -92,8 +92,8 @@ def forecast(model, task, pixels: np.ndarray, mask: np.ndarray, device: str = "c
     `task` (`jobs.tasks`) turns the model's output into [0, 1] frames as in training."""
     import torch  # deferred: torch ~5 s to import; the module's other users skip it
 
-    # deferred: jobs.evaluation.evaluate loads OpenCV ~4 s, torch ~5 s; the module's other users skip it
-    from jobs.evaluation.evaluate import predict
+    # deferred: jobs.evaluation.inference loads torch ~5 s; the module's other users skip it
+    from jobs.evaluation.inference import predict
 
     output = torch.from_numpy(predict(model, pixels[None].astype(np.float32) / 255.0, device=device))
     scaled = task.probabilities(output).clamp(0, 1).numpy()[0, :, 0]
@@ -161,8 +161,8 @@ def nowcast(model_ref: str, src: str | Path, out: str | Path | None = None, fmt:
     model, task, info = load_radar_model(model_ref, tracking_uri)
     manifest = info["manifest"]
     pixels, mask, times = read_input(src, fmt, at, manifest, task.in_len)
-    # deferred: jobs.evaluation.evaluate loads OpenCV ~4 s, torch ~5 s; the module's other users skip it
-    from jobs.evaluation.evaluate import resolve_device
+    # deferred: jobs.evaluation.inference loads torch ~5 s; the module's other users skip it
+    from jobs.evaluation.inference import resolve_device
 
     dbz, rain = forecast(model, task, pixels, mask, resolve_device(device))
     step = timedelta(seconds=manifest.time_step_s)

@@ -84,8 +84,8 @@ def forecast(precip: np.ndarray, velocity: Any = None, timesteps: int | Sequence
     methods' options) are accepted and ignored. ValueError when `precip` does not fit the model:
     fewer than its in_len frames, or another grid than its training data's source grid.
     """
-    # deferred: jobs.evaluation.evaluate loads torch ~5 s; the module's other users skip it
-    from jobs.evaluation.evaluate import predict
+    # deferred: jobs.evaluation.inference loads torch ~5 s; the module's other users skip it
+    from jobs.evaluation.inference import predict
 
     loaded, task, manifest = _load(model, tracking_uri)
     precip = np.asarray(precip, dtype=np.float64)

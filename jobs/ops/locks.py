@@ -24,7 +24,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from jobs.errors import LockHeld, LockLost
-from pipelines import storage
+from pipelines import exclusive_writes, storage
 
 LOCK_SUFFIX = ".retrain.lock"
 
@@ -92,13 +92,13 @@ class _S3Store:
 
     def __init__(self, uri: str):
         self.uri = uri
-        self.client, self.bucket, self.key = storage.s3_object(uri)
+        self.client, self.bucket, self.key = exclusive_writes.s3_object(uri)
 
     def _failed(self, exc: Exception, codes: tuple[str, ...]) -> bool:
-        return storage.s3_error_code(exc) in codes
+        return exclusive_writes.s3_error_code(exc) in codes
 
     def create(self, body: bytes) -> str | None:
-        return storage.create_exclusive(self.uri, body.decode("utf-8"))
+        return exclusive_writes.create_exclusive(self.uri, body.decode("utf-8"))
 
     def read(self) -> tuple[bytes, str] | None:
         try:

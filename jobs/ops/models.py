@@ -79,3 +79,13 @@ def _registered(tracking_uri: str | None, name: str):
 def _alias(model, alias: str) -> str | None:
     version = model.aliases.get(alias)
     return None if version is None else str(version)
+
+
+def version_by_alias(client, name: str, alias: str):
+    """The ModelVersion behind `name@alias`, or None when the model or the alias does not exist."""
+    from mlflow.exceptions import MlflowException  # deferred: mlflow ~10 s to import; the module's other users skip it
+
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None

@@ -13,9 +13,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from convlstm.metrics import ClassificationScores
+from convlstm.metrics.classification import ClassificationScores
 from jobs import plots
-from jobs.tasks.base import Evaluator, Task, scaled
+from jobs.tasks.base import Task, scaled
+from jobs.tasks.evaluator import Evaluator
 from jobs.tasks.plugins import register
 from pipelines.driver import Publish
 from pipelines.kth import KthOptions

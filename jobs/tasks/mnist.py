@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from jobs.tasks.base import ForecastTask
+from jobs.tasks.forecast import ForecastTask
 from jobs.tasks.plugins import register
 from pipelines.driver import Publish
 from pipelines.manifest import Manifest

@@ -12,11 +12,14 @@ from pathlib import Path
 
 import numpy as np
 
-from convlstm.metrics import (FSS_SCALES, FSS_THRESHOLDS_MMH, HKO7_THRESHOLDS_MMH, CategoricalScores, CorrelationScore,
-                              FractionsSkillScore, RainfallErrors)
-from convlstm.units import scaled_pixel_to_rainrate
+from convlstm.metrics.categorical import CategoricalScores
+from convlstm.metrics.continuous import CorrelationScore, RainfallErrors
+from convlstm.metrics.spatial import FSS_SCALES, FSS_THRESHOLDS_MMH, FractionsSkillScore
+from convlstm.units import HKO7_THRESHOLDS_MMH, scaled_pixel_to_rainrate
 from jobs.images import colorize_rainrate
-from jobs.tasks.base import FORECAST_LOSSES, Evaluator, ForecastTask, mean_over_leads
+from jobs.tasks.base import mean_over_leads
+from jobs.tasks.evaluator import Evaluator
+from jobs.tasks.forecast import FORECAST_LOSSES, ForecastTask
 from jobs.tasks.plugins import register
 from pipelines.driver import Publish
 from pipelines.manifest import Manifest

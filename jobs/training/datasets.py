@@ -1,7 +1,7 @@
 """The published datasets a training run reads: one, or several pooled (`convlstm train --data A,B`).
 
 Pooled datasets keep their own manifests and lineage; training reads the union of their training
-splits, and validation scores each one and all of them together (`jobs.training.loop`). They must
+splits, and validation scores each one and all of them together (`jobs.training.validation`). They must
 agree in everything that decides the model's inputs and outputs (`Task.pooling_fields`: the task,
 every column's shape, dtype, unit and encoding, the forecast lengths, ...); the first field where two
 differ is refused before any cluster work, as is a dataset listed twice (same folder or same

@@ -5,28 +5,25 @@ adapts the loop to its host (Ray Train DDP, or one process without Ray). Only ra
 checkpoints and talks to MLflow. The step never waits on the device: the loss is summed on the
 device and checked (all ranks together) every `train.log_every_steps` steps and at the epoch's end.
 Validation runs in float32 (no autocast), each rank on its own windows, merged by a SUM all-reduce;
-with several datasets, per dataset and pooled (see `_validate`).
+with several datasets, per dataset and pooled (`jobs.training.validation`).
 """
 from __future__ import annotations
 
-import tempfile
-
-import json
 import math
-import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from jobs.registry import tracking
 from jobs.tasks import get_task
 from jobs.training.config import Config
 from jobs.training.datasets import TrainingData
+from jobs.training.metrics_log import MetricLogger, start_system_metrics, stop_system_metrics
 from jobs.training.optim import build_optimizer, build_scheduler
+from jobs.training.progress import epoch_line, write_progress
 from jobs.training.sessions import LocalSession, RaySession
+from jobs.training.validation import validate
 from pipelines.manifest import Manifest
 
 STATUS_COMPLETED, STATUS_EARLY_STOPPED, STATUS_NON_FINITE = "completed", "early_stopped", "non_finite"
@@ -94,11 +91,12 @@ def train_loop(spec: WorkerSpec) -> dict[str, Any]:
     optimizer = build_optimizer(cfg.optim, model.parameters())
     scheduler = build_scheduler(cfg.schedule, optimizer, spec.steps_per_epoch * cfg.train.epochs)
     epoch, step, best_epoch, best_score = _restore(session, spec, model, optimizer, scheduler)
-    logger = _MetricLogger(spec.tracking_uri, spec.run_id, cfg.train.log_every_steps) if rank0 else None
+    logger = MetricLogger(spec.tracking_uri, spec.run_id, cfg.train.log_every_steps) if rank0 else None
     amp = session.device.type == "cuda" and cfg.train.bf16
     check_every = cfg.train.log_every_steps
 
-    monitor = _system_metrics(spec) if rank0 else None  # CPU, memory, disk, network, GPU: system/*
+    # CPU, memory, disk, network, GPU: system/*
+    monitor = start_system_metrics(spec.tracking_uri, spec.run_id) if rank0 else None
     try:
         while epoch < cfg.train.epochs:
             net.train()
@@ -123,13 +121,13 @@ def train_loop(spec: WorkerSpec) -> dict[str, Any]:
                         return _non_finite(session, mean, epoch, step)
                     if logger:
                         logger.step(step, {"train_loss": mean, "lr": scheduler.get_last_lr()[0]})
-                _write_progress(spec.progress_dir, session.world_rank, epoch=epoch, step=step)
+                write_progress(spec.progress_dir, session.world_rank, epoch=epoch, step=step)
             mean = _synced_mean(session, window, epoch_loss)
             if not math.isfinite(mean):
                 return _non_finite(session, mean, epoch, step)
             elapsed = time.perf_counter() - started
-            scalars, evaluation, preview, val_rows = _validate(task, model, session, spec.pooled_names)
-            _write_progress(spec.progress_dir, session.world_rank, epoch=epoch, step=step, val_windows=val_rows)
+            scalars, evaluation, preview, val_rows = validate(task, model, session, spec.pooled_names)
+            write_progress(spec.progress_dir, session.world_rank, epoch=epoch, step=step, val_windows=val_rows)
             windows = {"train_windows": samples, "val_windows": _synced_count(session, val_rows)}
             epoch += 1
             mean_loss = float(epoch_loss[0] / epoch_loss[1]) if epoch_loss[1] else math.nan
@@ -140,7 +138,7 @@ def train_loop(spec: WorkerSpec) -> dict[str, Any]:
             if logger:
                 logger.epoch(step, metrics)
                 logger.previews(epoch, task, evaluation, preview)
-                _epoch_line(epoch, cfg, metrics, elapsed)
+                epoch_line(epoch, cfg, metrics, elapsed)
             state = None
             if rank0:
                 state = {
@@ -155,7 +153,7 @@ def train_loop(spec: WorkerSpec) -> dict[str, Any]:
         return {"status": STATUS_COMPLETED, "epoch": epoch, "step": step, **windows}
     finally:
         if monitor is not None:
-            _stop_system_metrics(monitor)
+            stop_system_metrics(monitor)
 
 
 def _synced_count(session, rows: int) -> int:
@@ -179,14 +177,6 @@ def _non_finite(session, value: float, epoch: int, step: int) -> dict[str, Any]:
     session.report({"epoch": epoch, "step": step}, None, epoch)
     return {"status": STATUS_NON_FINITE, "epoch": epoch, "step": step,
             "message": f"non-finite training loss ({value}) by step {step} (epoch {epoch + 1})"}
-
-
-def _epoch_line(epoch: int, cfg: Config, metrics: dict[str, Any], elapsed: float) -> None:
-    """Rank 0's line per epoch for job logs (`convlstm submit --wait`, `ray job logs`)."""
-    left = (cfg.train.epochs - epoch) * elapsed
-    print(f"epoch {epoch}/{cfg.train.epochs}  train_loss {metrics['train_loss_epoch']:.5g}  "
-          f"{cfg.train.monitor} {metrics[cfg.train.monitor]:.5g}  {metrics['samples_per_s']:.1f} samples/s  "
-          f"~{left / 60:.1f} min left", flush=True)
 
 
 def _restore(session, spec: WorkerSpec, model: torch.nn.Module, optimizer, scheduler) -> tuple:
@@ -218,140 +208,7 @@ def _session(cfg: Config, spec: WorkerSpec) -> LocalSession | RaySession:
                       shuffle_buffer=cfg.data.shuffle_buffer, resume_from=spec.resume_from)
 
 
-def _validate(task, model: torch.nn.Module, session, names: tuple[str, ...] = ()) -> tuple[dict, dict, dict, int]:
-    """Evaluate this rank's validation windows in float32 and merge the sums over ranks (SUM
-    all-reduce of every state array), so all ranks hold the single-process result. With several
-    datasets (`names`), each one's windows get their own evaluator and the pooled scores come from
-    the sum of their sums and counts: every window weighs as if one evaluator had read them all.
-    Returns the scalar metrics (pooled `val_<metric>`; per dataset `val_<name>_<metric>`), the
-    JSON-able evaluation (per dataset under `datasets`), a preview of the first window (rank 0) and
-    the number of windows this rank read."""
-    preview: dict = {}
-    evaluators = []
-    model.eval()
-    with torch.no_grad():
-        for index in range(max(len(names), 1)):
-            evaluator = task.evaluator()
-            for batch in session.val_batches(index):
-                output = evaluator.update(model, batch)
-                if not preview:
-                    preview = task.preview(batch, output)
-            evaluators.append(evaluator)
-    rows = sum(evaluator.rows for evaluator in evaluators)
-    pooled = task.evaluator()
-    for evaluator in evaluators:
-        _merge_ranks(evaluator, session)
-        pooled.merge(evaluator)
-    scalars, evaluation = pooled.compute()
-    if names:
-        evaluation["datasets"] = {}
-        for name, evaluator in zip(names, evaluators):
-            values, evaluation["datasets"][name] = evaluator.compute()
-            scalars.update({f"val_{name}_{key.removeprefix('val_')}": value for key, value in values.items()})
-    return scalars, evaluation, preview, rows
-
-
-def _merge_ranks(evaluator, session) -> None:
-    """Replace this rank's sums and counts by their sums over all ranks."""
-    merged = {}
-    for key, value in evaluator.state().items():
-        tensor = torch.as_tensor(value, dtype=torch.float64, device=session.device)
-        merged[key] = session.all_reduce_sum(tensor).cpu().numpy()
-    evaluator.load_state(merged)
-
-
 def _improved(score: float, best: float, mode: str) -> bool:
     if score is None or math.isnan(score):
         return False
     return math.isnan(best) or (score < best if mode == "min" else score > best)
-
-
-class _MetricLogger:
-    """Rank 0's MLflow metrics, buffered and flushed every `every` steps and at epoch ends.
-
-    A restarted worker logs only steps beyond what each metric already has in the run (MLflow
-    cannot delete points), so the history stays strictly increasing in step after a restore.
-    """
-
-    def __init__(self, tracking_uri: str, run_id: str, every: int):
-        self._uri, self._run_id, self._every = tracking_uri, run_id, every
-        self._floor: dict[str, int] = {}
-        self._rows: list[tuple[str, float, int]] = []
-        run = tracking.client(tracking_uri).get_run(run_id)
-        for key in run.data.metrics:
-            self._floor[key] = tracking.last_logged_step(tracking_uri, run_id, key)
-
-    def step(self, step: int, values: dict[str, float]) -> None:
-        self._add(step, values)
-        if step % self._every == 0:
-            self.flush()
-
-    def epoch(self, step: int, values: dict[str, float]) -> None:
-        self._add(step, {k: v for k, v in values.items() if k != "step" and isinstance(v, (int, float))})
-        self.flush()
-
-    def _add(self, step: int, values: dict[str, float]) -> None:
-        self._rows += [(k, float(v), step) for k, v in values.items() if step > self._floor.get(k, -1)]
-
-    def flush(self) -> None:
-        if self._rows:
-            tracking.log_metrics(self._uri, self._run_id, self._rows)
-            self._rows = []
-
-    def previews(self, epoch: int, task, evaluation: dict, preview: dict) -> None:
-        """The task's previews of this epoch's validation (one window; radar: forecast GIF beside the
-        truth, KTH: confusion matrix) as artifacts under `previews/epoch_NNNN/`. A failure is reported
-        and training goes on."""
-        try:
-            with tempfile.TemporaryDirectory() as tmp:
-                files = task.epoch_previews(evaluation, preview, Path(tmp)) if preview or evaluation else []
-                if files:
-                    tracking.log_artifacts(self._uri, self._run_id, files, f"previews/epoch_{epoch:04d}")
-        except Exception as exc:
-            print(f"warning: epoch {epoch} previews not logged: {exc}", flush=True)
-
-
-def _system_metrics(spec: WorkerSpec):
-    """Start MLflow's system metrics monitor on rank 0 (`system/cpu_utilization_percentage`,
-    `system/system_memory_usage_megabytes`, `system/gpu_*` where an NVIDIA GPU and pynvml are present, ...),
-    sampled every `MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL` seconds (MLflow's default 10), continuing the
-    run's steps after a restart. None (training goes on) when psutil is missing or the monitor cannot start."""
-    try:
-        # deferred: mlflow ~10 s to import; the module's other users skip it
-        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
-
-        monitor = SystemMetricsMonitor(spec.run_id, resume_logging=True, tracking_uri=spec.tracking_uri)
-        # From step 1: `log_model` copies the run's metrics at step 0 (its default step) into the
-        # LoggedModel, which should hold only the model's scores.
-        monitor._logging_step = max(monitor._logging_step, 1)
-    except Exception as exc:  # ImportError without psutil; a store error must not stop training
-        print(f"warning: no system metrics for run {spec.run_id}: {exc}", flush=True)
-        return None
-    monitor.start()
-    return monitor
-
-
-def _stop_system_metrics(monitor) -> None:
-    """Stop the monitor and log a last sample covering the time since its last one (psutil's CPU share
-    is measured between samples), so even a run shorter than one sampling interval has system metrics."""
-    try:
-        monitor.finish()
-        monitor.collect_metrics()
-        monitor.publish_metrics(monitor.aggregate_metrics())
-        monitor.mlflow_logger.flush()
-    except Exception as exc:
-        print(f"warning: system metrics: {exc}", flush=True)
-
-
-def _write_progress(folder: str | None, rank: int, **fields: Any) -> None:
-    """`<folder>/rank<N>.json` with this worker's pid and `fields` (epoch 0-based in progress, step,
-    validation windows read), for watching (and fault-injecting) a run from outside; off unless
-    `progress_dir` is given. Fields of earlier writes are kept."""
-    if not folder:
-        return
-    path = Path(folder) / f"rank{rank}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    current = json.loads(path.read_text()) if path.is_file() else {}
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({**current, "pid": os.getpid(), **fields}))
-    tmp.replace(path)

@@ -33,7 +33,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Callable, Iterator
 
 from pipelines import storage
-from pipelines.publish import claim, sweep_stale
+from pipelines.owner_markers import claim, sweep_stale
 
 DEFAULT_MAX_UNPACKED_MB = 10_240  # 10 GiB: decades of 5-minute frames of one radar composite
 MAX_RATIO = 100  # radar frames are already compressed (GIF, PNG, gzip, HDF5): ~1-10x in practice
@@ -132,7 +132,7 @@ def source_folder(src: Path, workdir: Path | None = None, *, keep: Callable[[str
     """The folder to read frames from: `src` itself, or a temporary folder (under `workdir`, else
     the system temp) holding the archive's `keep` members (default: radar frames and masks),
     removed on exit. `max_mb`: see `safe_extract`. The folder carries an owner marker, and
-    `.radar-src-*` folders of dead runs in the same place are removed first (pipelines.publish)."""
+    `.radar-src-*` folders of dead runs in the same place are removed first (pipelines.owner_markers)."""
     remote = storage.is_remote(storage.as_uri(src))
     src = storage.as_uri(src) if remote else Path(src)
     if not remote and src.is_dir():

@@ -32,7 +32,8 @@ import numpy as np
 
 from convlstm.units import HKO_ZR_A, HKO_ZR_B
 from pipelines import cluster, storage
-from pipelines.driver import DatasetSpec, Dropped, Publish, Source, build_options, run_prepare
+from pipelines.driver import DatasetSpec, Publish, run_prepare
+from pipelines.sources import Dropped, Source, build_options
 from pipelines.manifest import Manifest, load_manifest, manifest_path
 from pipelines.radar.archive import check_limit, source_folder
 from pipelines.radar import seen

@@ -1,11 +1,11 @@
-"""`convlstm.metrics.FractionsSkillScore` against a direct implementation of Roberts & Lean (2008),
+"""`convlstm.metrics.spatial.FractionsSkillScore` against a direct implementation of Roberts & Lean (2008),
 written here with explicit neighbourhood loops; merging equals scoring everything at once."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from convlstm.metrics import FractionsSkillScore
+from convlstm.metrics.spatial import FractionsSkillScore
 
 
 def reference_fss(pred, target, valid, threshold, size):

@@ -90,7 +90,7 @@ def test_bad_shapes_raise():
 
 def test_rainfall_mse_is_the_metrics_squared_rain_rate_error_per_frame():
     from convlstm.losses import rainfall_mse
-    from convlstm.metrics import RainfallErrors
+    from convlstm.metrics.continuous import RainfallErrors
 
     rng = np.random.default_rng(0)
     pred, target = (torch.from_numpy(rng.uniform(0, 0.9, (2, 3, 1, 8, 8)).astype(np.float64)) for _ in range(2))

@@ -236,7 +236,7 @@ def test_device_choice(radar_model, radar_data, tmp_path, capsys):
     """--device cpu scores as the default does on this machine; cuda without a GPU is one line, exit 2."""
     import torch
 
-    from jobs.evaluation.evaluate import resolve_device
+    from jobs.evaluation.inference import resolve_device
 
     assert resolve_device("cpu") == "cpu"
     assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
@@ -309,7 +309,7 @@ def test_window_states_sum_to_the_same_scores_in_any_grouping(radar_data):
     """The public per-window API benchmarks/skill.py pools archives with: states merged in two groups
     and in reverse order give the persistence scores straight from the shards."""
     from jobs.evaluation.baselines import baselines_only
-    from jobs.evaluation.evaluate import WindowScorer, merge_states, window_states
+    from jobs.evaluation.window_scores import WindowScorer, merge_states, window_states
     from jobs.tasks import get_task
     from jobs.training.config import from_dict
     from pipelines.manifest import load_manifest

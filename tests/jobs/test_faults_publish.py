@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import S3_BUCKET
-from pipelines import storage
+from pipelines import exclusive_writes, storage
 from pipelines.manifest import build_manifest, load_manifest
 from pipelines.publish import CLAIM_SUFFIX, UnsafeTarget, staging
 
@@ -169,7 +169,7 @@ def test_the_cli_says_it_in_one_line_with_exit_2(ray_local, tmp_path, capsys, mo
 # --- object storage: S3 conditional writes (a claim object and the manifest created with If-None-Match: *)
 
 def s3_keys(prefix: str) -> list[str]:
-    client, bucket, key = storage.s3_object(f"s3://{S3_BUCKET}/{prefix}")
+    client, bucket, key = exclusive_writes.s3_object(f"s3://{S3_BUCKET}/{prefix}")
     pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key)
     return sorted(obj["Key"][len(key):] for page in pages for obj in page.get("Contents", []))
 

@@ -272,7 +272,7 @@ def test_a_signal_during_retrain_kills_the_challenger_run_and_promotes_nothing(d
     import shutil
 
     from jobs.ops.locks import lock_uri_for
-    from jobs.ops.retrain import REPORT_NAME
+    from jobs.ops.retrain_report import REPORT_NAME
     from jobs.training.config import load_config
     from jobs.training.driver import Compute, train
     from pipelines.synthetic import write_kth_videos

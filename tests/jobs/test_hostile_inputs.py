@@ -27,7 +27,7 @@ import pytest
 
 from jobs.cli import main
 from pipelines.manifest import load_manifest
-from pipelines.publish import OWNER_FILE
+from pipelines.owner_markers import OWNER_FILE
 from pipelines.shards import read_windows
 from pipelines.synthetic import write_kth_videos, write_oversized_avi
 
@@ -441,7 +441,7 @@ def _killed_stage(out: Path) -> Path:
 
 def _marker(folder: Path, **fields) -> Path:
     """A staging folder with an owner marker of this process, `fields` overridden (`age` in seconds)."""
-    from pipelines.publish import claim
+    from pipelines.owner_markers import claim
 
     age = fields.pop("age", 0)
     folder.mkdir()

@@ -19,7 +19,7 @@ import pytest
 from pipelines import manifest as mf
 from pipelines.radar.prepare import RadarOptions, schema
 from pipelines.runs import Run, frame_schema
-from pipelines.shards import stack_runs, to_table, with_starts, write_shard
+from pipelines.shard_writer import stack_runs, to_table, with_starts, write_shard
 
 CAP = 3072 << 20  # bytes of private writable memory (heap, arrays, thread stacks) the process may map
 OPTIONS = RadarOptions(size=(400, 400))  # 5 + 15 frames at stride 1: a window is 6.4 MB decoded

@@ -68,7 +68,7 @@ def test_nowcast_runs_the_motion_model_on_the_latest_frames(motion_run, mch_tiny
     """--at 23:45 reads the input frames of the test window starting at 23:35: the nowcast equals the
     model's forecast of that window (the motion field computed from the same frames)."""
     from convlstm.units import pixel_to_dbz
-    from jobs.evaluation.evaluate import predict
+    from jobs.evaluation.inference import predict
     from jobs.nowcast.forecast import nowcast, parse_time
     from jobs.registry.modelio import load_model
     from pipelines.shards import read_windows

@@ -66,7 +66,7 @@ def test_inputs_preprocessed_like_the_training_windows(trained, mch, tmp_path):
     """--at 23:45 reads 23:35, 23:40, 23:45: the input frames of the test window starting at 23:35, so the
     forecast equals the model's on that window (same preprocessing, same nodata)."""
     from convlstm.units import pixel_to_dbz
-    from jobs.evaluation.evaluate import predict
+    from jobs.evaluation.inference import predict
     from jobs.registry.modelio import load_model
     from jobs.nowcast.forecast import nowcast, parse_time
     from pipelines.shards import read_windows

@@ -19,8 +19,10 @@ from jobs.training.config import load_config
 from jobs.ops.locks import LockHeld, LockLost, RetrainLock, lock_uri_for
 from jobs.errors import EXIT_TEMPFAIL as EXIT_LOCKED
 from jobs.ops.promotion import PromotionRule, paired_test
-from jobs.ops.retrain import (REPORT_NAME, RetrainConfig, RetrainOptions, decide, load_retrain_config, new_sources,
-                             retrain)
+from jobs.ops.challenger import decide
+from jobs.ops.retrain import new_sources, retrain
+from jobs.ops.retrain_config import RetrainConfig, RetrainOptions, load_retrain_config
+from jobs.ops.retrain_report import REPORT_NAME
 from jobs.registry.history import history
 from jobs.training.driver import Compute, train
 from pipelines.kth import KthOptions, prepare_kth

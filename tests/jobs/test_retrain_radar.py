@@ -14,7 +14,9 @@ import numpy as np
 import pytest
 import yaml
 
-from jobs.ops.retrain import REPORT_NAME, RetrainOptions, load_retrain_config, retrain
+from jobs.ops.retrain import retrain
+from jobs.ops.retrain_config import RetrainOptions, load_retrain_config
+from jobs.ops.retrain_report import REPORT_NAME
 from jobs.registry import tracking
 from jobs.registry.history import history
 from pipelines import versions

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipelines.driver import Rejected
+from pipelines.sources import Rejected
 from pipelines.kth import decode_video
 from pipelines.radar.formats import FrameFile, get_format, probe_frames, read_dbz
 from pipelines.radar.frame_format import FrameError

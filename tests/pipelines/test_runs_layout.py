@@ -13,12 +13,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from jobs.cli import main
-from pipelines import shards
+from pipelines import shard_writer, shards
 from pipelines.manifest import load_manifest, manifest_path
 from pipelines.radar.prepare import RadarOptions, prepare_radar
 from pipelines.driver import Publish
 from pipelines.runs import Run, covered, cut, frame_schema
-from pipelines.shards import read_dataset, read_windows, stack_runs, to_table, window_counts, with_starts, write_shard
+from pipelines.shard_writer import SchemaError, stack_runs, to_table, with_starts, write_shard
+from pipelines.shards import read_dataset, read_windows, window_counts
 
 # Overlapping windows at stride 1 (the paper's are 5 + 15 frames; the trimmed samples hold 24 frames,
 # too few for 20-frame windows in three splits): 2 + 4 frames at 100 x 100.
@@ -52,7 +53,7 @@ def test_covered_drops_frames_no_window_uses_and_renumbers_starts():
 
 def test_stacked_runs_written_and_read_back_across_row_groups(tmp_path, monkeypatch):
     """Two sources in one file, row groups of a few frames: windows straddling groups come back whole."""
-    monkeypatch.setattr(shards, "_GROUP_BYTES", 20)  # about 3 frame rows per row group
+    monkeypatch.setattr(shard_writer, "_GROUP_BYTES", 20)  # about 3 frame rows per row group
     runs = [toy_run(7, [0, 1, 4]), toy_run(5, [0, 2], source="b", first=100)]
     columns, starts = stack_runs(runs, SCHEMA)
     assert starts == [0, 1, 4, 7, 9]
@@ -71,7 +72,7 @@ def test_stacked_runs_written_and_read_back_across_row_groups(tmp_path, monkeypa
 
 
 def test_a_run_with_other_columns_than_the_schema_is_a_schema_error():
-    with pytest.raises(shards.SchemaError):
+    with pytest.raises(SchemaError):
         stack_runs([Run({"frames": np.zeros((3, 1, 2, 2), np.uint8)}, [0])], SCHEMA)
 
 

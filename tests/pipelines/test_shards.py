@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from ray import cloudpickle
 
-from pipelines.driver import DatasetSpec, Publish, Rejected, RejectedSourcesError, Source, run_prepare
+from pipelines.driver import DatasetSpec, Publish, RejectedSourcesError, run_prepare
+from pipelines.sources import Rejected, Source
 from pipelines.manifest import Manifest, fingerprint, load_manifest, source_checksum
 from pipelines.shards import read_dataset, read_windows
 
