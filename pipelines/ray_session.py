@@ -16,6 +16,11 @@ Connected to a cluster (an address or RAY_ADDRESS, as in every `convlstm submit`
 tasks and actors is forwarded to the driver even when `quiet`: the Ray Train workers' per-epoch
 lines (rank 0) then reach `convlstm submit --wait` and `ray job logs`, the only place a job's
 progress shows. A local Ray stays quiet.
+
+A local Ray also bounds what a streamed Ray Data read holds ahead of its consumer: Ray Data's
+object-store budget for the process's datasets (`DataContext.execution_options.resource_limits`) is
+READ_AHEAD_PER_CPU per CPU (Ray Data's own default is half the object store, 30 % of RAM) unless
+the caller set one; a cluster keeps Ray Data's defaults (docs/scaling.md, "Memory and disk per node").
 """
 from __future__ import annotations
 
@@ -27,6 +32,7 @@ import threading
 from urllib.parse import urlsplit
 
 PROBE_TIMEOUT_S = 5.0
+READ_AHEAD_PER_CPU = 16 << 20  # bytes of Ray Data's object-store budget per CPU of a local Ray
 # An HTTP/2 client preface and an empty SETTINGS frame: a gRPC server (Ray's GCS, a Ray Client
 # server) answers with a SETTINGS frame (frame type 4 in the 4th byte); an HTTP/1 server does not.
 _H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
@@ -116,7 +122,21 @@ def _init(ray, address: str | None, num_cpus: int | None, quiet: bool):
         for name, value in saved.items():
             if value is None:
                 os.environ.pop(name, None)
+    bound_read_ahead(num_cpus or ray.cluster_resources().get("CPU", 1))
     return ray
+
+
+def bound_read_ahead(cpus: float, context=None) -> None:
+    """Cap Ray Data's object-store budget for this process's datasets (or `context`, a DataContext) at
+    READ_AHEAD_PER_CPU x `cpus`, unless one is set. Datasets copy the budget when created (Ray Train's
+    ingest options when built: `jobs.training.ray_fit.ordered_ingest`).
+    Measured (benchmarks/README.md, "Archive scale"): without it a streamed pass of 16 days of radar
+    buffered the split in the object store and its process tree's PSS grew 2.2x from 1 day."""
+    from ray.data import DataContext  # deferred: Ray ~2-10 s to import; the module's other users skip it
+
+    options = (context or DataContext.get_current()).execution_options
+    if options.resource_limits.object_store_memory == float("inf"):
+        options.resource_limits = options.resource_limits.copy(object_store_memory=int(cpus * READ_AHEAD_PER_CPU))
 
 
 _CLUSTER = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"

@@ -37,8 +37,9 @@ SPLIT_COLUMN = "split"
 ORDER = ("source", "start")
 SHAPE_KEY, DTYPE_KEY = b"convlstm:shape", b"convlstm:dtype"  # tensor field metadata (pipelines.verify reads it)
 STARTS_KEY = b"convlstm:starts"  # runs layout: JSON list of the row offsets where the file's windows start
-# Runs layout: decoded bytes per batch of cut windows (bounds a reader's memory).
-_CUT_BYTES = 32 << 20
+# Runs layout: decoded bytes per batch of cut windows (bounds a reader's memory; read_dataset ships
+# each batch as its own block: docs/scaling.md, "Memory and disk per node").
+_CUT_BYTES = 4 << 20
 
 
 def split_dir(dataset: str, split: str) -> str:
@@ -142,8 +143,10 @@ def read_dataset(path: str, split: str, columns: list[str] | None = None) -> "ra
         return ray.data.from_arrow(_empty_table(schema, wanted))
     if manifest.layout == "runs":  # one read task per file: a window never straddles two tasks
         items = [{"file": storage.join(split_dir(path, split), name)} for name in files]
-        return ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
+        ds = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
             _cut_files, batch_size=1, batch_format="numpy", fn_kwargs={"schema": schema, "columns": wanted})
+        ds.context.target_max_block_size = _CUT_BYTES  # else Ray Data joins cut batches into 128 MB blocks
+        return ds
     fs, root = storage.resolve(split_dir(path, split))
     ds = ray.data.read_parquet(root, filesystem=fs, columns=wanted, file_extensions=["parquet"])
     if not any(schema[c]["shape"] for c in wanted):
