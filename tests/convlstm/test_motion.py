@@ -84,6 +84,22 @@ def test_motion_field_is_the_baselines_field_per_window():
     assert dx == pytest.approx(-2.0, abs=0.4) and dy == pytest.approx(-1.0, abs=0.4)
 
 
+
+def test_motion_field_does_not_depend_on_opencvs_thread_count():
+    """The demo's reproducibility rests on it: DIS runs on OpenCV's thread pool."""
+    import cv2
+
+    frames = moving_blobs(batch=1, size=64)[0, :, 0].numpy()
+    threads = cv2.getNumThreads()
+    try:
+        cv2.setNumThreads(1)
+        one = motion_field_array(frames)
+        cv2.setNumThreads(8)
+        eight = motion_field_array(frames)
+    finally:
+        cv2.setNumThreads(threads)
+    np.testing.assert_array_equal(one, eight)
+
 def test_spec_round_trips_and_the_plain_model_is_unchanged():
     model = EncoderForecaster(1, [4], 3, 3, patch_size=2, out_frames=3, motion="advection", cell="sa")
     spec = model_spec(model)
