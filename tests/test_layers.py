@@ -17,7 +17,8 @@ PACKAGES = ("convlstm", "pipelines", "jobs")
 FLOORS: list[tuple[str, ...]] = [
     ("convlstm",),
     ("pipelines",),
-    ("jobs", "jobs.errors", "jobs.paths", "jobs.plots", "jobs.jsonable", "jobs.images", "jobs.checkpoint_files"),
+    ("jobs", "jobs.errors", "jobs.paths", "jobs.plots", "jobs.jsonable", "jobs.images", "jobs.checkpoints",
+     "jobs.signals"),
     ("jobs.tasks",),
     ("jobs.registry",),
     ("jobs.training",),
