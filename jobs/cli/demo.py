@@ -19,7 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo", help="run the whole pipeline end to end on embedded defaults (minutes on a laptop CPU)",
         description="Synthetic KTH-style videos and the bundled MeteoSwiss radar sample -> Ray Data shards "
-                    "(split by person / by time) -> Ray Train DDP on CPU (configs kth-demo, radar-demo) -> "
+                    "(split by person / by time) -> Ray Train DDP on CPU (configs kth-demo; radar-demo, the motion-aware "
+                    "forecaster that starts as the optical-flow forecast) -> "
                     "MLflow runs with the best checkpoints registered (@champion, later runs @challenger) -> evaluation "
                     "against persistence and optical flow -> a nowcast from the registered radar model. "
                     "Safe to rerun: unchanged datasets are reused.")
